@@ -1,0 +1,239 @@
+/**
+ * The durable inbox: verify → store in webhook_events → normalize → signal-with-start the customer
+ * workflow → mark dispatched. Shared by the webhook route, the sweeper and admin replay.
+ */
+import type { Client } from '@temporalio/client';
+import Stripe from 'stripe';
+import type { BillingEvent } from '../domain/billing-event';
+import { normalizeStripeEvent } from '../domain/events';
+import { customerWorkflowId } from '../domain/ids';
+import { stripeEventSignal } from '../domain/messages';
+import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../domain/search-attributes';
+import type { Sql } from '../lib/db';
+import type { Logger } from '../lib/logger';
+import type { Metrics } from './metrics';
+
+export interface IngestDeps {
+  sql: Sql;
+  temporal: Client;
+  taskQueue: string;
+  logger: Logger;
+  metrics: Metrics;
+  payloadStoreLimitBytes: number;
+}
+
+export type IngestOutcome =
+  | { status: 'dispatched'; eventId: string; customerId: string; workflowId: string; duplicate: boolean }
+  | { status: 'already_handled'; eventId: string; previous: string }
+  | { status: 'ignored'; eventId: string; reason: string }
+  | { status: 'failed'; eventId: string; error: string }
+  | { status: 'unavailable'; eventId: string; error: string };
+
+type Envelope = Record<string, unknown>;
+
+/** Strips NUL characters (jsonb rejects them) and drops prototype-polluting keys. */
+export function sanitizeForJsonb(value: unknown): unknown {
+  if (typeof value === 'string') return value.includes('\u0000') ? value.replace(/\u0000/g, '') : value;
+  if (Array.isArray(value)) return value.map(sanitizeForJsonb);
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (k === '__proto__' || k === 'constructor' || k === 'prototype') continue;
+      out[k.replace(/\u0000/g, '')] = sanitizeForJsonb(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+function truncatedPayload(env: Envelope, rawBytes: number): Envelope {
+  const data = (env.data && typeof env.data === 'object' ? env.data : {}) as Envelope;
+  const obj = (data.object && typeof data.object === 'object' ? data.object : {}) as Envelope;
+  return {
+    id: env.id,
+    type: env.type,
+    created: env.created,
+    api_version: env.api_version,
+    livemode: env.livemode,
+    data: { object: { id: obj.id, object: obj.object, customer: obj.customer } },
+    truncated_from_bytes: rawBytes,
+  };
+}
+
+/** Creates the ingest service. */
+export function createIngest(deps: IngestDeps) {
+  const { sql, temporal, taskQueue, logger, metrics } = deps;
+
+  async function signal(event: BillingEvent): Promise<string> {
+    const workflowId = customerWorkflowId(event.customerId);
+    await temporal.workflow.signalWithStart('customerWorkflow', {
+      workflowId,
+      taskQueue,
+      args: [{ customerId: event.customerId }],
+      signal: stripeEventSignal,
+      signalArgs: [event],
+      typedSearchAttributes: [
+        { key: StripeCustomerIdKey, value: event.customerId },
+        { key: BillingWorkflowKindKey, value: 'customer' },
+      ],
+    });
+    return workflowId;
+  }
+
+  /** Signals the workflow and marks the row dispatched; leaves it 'received' if Temporal is down. */
+  async function dispatch(event: BillingEvent): Promise<IngestOutcome> {
+    try {
+      const workflowId = await signal(event);
+      await sql`
+        UPDATE webhook_events
+        SET status = 'dispatched', dispatched_at = now(), workflow_id = ${workflowId}, last_error = NULL
+        WHERE event_id = ${event.eventId} AND status IN ('received', 'failed')`;
+      logger.info({ eventId: event.eventId, customerId: event.customerId, workflowId, type: event.type }, 'event dispatched');
+      return { status: 'dispatched', eventId: event.eventId, customerId: event.customerId, workflowId, duplicate: false };
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      await sql`UPDATE webhook_events SET last_error = ${`dispatch: ${message}`.slice(0, 1000)} WHERE event_id = ${event.eventId}`.catch(
+        () => {},
+      );
+      logger.warn(
+        { eventId: event.eventId, customerId: event.customerId, workflowId: customerWorkflowId(event.customerId), error: message },
+        'temporal unavailable; event kept for the sweeper',
+      );
+      return { status: 'unavailable', eventId: event.eventId, error: message };
+    }
+  }
+
+  return {
+    /**
+     * Records a verified event and hands it to its customer workflow. A redelivery bumps the attempt
+     * counter; if the first delivery was already dispatched it is acknowledged without a new signal.
+     */
+    async ingestVerified(envelope: Envelope, rawBytes: number): Promise<IngestOutcome> {
+      const result = normalizeStripeEvent(envelope);
+      const eventId = typeof envelope.id === 'string' ? envelope.id : null;
+      if (!eventId) throw new Error('ingestVerified requires an envelope with an id');
+      const type = typeof envelope.type === 'string' ? envelope.type : 'unknown';
+      const created = typeof envelope.created === 'number' && Number.isFinite(envelope.created) ? envelope.created : Date.now() / 1000;
+      const truncated = rawBytes > deps.payloadStoreLimitBytes;
+      const stored = sanitizeForJsonb(truncated ? truncatedPayload(envelope, rawBytes) : envelope);
+      const status = result.outcome === 'handled' ? 'received' : result.outcome === 'ignored' ? 'ignored' : 'failed';
+      const lastError = result.outcome === 'invalid' ? result.error.slice(0, 2000) : null;
+      const customerId = result.outcome === 'handled' ? result.event.customerId : null;
+      const objectId = result.outcome === 'handled' ? result.event.objectId : null;
+
+      const rows = await sql<{ status: string; inserted: boolean }[]>`
+        INSERT INTO webhook_events (
+          event_id, type, api_version, livemode, stripe_created_at, customer_id, object_id, status,
+          payload, payload_truncated, payload_bytes, last_error)
+        VALUES (
+          ${eventId}, ${type.slice(0, 200)}, ${typeof envelope.api_version === 'string' ? envelope.api_version.slice(0, 100) : null},
+          ${envelope.livemode === true}, ${new Date(Math.trunc(created) * 1000)}, ${customerId}, ${objectId}, ${status},
+          ${sql.json(stored as never)}, ${truncated}, ${rawBytes}, ${lastError})
+        ON CONFLICT (event_id) DO UPDATE SET attempts = webhook_events.attempts + 1, last_received_at = now()
+        RETURNING status, (xmax = 0) AS inserted`;
+      const row = rows[0]!;
+      metrics.webhooksReceived.inc({ type: result.outcome === 'handled' ? type : result.outcome });
+
+      if (!row.inserted) {
+        metrics.webhooksDuplicate.inc();
+        // Not yet handed over (an earlier 503): try again now, the workflow dedups by event id.
+        if (row.status !== 'received' || result.outcome !== 'handled') {
+          return { status: 'already_handled', eventId, previous: row.status };
+        }
+      }
+      if (result.outcome === 'ignored') {
+        metrics.webhooksIgnored.inc();
+        logger.info({ eventId, type }, 'event type not handled; stored as ignored');
+        return { status: 'ignored', eventId, reason: result.reason };
+      }
+      if (result.outcome === 'invalid') {
+        metrics.webhooksFailed.inc();
+        logger.warn({ eventId, type, error: lastError }, 'verified event failed validation; stored as failed');
+        return { status: 'failed', eventId, error: result.error };
+      }
+      const outcome = await dispatch(result.event);
+      if (outcome.status === 'dispatched') outcome.duplicate = !row.inserted;
+      return outcome;
+    },
+
+    /** Re-dispatches a stored event (admin replay, sweeper). Already-applied events are a no-op. */
+    async redispatch(eventId: string, opts: { stripe?: Pick<Stripe, 'events'> } = {}): Promise<
+      IngestOutcome | { status: 'noop'; eventId: string; reason: string } | { status: 'not_found'; eventId: string }
+    > {
+      const rows = await sql<{ payload: Envelope; payload_truncated: boolean; status: string }[]>`
+        SELECT payload, payload_truncated, status FROM webhook_events WHERE event_id = ${eventId}`;
+      const row = rows[0];
+      if (!row) return { status: 'not_found', eventId };
+      const applied = await sql`SELECT 1 FROM applied_events WHERE event_id = ${eventId}`;
+      if (applied.length > 0) return { status: 'noop', eventId, reason: 'already applied' };
+      let envelope = row.payload;
+      if (row.payload_truncated) {
+        if (!opts.stripe) return { status: 'failed', eventId, error: 'payload was truncated and no Stripe client is available to re-fetch it' };
+        envelope = (await opts.stripe.events.retrieve(eventId)) as unknown as Envelope;
+      }
+      const result = normalizeStripeEvent(envelope);
+      if (result.outcome === 'ignored') {
+        await sql`UPDATE webhook_events SET status = 'ignored' WHERE event_id = ${eventId}`;
+        return { status: 'ignored', eventId, reason: result.reason };
+      }
+      if (result.outcome === 'invalid') {
+        await sql`UPDATE webhook_events SET status = 'failed', last_error = ${result.error.slice(0, 2000)} WHERE event_id = ${eventId}`;
+        return { status: 'failed', eventId, error: result.error };
+      }
+      await sql`
+        UPDATE webhook_events SET customer_id = ${result.event.customerId}, object_id = ${result.event.objectId}
+        WHERE event_id = ${eventId}`;
+      return dispatch(result.event);
+    },
+
+    /** Re-dispatches rows left 'received' longer than thresholdMs (Temporal was down). */
+    async sweep(thresholdMs: number, limit = 200): Promise<{ attempted: number; dispatched: number }> {
+      const rows = await sql<{ event_id: string }[]>`
+        SELECT event_id FROM webhook_events
+        WHERE status = 'received' AND received_at < now() - ${thresholdMs / 1000} * interval '1 second'
+        ORDER BY received_at LIMIT ${limit}`;
+      let dispatched = 0;
+      for (const r of rows) {
+        const out = await this.redispatch(r.event_id);
+        if (out.status === 'dispatched') dispatched++;
+        else if (out.status === 'unavailable') break; // still down: try again next tick
+      }
+      return { attempted: rows.length, dispatched };
+    },
+
+    /** Seconds since the oldest undispatched delivery was received (0 when none). */
+    async oldestUndispatchedAgeSeconds(): Promise<number> {
+      const rows = await sql<{ age: number | null }[]>`
+        SELECT EXTRACT(EPOCH FROM now() - min(received_at))::float8 AS age FROM webhook_events WHERE status = 'received'`;
+      return rows[0]?.age ?? 0;
+    },
+  };
+}
+
+export type Ingest = ReturnType<typeof createIngest>;
+
+/** Verifies a Stripe signature against any of the configured secrets (rotation), 300 s tolerance. */
+export async function verifyStripeSignature(
+  rawBody: string,
+  signature: string,
+  secrets: string[],
+  toleranceSeconds = 300,
+): Promise<{ ok: true; event: Stripe.Event } | { ok: false; reason: 'bad_signature' | 'stale_timestamp' | 'malformed_json'; message: string }> {
+  let last: { reason: 'bad_signature' | 'stale_timestamp' | 'malformed_json'; message: string } = {
+    reason: 'bad_signature',
+    message: 'no webhook secret configured',
+  };
+  for (const secret of secrets) {
+    try {
+      const event = await Stripe.webhooks.constructEventAsync(rawBody, signature, secret, toleranceSeconds);
+      return { ok: true, event };
+    } catch (err) {
+      if (err instanceof SyntaxError) return { ok: false, reason: 'malformed_json', message: 'body is not valid JSON' };
+      const msg = err instanceof Error ? err.message : String(err);
+      last = /tolerance/i.test(msg)
+        ? { reason: 'stale_timestamp', message: 'signature timestamp outside the 300 s tolerance' }
+        : { reason: 'bad_signature', message: 'signature does not match the body' };
+    }
+  }
+  return { ok: false, ...last };
+}

@@ -1,0 +1,75 @@
+/** GET /customers/{customerId}: the app's read model, straight from Postgres. */
+import { Hono } from 'hono';
+import type { Sql } from '../../lib/db';
+import { ApiError } from '../errors';
+
+const CUSTOMER_ID = /^cus_[A-Za-z0-9_]{1,250}$/;
+
+/** Validates a Stripe customer id path parameter. */
+export function parseCustomerId(raw: string): string {
+  if (!CUSTOMER_ID.test(raw)) throw new ApiError(400, 'invalid_customer_id', 'customerId must look like cus_…');
+  return raw;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+/** Reads one customer's billing state. */
+export async function readCustomer(sql: Sql, customerId: string) {
+  const customers = await sql<{ id: string; email: string | null; access_state: string; deleted: boolean }[]>`
+    SELECT id, email, access_state, deleted FROM customers WHERE id = ${customerId}`;
+  const customer = customers[0];
+  if (!customer) return null;
+  const subs = await sql<
+    {
+      id: string;
+      status: string;
+      plan_id: string | null;
+      price_id: string | null;
+      current_period_end: Date | null;
+      cancel_at_period_end: boolean;
+      pending_plan_id: string | null;
+      needs_review: boolean;
+    }[]
+  >`
+    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, needs_review
+    FROM subscriptions WHERE customer_id = ${customerId}
+    ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC LIMIT 1`;
+  const cycles = await sql<{ state: string; attempts_made: number; next_attempt_at: Date | null; last_decline_code: string | null; invoice_id: string }[]>`
+    SELECT state, attempts_made, next_attempt_at, last_decline_code, invoice_id FROM dunning_cycles
+    WHERE customer_id = ${customerId} ORDER BY (ended_at IS NULL) DESC, started_at DESC LIMIT 1`;
+  const s = subs[0];
+  const d = cycles[0];
+  return {
+    customerId: customer.id,
+    email: customer.email,
+    accessState: customer.access_state,
+    deleted: customer.deleted,
+    subscription: s
+      ? {
+          id: s.id,
+          status: s.status,
+          planId: s.plan_id,
+          priceId: s.price_id,
+          currentPeriodEnd: iso(s.current_period_end),
+          cancelAtPeriodEnd: s.cancel_at_period_end,
+          pendingPlanId: s.pending_plan_id,
+          needsReview: s.needs_review,
+        }
+      : null,
+    dunning: d
+      ? { invoiceId: d.invoice_id, state: d.state, attempt: d.attempts_made, nextAttemptAt: iso(d.next_attempt_at), lastDeclineCode: d.last_decline_code }
+      : null,
+  };
+}
+
+/** Customer read routes. */
+export function customerRoutes(deps: { sql: Sql }): Hono {
+  const app = new Hono();
+  app.get('/customers/:customerId', async (c) => {
+    const customerId = parseCustomerId(c.req.param('customerId'));
+    const body = await readCustomer(deps.sql, customerId);
+    if (!body) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
+    return c.json(body);
+  });
+  return app;
+}

@@ -1,0 +1,75 @@
+/** POST /webhooks/stripe: verify the raw body first, store, hand over, then answer. */
+import { Hono } from 'hono';
+import type { Logger } from '../../lib/logger';
+import type { Ingest } from '../ingest';
+import { verifyStripeSignature } from '../ingest';
+import type { Metrics } from '../metrics';
+
+export interface WebhookRouteDeps {
+  ingest: Ingest;
+  secrets: () => string[];
+  maxBodyBytes: number;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** The Stripe webhook endpoint. */
+export function webhookRoutes(deps: WebhookRouteDeps): Hono {
+  const app = new Hono();
+  app.post('/webhooks/stripe', async (c) => {
+    const started = performance.now();
+    const done = (status: number, body: Record<string, unknown>, reason?: string) => {
+      if (reason) deps.metrics.webhooksRejected.inc({ reason });
+      deps.metrics.ackLatency.observe({ status: String(status) }, (performance.now() - started) / 1000);
+      return c.json(body, status as 200);
+    };
+
+    const declared = Number(c.req.header('content-length') ?? '0');
+    if (declared > deps.maxBodyBytes) {
+      return done(413, { error: 'payload_too_large', message: `body exceeds ${deps.maxBodyBytes} bytes` }, 'too_large');
+    }
+    const signature = c.req.header('stripe-signature');
+    // Read the raw bytes exactly as sent: the signature covers them, not a re-serialization.
+    const raw = await c.req.text();
+    const rawBytes = Buffer.byteLength(raw, 'utf8');
+    if (rawBytes > deps.maxBodyBytes) {
+      return done(413, { error: 'payload_too_large', message: `body exceeds ${deps.maxBodyBytes} bytes` }, 'too_large');
+    }
+    if (!signature) {
+      return done(400, { error: 'missing_signature', message: 'Stripe-Signature header is required' }, 'missing_signature');
+    }
+    const verified = await verifyStripeSignature(raw, signature, deps.secrets());
+    if (!verified.ok) return done(400, { error: verified.reason, message: verified.message }, verified.reason);
+
+    const envelope = verified.event as unknown as Record<string, unknown>;
+    if (!envelope || typeof envelope !== 'object' || Array.isArray(envelope) || typeof envelope.id !== 'string' || !envelope.id) {
+      return done(400, { error: 'malformed_event', message: 'event has no id' }, 'malformed_event');
+    }
+    if (typeof envelope.type !== 'string') {
+      return done(400, { error: 'malformed_event', message: 'event has no type' }, 'malformed_event');
+    }
+
+    let outcome;
+    try {
+      outcome = await deps.ingest.ingestVerified(envelope, rawBytes);
+    } catch (err) {
+      deps.metrics.webhooksUnavailable.inc();
+      deps.logger.error({ eventId: envelope.id, error: err instanceof Error ? err.message : String(err) }, 'could not store webhook');
+      return done(503, { error: 'unavailable', message: 'could not record the event; retry later' });
+    }
+    switch (outcome.status) {
+      case 'unavailable':
+        deps.metrics.webhooksUnavailable.inc();
+        return done(503, { error: 'unavailable', message: 'event stored but not yet handed over; retry later', eventId: outcome.eventId });
+      case 'dispatched':
+        return done(200, { received: true, eventId: outcome.eventId, status: 'dispatched', duplicate: outcome.duplicate });
+      case 'already_handled':
+        return done(200, { received: true, eventId: outcome.eventId, status: outcome.previous, duplicate: true });
+      case 'ignored':
+        return done(200, { received: true, eventId: outcome.eventId, status: 'ignored' });
+      case 'failed':
+        return done(200, { received: true, eventId: outcome.eventId, status: 'failed', error: outcome.error });
+    }
+  });
+  return app;
+}

@@ -1,0 +1,73 @@
+/** `npm run api`: loadConfig → deps → serve(createApp(deps)) → graceful shutdown. */
+import { serve } from '@hono/node-server';
+import { loadConfigOrExit } from '../lib/config';
+import { createSql } from '../lib/db';
+import { createLogger } from '../lib/logger';
+import { createStripe } from '../lib/stripe';
+import { createTemporalClient } from '../lib/temporal';
+import { createApp } from './app';
+import { createIngest } from './ingest';
+import { createMetrics } from './metrics';
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const logger = createLogger({ level: config.LOG_LEVEL, name: 'api' });
+  const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_MAX, applicationName: 'billing-api' });
+  const temporal = await createTemporalClient({ address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE });
+  const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE });
+  const metrics = createMetrics({ defaultMetrics: true });
+  const ingest = createIngest({
+    sql,
+    temporal,
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    logger,
+    metrics,
+    payloadStoreLimitBytes: config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
+  });
+  const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest });
+
+  const server = serve({ fetch: app.fetch, port: config.PORT, hostname: '0.0.0.0' }, (info) => {
+    logger.info({ port: info.port, stripeApiBase: config.STRIPE_API_BASE ?? 'api.stripe.com' }, 'api listening');
+  });
+
+  // The sweeper re-dispatches deliveries stored while Temporal was unreachable.
+  let sweeping = false;
+  const sweeper = setInterval(() => {
+    if (sweeping) return;
+    sweeping = true;
+    ingest
+      .sweep(config.SWEEPER_THRESHOLD_MS)
+      .then((r) => {
+        if (r.dispatched > 0) {
+          metrics.sweeperRedispatched.inc(r.dispatched);
+          logger.info(r, 'sweeper re-dispatched deliveries');
+        }
+      })
+      .catch((err: unknown) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'sweep failed'))
+      .finally(() => {
+        sweeping = false;
+      });
+  }, config.SWEEPER_INTERVAL_MS);
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'api shutting down');
+    clearInterval(sweeper);
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    server.close(async () => {
+      await sql.end({ timeout: 5 }).catch(() => {});
+      await temporal.connection.close().catch(() => {});
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`api failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

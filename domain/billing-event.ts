@@ -1,0 +1,141 @@
+/**
+ * The slim, normalized event that crosses from the webhook endpoint into the customer workflow.
+ * It carries only what the handlers need, never the full Stripe payload (workflow history stays small).
+ */
+import { z } from 'zod';
+
+export const SUBSCRIPTION_STATUSES = [
+  'trialing',
+  'active',
+  'past_due',
+  'canceled',
+  'unpaid',
+  'incomplete',
+  'incomplete_expired',
+  'paused',
+] as const;
+export const SubscriptionStatusSchema = z.enum(SUBSCRIPTION_STATUSES);
+export type SubscriptionStatus = z.infer<typeof SubscriptionStatusSchema>;
+
+/** Unix seconds or null. */
+const ts = z.number().int().nullable();
+
+export const SubscriptionDataSchema = z.object({
+  kind: z.literal('subscription'),
+  subscriptionId: z.string().min(1),
+  status: SubscriptionStatusSchema,
+  /** Stripe price id (new API) or plan id (2017-era API); mapped to our plan id by the activity. */
+  priceId: z.string().nullable(),
+  currentPeriodStart: ts,
+  currentPeriodEnd: ts,
+  cancelAtPeriodEnd: z.boolean(),
+  canceledAt: ts,
+  trialEnd: ts,
+  /** True for customer.subscription.deleted. */
+  deleted: z.boolean(),
+});
+export type SubscriptionData = z.infer<typeof SubscriptionDataSchema>;
+
+export const InvoiceDataSchema = z.object({
+  kind: z.literal('invoice'),
+  invoiceId: z.string().min(1),
+  /** Null for one-off invoices; found at invoice.subscription (old) or parent.subscription_details.subscription (new). */
+  subscriptionId: z.string().nullable(),
+  status: z.string().nullable(),
+  amountDue: z.number().int(),
+  amountPaid: z.number().int(),
+  currency: z.string(),
+  attemptCount: z.number().int(),
+  nextPaymentAttempt: ts,
+  billingReason: z.string().nullable(),
+  hostedInvoiceUrl: z.string().nullable(),
+  paymentIntentId: z.string().nullable(),
+  /** From last_finalization_error / charge outcome when present; null when the payload does not say. */
+  declineCode: z.string().nullable(),
+  failureCode: z.string().nullable(),
+  periodEnd: ts,
+});
+export type InvoiceData = z.infer<typeof InvoiceDataSchema>;
+
+export const CustomerDataSchema = z.object({
+  kind: z.literal('customer'),
+  email: z.string().nullable(),
+  name: z.string().nullable(),
+  defaultPaymentMethodId: z.string().nullable(),
+  deleted: z.boolean(),
+  /** For customer.updated: the previous default payment method if it changed (from data.previous_attributes). */
+  previousDefaultPaymentMethodId: z.string().nullable().optional(),
+  defaultPaymentMethodChanged: z.boolean(),
+});
+export type CustomerData = z.infer<typeof CustomerDataSchema>;
+
+export const CheckoutSessionDataSchema = z.object({
+  kind: z.literal('checkout_session'),
+  sessionId: z.string().min(1),
+  status: z.string().nullable(),
+  mode: z.string(),
+  subscriptionId: z.string().nullable(),
+  clientReferenceId: z.string().nullable(),
+  /** Our plan id from session metadata (metadata.plan_id), when the session was created by us. */
+  planId: z.string().nullable(),
+  paymentStatus: z.string().nullable(),
+});
+export type CheckoutSessionData = z.infer<typeof CheckoutSessionDataSchema>;
+
+export const PaymentMethodDataSchema = z.object({
+  kind: z.literal('payment_method'),
+  paymentMethodId: z.string().min(1),
+  type: z.string(),
+  /** Only brand / last4 / expiry: never a full card number. */
+  cardBrand: z.string().nullable(),
+  cardLast4: z.string().nullable(),
+  detached: z.boolean(),
+});
+export type PaymentMethodData = z.infer<typeof PaymentMethodDataSchema>;
+
+export const DisputeDataSchema = z.object({
+  kind: z.literal('dispute'),
+  disputeId: z.string().min(1),
+  chargeId: z.string().nullable(),
+  amount: z.number().int(),
+  currency: z.string(),
+  reason: z.string().nullable(),
+  status: z.string().nullable(),
+});
+export type DisputeData = z.infer<typeof DisputeDataSchema>;
+
+export const ChargeRefundDataSchema = z.object({
+  kind: z.literal('charge_refund'),
+  chargeId: z.string().min(1),
+  invoiceId: z.string().nullable(),
+  amount: z.number().int(),
+  amountRefunded: z.number().int(),
+  currency: z.string(),
+  refunded: z.boolean(),
+});
+export type ChargeRefundData = z.infer<typeof ChargeRefundDataSchema>;
+
+export const BillingEventDataSchema = z.discriminatedUnion('kind', [
+  SubscriptionDataSchema,
+  InvoiceDataSchema,
+  CustomerDataSchema,
+  CheckoutSessionDataSchema,
+  PaymentMethodDataSchema,
+  DisputeDataSchema,
+  ChargeRefundDataSchema,
+]);
+export type BillingEventData = z.infer<typeof BillingEventDataSchema>;
+
+export const BillingEventSchema = z.object({
+  /** Stripe event id: the dedup key everywhere. */
+  eventId: z.string().min(1),
+  type: z.string().min(1),
+  /** Stripe `created` (unix seconds) of the event. */
+  created: z.number().int(),
+  customerId: z.string().min(1),
+  /** The id of the Stripe object the event is about (sub_, in_, cus_, cs_, pm_, dp_, ch_). */
+  objectId: z.string().min(1),
+  livemode: z.boolean(),
+  data: BillingEventDataSchema,
+});
+export type BillingEvent = z.infer<typeof BillingEventSchema>;

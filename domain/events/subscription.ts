@@ -1,0 +1,61 @@
+import { z } from 'zod';
+import { SubscriptionStatusSchema } from '../billing-event';
+import { defineHandler, IdRefSchema, idOf, orNull, TimestampSchema, type EventHandler } from './shared';
+
+const SubscriptionItemSchema = z.looseObject({
+  price: IdRefSchema.nullish(),
+  plan: IdRefSchema.nullish(),
+  // 2025+ API versions carry the billing period on each item instead of the subscription.
+  current_period_start: TimestampSchema,
+  current_period_end: TimestampSchema,
+});
+
+/** `data.object` of customer.subscription.* events, in 2017-era through 2025+ shapes. */
+export const SubscriptionObjectSchema = z.looseObject({
+  id: z.string().min(1),
+  customer: IdRefSchema.nullish(),
+  status: SubscriptionStatusSchema,
+  items: z.looseObject({ data: z.array(SubscriptionItemSchema) }).nullish(),
+  plan: IdRefSchema.nullish(),
+  current_period_start: TimestampSchema,
+  current_period_end: TimestampSchema,
+  cancel_at_period_end: z.boolean().nullish(),
+  canceled_at: TimestampSchema,
+  trial_end: TimestampSchema,
+});
+export type SubscriptionObject = z.infer<typeof SubscriptionObjectSchema>;
+
+function subscriptionHandler(deleted: boolean): EventHandler {
+  return defineHandler(SubscriptionObjectSchema, (sub) => {
+    const item = sub.items?.data[0];
+    return {
+      customerId: idOf(sub.customer),
+      objectId: sub.id,
+      data: {
+        kind: 'subscription',
+        subscriptionId: sub.id,
+        status: sub.status,
+        priceId: idOf(item?.price) ?? idOf(item?.plan) ?? idOf(sub.plan),
+        currentPeriodStart: sub.current_period_start ?? orNull(item?.current_period_start),
+        currentPeriodEnd: sub.current_period_end ?? orNull(item?.current_period_end),
+        cancelAtPeriodEnd: sub.cancel_at_period_end ?? false,
+        canceledAt: orNull(sub.canceled_at),
+        trialEnd: orNull(sub.trial_end),
+        deleted,
+      },
+    };
+  });
+}
+
+/** customer.subscription.created */
+export const customerSubscriptionCreated = subscriptionHandler(false);
+/** customer.subscription.updated */
+export const customerSubscriptionUpdated = subscriptionHandler(false);
+/** customer.subscription.deleted: the subscription has ended; `deleted` is true. */
+export const customerSubscriptionDeleted = subscriptionHandler(true);
+/** customer.subscription.trial_will_end: sent three days before `trial_end`. */
+export const customerSubscriptionTrialWillEnd = subscriptionHandler(false);
+/** customer.subscription.paused: status is 'paused'. */
+export const customerSubscriptionPaused = subscriptionHandler(false);
+/** customer.subscription.resumed */
+export const customerSubscriptionResumed = subscriptionHandler(false);

@@ -1,0 +1,144 @@
+/**
+ * Signal, query and update definitions shared by the API (client side) and the workflows.
+ * Wire names are camelCase and never renamed: running workflows depend on them.
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { BillingEvent, SubscriptionStatus } from './billing-event';
+
+/** A fresh subscription object read from the Stripe API (reconciliation or a same-second tie). */
+export interface SubscriptionSnapshot {
+  subscriptionId: string;
+  customerId: string;
+  status: SubscriptionStatus;
+  priceId: string | null;
+  currentPeriodStart: number | null;
+  currentPeriodEnd: number | null;
+  cancelAtPeriodEnd: boolean;
+  canceledAt: number | null;
+  trialEnd: number | null;
+  /** Unix seconds when it was read from Stripe. */
+  fetchedAt: number;
+}
+
+/** Reconciliation asks the customer workflow (the single writer) to converge on Stripe's object. */
+export interface ReconcileRequest {
+  runId: string;
+  /** Null means Stripe no longer knows the local subscription: flag it for a human, never delete. */
+  subscription: SubscriptionSnapshot | null;
+  subscriptionId: string;
+}
+
+export interface DunningView {
+  invoiceId: string;
+  state: string;
+  attempt: number;
+  maxAttempts: number;
+  nextAttemptAt: number | null;
+  lastDeclineCode: string | null;
+}
+
+export interface PlanChangeView {
+  requestId: string;
+  fromPlanId: string | null;
+  toPlanId: string;
+  kind: 'upgrade' | 'downgrade';
+  status: 'in_flight' | 'confirmed' | 'pending' | 'scheduled' | 'failed';
+}
+
+/** What the `state` query returns. */
+export interface CustomerWorkflowState {
+  customerId: string;
+  subscription: {
+    id: string;
+    status: SubscriptionStatus;
+    planId: string | null;
+    priceId: string | null;
+    currentPeriodEnd: number | null;
+    cancelAtPeriodEnd: boolean;
+    pendingPlanId: string | null;
+  } | null;
+  dunning: DunningView[];
+  planChange: PlanChangeView | null;
+  queued: number;
+  applied: number;
+  duplicatesDropped: number;
+  staleDropped: number;
+  lastEventId: string | null;
+  recentEventIds: number;
+}
+
+export interface ChangePlanRequest {
+  planId: string;
+  requestId: string;
+  /** Unix seconds; reuse the preview's proration date so the amount charged matches the preview. */
+  prorationDate?: number;
+}
+
+export interface ChangePlanResult {
+  requestId: string;
+  kind: 'upgrade' | 'downgrade';
+  fromPlanId: string | null;
+  toPlanId: string;
+  /** confirmed: Stripe applied it; pending: awaiting payment; scheduled: at period end. */
+  status: 'confirmed' | 'pending' | 'scheduled' | 'failed';
+  effectiveAt: number | null;
+  invoiceId: string | null;
+  message: string;
+}
+
+export interface CancelSubscriptionRequest {
+  atPeriodEnd: boolean;
+  requestId: string;
+}
+
+export interface SubscriptionActionResult {
+  requestId: string;
+  status: SubscriptionStatus;
+  cancelAtPeriodEnd: boolean;
+  message: string;
+}
+
+export const stripeEventSignal = defineSignal<[BillingEvent]>('stripeEvent');
+export const reconcileSignal = defineSignal<[ReconcileRequest]>('reconcile');
+export const stateQuery = defineQuery<CustomerWorkflowState>('state');
+export const changePlanUpdate = defineUpdate<ChangePlanResult, [ChangePlanRequest]>('changePlan');
+export const cancelPendingPlanChangeUpdate = defineUpdate<ChangePlanResult | null, [{ requestId: string }]>('cancelPendingPlanChange');
+export const cancelSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [CancelSubscriptionRequest]>('cancelSubscription');
+export const resumeSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [{ requestId: string }]>('resumeSubscription');
+
+/** Events the customer workflow forwards to a dunning cycle. */
+export type DunningEvent =
+  | { kind: 'payment_failed'; eventId: string; declineCode: string | null; at: number }
+  | { kind: 'paid'; eventId: string; at: number }
+  | { kind: 'payment_method_updated'; eventId: string; paymentMethodId: string | null; at: number }
+  | { kind: 'subscription_ended'; eventId: string; at: number };
+
+export const dunningEventSignal = defineSignal<[DunningEvent]>('dunningEvent');
+export const dunningStateQuery = defineQuery<DunningView>('dunningState');
+
+/** Dunning child → customer workflow: the cycle's latest view (drives the DunningState search attribute). */
+export const dunningProgressSignal = defineSignal<[DunningView]>('dunningProgress');
+
+/** Input of `dunningWorkflow` (workflow id `dunning:<invoiceId>`). */
+export interface DunningWorkflowInput {
+  invoiceId: string;
+  customerId: string;
+  subscriptionId: string | null;
+  /** The event that opened the cycle. */
+  firstFailure: { eventId: string; declineCode: string | null; at: number };
+  /** Overrides the configured policy (tests, demo); otherwise read from configuration by an activity. */
+  policyOverride?: {
+    retryDaysAfterFailure?: number[];
+    finalAction?: 'cancel' | 'mark_unpaid' | 'leave_past_due';
+    noticeMinIntervalMs?: number;
+    maxNoticesPerCycle?: number;
+  };
+  /** Carried over continue-as-new. */
+  carried?: unknown;
+}
+
+export interface DunningWorkflowResult {
+  invoiceId: string;
+  outcome: 'recovered' | 'exhausted' | 'canceled';
+  attempts: number;
+}

@@ -1,0 +1,105 @@
+/**
+ * The one place that reads the environment. Entry points call loadConfig(process.env); everything
+ * else receives a typed Config.
+ */
+import { z } from 'zod';
+
+const nonEmpty = (name: string) => z.string({ error: `${name} is required` }).trim().min(1, `${name} is required`);
+
+const optionalNonEmpty = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => (v === undefined || v === '' ? undefined : v));
+
+export const ConfigSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    DATABASE_URL: nonEmpty('DATABASE_URL').refine((v) => /^postgres(ql)?:\/\//.test(v), {
+      message: 'DATABASE_URL must be a postgres:// or postgresql:// URL',
+    }),
+    DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
+    TEMPORAL_ADDRESS: z.string().trim().min(1).default('127.0.0.1:7233'),
+    TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
+    TEMPORAL_TASK_QUEUE: z.string().trim().min(1).default('billing'),
+    STRIPE_SECRET_KEY: nonEmpty('STRIPE_SECRET_KEY').refine((v) => /^(sk|rk)_(test|live)_/.test(v) || /^sk_/.test(v), {
+      message: 'STRIPE_SECRET_KEY must start with sk_ or rk_',
+    }),
+    /** One secret, or several separated by commas while rotating (new first). */
+    STRIPE_WEBHOOK_SECRET: nonEmpty('STRIPE_WEBHOOK_SECRET').refine(
+      (v) => v.split(',').every((s) => s.trim().startsWith('whsec_')),
+      { message: 'STRIPE_WEBHOOK_SECRET must be one or more comma-separated whsec_ secrets' },
+    ),
+    STRIPE_API_BASE: optionalNonEmpty.pipe(
+      z
+        .string()
+        .url({ message: 'STRIPE_API_BASE must be a URL such as http://127.0.0.1:12111' })
+        .refine((v) => /^https?:\/\//.test(v), { message: 'STRIPE_API_BASE must use http or https' })
+        .optional(),
+    ),
+    ADMIN_TOKEN: optionalNonEmpty.pipe(z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional()),
+    API_TOKEN: optionalNonEmpty.pipe(z.string().min(16, 'API_TOKEN must be at least 16 characters').optional()),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    WEBHOOK_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+    WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
+    SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(15_000),
+    SWEEPER_THRESHOLD_MS: z.coerce.number().int().min(0).default(60_000),
+    DUNNING_RETRY_DAYS: z.string().default('1,3,5,7'),
+    DUNNING_FINAL_ACTION: z.enum(['cancel', 'mark_unpaid', 'leave_past_due']).default('mark_unpaid'),
+    RECONCILIATION_CRON: z.string().default('0 3 * * *'),
+    RECONCILIATION_TIMEZONE: z.string().default('UTC'),
+    RECONCILIATION_CATCHUP_WINDOW: z.string().default('1 hour'),
+    STRIPE_RATE_LIMIT_PER_SECOND: z.coerce.number().positive().default(20),
+    WORKER_METRICS_ADDRESS: optionalNonEmpty,
+    TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.NODE_ENV === 'production' && !c.ADMIN_TOKEN) {
+      ctx.addIssue({ code: 'custom', path: ['ADMIN_TOKEN'], message: 'ADMIN_TOKEN is required when NODE_ENV=production' });
+    }
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+/** Thrown for a missing or invalid environment variable; the message names every offending variable. */
+export class ConfigError extends Error {
+  constructor(readonly variables: string[], message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment; throws ConfigError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = ConfigSchema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  const variables: string[] = [];
+  const lines = parsed.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? 'environment');
+    if (!variables.includes(name)) variables.push(name);
+    const msg = issue.message.includes(name) ? issue.message : `${name}: ${issue.message}`;
+    return `  - ${msg}`;
+  });
+  throw new ConfigError(variables, `Invalid configuration:\n${lines.join('\n')}`);
+}
+
+/** The parsed list of webhook signing secrets (more than one during rotation). */
+export function webhookSecrets(config: Pick<Config, 'STRIPE_WEBHOOK_SECRET'>): string[] {
+  return config.STRIPE_WEBHOOK_SECRET.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** Runs an entry point's config load, printing one clear message and exiting on failure. */
+export function loadConfigOrExit(env: Record<string, string | undefined> = process.env): Config {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,40 @@
+/** Structured JSON logging (pino) with secret redaction. */
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+/** Paths whose values never reach a log line. */
+export const REDACT_PATHS = [
+  'secret',
+  '*.secret',
+  'password',
+  '*.password',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  'headers["stripe-signature"]',
+  'req.headers.authorization',
+  'stripeSecretKey',
+  '*.STRIPE_SECRET_KEY',
+  '*.STRIPE_WEBHOOK_SECRET',
+  '*.ADMIN_TOKEN',
+  '*.API_TOKEN',
+  'card',
+  '*.card',
+  'payload',
+  '*.payload',
+];
+
+/** Creates the process logger; `destination` lets tests capture lines. */
+export function createLogger(opts: { level?: string; name?: string; destination?: pino.DestinationStream } = {}): Logger {
+  return pino(
+    {
+      level: opts.level ?? 'info',
+      base: { service: opts.name ?? 'billing' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    opts.destination,
+  );
+}

@@ -1,0 +1,274 @@
+/**
+ * Starts and stops the local services the project runs on: a private PostgreSQL cluster, the Temporal
+ * dev server, stripe-mock and localstripe. Used by `npm run dev`, the test global setup, bench, chaos
+ * and the demo. Every process is a real server binary from .tools/ or the system PostgreSQL package.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readdirSync, chownSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '..');
+export const TOOLS_BIN = path.join(ROOT, '.tools', 'bin');
+
+/** Custom search attributes every namespace this project uses must have. */
+export const SEARCH_ATTRIBUTES: Record<string, string> = {
+  StripeCustomerId: 'Keyword',
+  SubscriptionStatus: 'Keyword',
+  PlanId: 'Keyword',
+  DunningState: 'Keyword',
+  BillingWorkflowKind: 'Keyword',
+};
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Resolves once host:port accepts TCP connections, or rejects after timeoutMs. */
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 30_000, what = 'service'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = net.connect({ port, host });
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on ${host}:${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export interface Managed {
+  name: string;
+  stop(): Promise<void>;
+}
+
+function tool(name: string): string {
+  const p = path.join(TOOLS_BIN, name);
+  if (!existsSync(p)) throw new Error(`${p} is missing: run \`npm run tools\` first`);
+  return p;
+}
+
+function spawnLogged(name: string, cmd: string, args: string[], logDir: string, env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  mkdirSync(logDir, { recursive: true });
+  const fd = openSync(path.join(logDir, `${name}.log`), 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env, detached: false });
+  child.on('error', (err) => process.stderr.write(`[stack] ${name}: ${err.message}\n`));
+  return child;
+}
+
+async function killChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+function pgBinDir(): string {
+  const fromEnv = process.env.PG_BIN_DIR;
+  if (fromEnv) return fromEnv;
+  const base = '/usr/lib/postgresql';
+  if (existsSync(base)) {
+    const versions = readdirSync(base)
+      .filter((v) => existsSync(path.join(base, v, 'bin', 'initdb')))
+      .sort((a, b) => Number(b) - Number(a));
+    if (versions[0]) return path.join(base, versions[0], 'bin');
+  }
+  const which = spawnSync('sh', ['-c', 'command -v initdb'], { encoding: 'utf8' });
+  if (which.status === 0 && which.stdout.trim()) return path.dirname(which.stdout.trim());
+  throw new Error('PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package or set PG_BIN_DIR');
+}
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/** PostgreSQL refuses to run as root: run its tools as the `postgres` system user then. */
+function pgCommand(bin: string, args: string[]): { cmd: string; args: string[] } {
+  const full = path.join(pgBinDir(), bin);
+  return isRoot ? { cmd: 'runuser', args: ['-u', 'postgres', '--', full, ...args] } : { cmd: full, args };
+}
+
+function runPg(bin: string, args: string[], what: string): void {
+  const { cmd, args: a } = pgCommand(bin, args);
+  const res = spawnSync(cmd, a, { encoding: 'utf8' });
+  if (res.status !== 0) throw new Error(`${what} failed (${cmd} ${a.join(' ')}):\n${res.stdout}\n${res.stderr}`);
+}
+
+export interface PostgresHandle extends Managed {
+  url: string;
+  port: number;
+  dataDir: string;
+  restart(): Promise<void>;
+  urlFor(db: string): string;
+}
+
+/** Creates (if needed) and starts a private cluster in dataDir, trust auth on 127.0.0.1:port. */
+export async function startPostgres(opts: { dataDir: string; port: number; fast?: boolean; logDir: string }): Promise<PostgresHandle> {
+  const { dataDir, port } = opts;
+  mkdirSync(dataDir, { recursive: true });
+  if (isRoot) {
+    const pw = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+    if (pw.status !== 0) throw new Error('running as root but no `postgres` system user exists to run PostgreSQL');
+    const uid = Number(pw.stdout.trim());
+    const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim());
+    chownSync(dataDir, uid, gid);
+    mkdirSync(opts.logDir, { recursive: true });
+  }
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    runPg('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-instructions'], 'initdb');
+    const conf = [
+      `listen_addresses = '127.0.0.1'`,
+      `unix_socket_directories = ''`,
+      `max_connections = 200`,
+      `shared_buffers = 128MB`,
+      ...(opts.fast ? ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off'] : []),
+    ].join('\n');
+    const { cmd, args } = isRoot
+      ? { cmd: 'runuser', args: ['-u', 'postgres', '--', 'sh', '-c', `cat >> '${dataDir}/postgresql.auto.conf'`] }
+      : { cmd: 'sh', args: ['-c', `cat >> '${dataDir}/postgresql.auto.conf'`] };
+    const res = spawnSync(cmd, args, { input: `${conf}\n`, encoding: 'utf8' });
+    if (res.status !== 0) throw new Error(`could not configure the cluster: ${res.stderr}`);
+  }
+  const logFile = path.join(dataDir, 'server.log');
+  const start = () => runPg('pg_ctl', ['-D', dataDir, '-o', `-p ${port}`, '-l', logFile, '-w', '-t', '60', 'start'], 'pg_ctl start');
+  const stop = () => runPg('pg_ctl', ['-D', dataDir, '-m', 'fast', '-w', 'stop'], 'pg_ctl stop');
+  // A cluster left running by a killed parent: stop it first so we own the port.
+  if (existsSync(path.join(dataDir, 'postmaster.pid'))) {
+    try {
+      stop();
+    } catch {
+      /* not running: stale pid file, pg_ctl start handles it */
+    }
+  }
+  start();
+  await waitForPort(port, '127.0.0.1', 30_000, 'PostgreSQL');
+  const urlFor = (db: string) => `postgres://postgres@127.0.0.1:${port}/${db}`;
+  return {
+    name: 'postgres',
+    url: urlFor('postgres'),
+    port,
+    dataDir,
+    urlFor,
+    async restart() {
+      stop();
+      start();
+      await waitForPort(port, '127.0.0.1', 30_000, 'PostgreSQL');
+    },
+    async stop() {
+      try {
+        stop();
+      } catch (err) {
+        process.stderr.write(`[stack] postgres stop: ${(err as Error).message}\n`);
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------- Temporal dev server
+
+export interface TemporalHandle extends Managed {
+  address: string;
+  port: number;
+  uiPort: number | null;
+  /** Stops the server process (for fault injection); start() brings it back on the same db file. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  start(): Promise<void>;
+}
+
+/** Starts `temporal server start-dev` with this project's search attributes registered. */
+export async function startTemporal(opts: {
+  port: number;
+  uiPort?: number | null;
+  dbFile?: string | null;
+  logDir: string;
+}): Promise<TemporalHandle> {
+  const bin = tool('temporal');
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn', '--namespace', 'default'];
+  if (opts.uiPort) args.push('--ui-port', String(opts.uiPort), '--ui-ip', '127.0.0.1');
+  else args.push('--headless');
+  if (opts.dbFile) {
+    mkdirSync(path.dirname(opts.dbFile), { recursive: true });
+    args.push('--db-filename', opts.dbFile);
+  }
+  for (const [k, v] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${k}=${v}`);
+  args.push(
+    '--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true',
+    '--dynamic-config-value', 'frontend.enableUpdateWorkflowExecutionAsyncAccepted=true',
+    '--dynamic-config-value', 'frontend.workerVersioningDataAPIs=true',
+    '--dynamic-config-value', 'system.enableEagerWorkflowStart=true',
+    '--dynamic-config-value', 'frontend.enableExecuteMultiOperation=true',
+  );
+  let child: ChildProcess | null = null;
+  const handle: TemporalHandle = {
+    name: 'temporal',
+    address: `127.0.0.1:${opts.port}`,
+    port: opts.port,
+    uiPort: opts.uiPort ?? null,
+    async start() {
+      child = spawnLogged('temporal', bin, args, opts.logDir);
+      await waitForPort(opts.port, '127.0.0.1', 60_000, 'Temporal dev server');
+      if (opts.uiPort) await waitForPort(opts.uiPort, '127.0.0.1', 60_000, 'Temporal UI');
+    },
+    async kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child) await killChild(child, signal);
+      child = null;
+    },
+    async stop() {
+      await handle.kill('SIGTERM');
+    },
+  };
+  await handle.start();
+  return handle;
+}
+
+// ---------------------------------------------------------------- Stripe emulators
+
+export interface HttpServiceHandle extends Managed {
+  port: number;
+  baseUrl: string;
+}
+
+/** stripe-mock: stateless, validates every request against Stripe's OpenAPI spec. */
+export async function startStripeMock(opts: { port: number; logDir: string }): Promise<HttpServiceHandle> {
+  const child = spawnLogged('stripe-mock', tool('stripe-mock'), ['-http-addr', `127.0.0.1:${opts.port}`, '-https-addr', '127.0.0.1:0'], opts.logDir);
+  await waitForPort(opts.port, '127.0.0.1', 30_000, 'stripe-mock');
+  return { name: 'stripe-mock', port: opts.port, baseUrl: `http://127.0.0.1:${opts.port}`, stop: () => killChild(child) };
+}
+
+/** localstripe: stateful, sends signed webhooks, speaks a 2017-era API (see README limits). */
+export async function startLocalstripe(opts: { port: number; logDir: string }): Promise<HttpServiceHandle> {
+  const child = spawnLogged('localstripe', tool('localstripe'), ['--port', String(opts.port), '--from-scratch'], opts.logDir);
+  // localstripe binds [::]; IPv4 loopback reaches it on dual-stack hosts.
+  await waitForPort(opts.port, '127.0.0.1', 30_000, 'localstripe').catch(() => waitForPort(opts.port, '::1', 5_000, 'localstripe'));
+  return { name: 'localstripe', port: opts.port, baseUrl: `http://localhost:${opts.port}`, stop: () => killChild(child) };
+}
+
+/** A fresh temp directory for throwaway state (test clusters, logs). */
+export function tempDir(prefix: string): string {
+  const dir = path.join(os.tmpdir(), `${prefix}-${process.pid}-${Date.now().toString(36)}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Writes a small JSON file (used to hand service addresses to other processes). */
+export function writeJson(file: string, value: unknown): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(value, null, 2));
+}

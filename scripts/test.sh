@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `npm test`: installs pinned tools if missing, then runs every test (unit + integration) with real
+# services that the vitest global setup starts and stops (PostgreSQL, Temporal dev server,
+# stripe-mock, localstripe; the time-skipping server is spawned by the tests that need it).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/tools.sh
+export VITE_CONFIG_NATIVE_IGNORE_WARNING=true
+exec npx vitest run "$@"

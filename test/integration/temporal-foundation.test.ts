@@ -1,0 +1,75 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '@temporalio/client';
+import { customerWorkflowId } from '../../domain/ids';
+import { stateQuery, stripeEventSignal } from '../../domain/messages';
+import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../../domain/search-attributes';
+import { normalizeStripeEvent } from '../../domain/events';
+import { loadFixture } from '../fixtures';
+import {
+  createTestDatabase,
+  eventually,
+  realActivities,
+  startTestWorker,
+  testClient,
+  testConfig,
+  uniqueId,
+  type RunningWorker,
+  type TestDatabase,
+} from '../helpers/services';
+
+describe('a worker on the Temporal dev server', () => {
+  let db: TestDatabase;
+  let client: Client;
+  let worker: RunningWorker;
+  const config = testConfig();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await testClient();
+    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
+  });
+
+  afterAll(async () => {
+    await worker?.stop();
+    await client?.connection.close();
+    await db?.drop();
+  });
+
+  it('signals-with-start a customer workflow, answers its query and is listed by search attribute', async () => {
+    const customerId = `cus_${uniqueId()}`;
+    const envelope = loadFixture('customer.created');
+    envelope.id = `evt_${uniqueId()}`;
+    envelope.data.object.id = customerId;
+    const normalized = normalizeStripeEvent(envelope);
+    if (normalized.outcome !== 'handled') throw new Error(`fixture did not normalize: ${JSON.stringify(normalized)}`);
+
+    const handle = await client.workflow.signalWithStart('customerWorkflow', {
+      workflowId: customerWorkflowId(customerId),
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      args: [{ customerId }],
+      signal: stripeEventSignal,
+      signalArgs: [normalized.event],
+      typedSearchAttributes: [
+        { key: StripeCustomerIdKey, value: customerId },
+        { key: BillingWorkflowKindKey, value: 'customer' },
+      ],
+    });
+    const state = await eventually(async () => {
+      const s = await handle.query(stateQuery);
+      return s.applied === 1 ? s : null;
+    }, 20_000, 'the event to be applied');
+    expect(state).toMatchObject({ customerId, applied: 1, lastEventId: envelope.id });
+
+    const rows = await db.sql`SELECT email FROM customers WHERE id = ${customerId}`;
+    expect(rows[0]?.email).toBe(envelope.data.object.email);
+
+    const listed = await eventually(async () => {
+      const found: string[] = [];
+      for await (const wf of client.workflow.list({ query: `StripeCustomerId = '${customerId}' AND BillingWorkflowKind = 'customer'` })) {
+        found.push(wf.workflowId);
+      }
+      return found.length ? found : null;
+    }, 20_000, 'visibility to list the workflow');
+    expect(listed).toEqual([customerWorkflowId(customerId)]);
+  });
+});

@@ -1,0 +1,2 @@
+/** The worker's workflowsPath: every workflow type this worker runs. */
+export { customerWorkflow } from './customer';
