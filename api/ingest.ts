@@ -5,7 +5,7 @@
 import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import type { BillingEvent } from '../domain/billing-event';
-import { normalizeStripeEvent } from '../domain/events';
+import { NO_CUSTOMER_ERROR, normalizeStripeEvent, type NormalizeResult } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
 import { stripeEventSignal } from '../domain/messages';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../domain/search-attributes';
@@ -20,6 +20,10 @@ export interface IngestDeps {
   logger: Logger;
   metrics: Metrics;
   payloadStoreLimitBytes: number;
+  /** Used to find the customer of a dispute whose charge we have not seen. */
+  stripe?: Pick<Stripe, 'charges'>;
+  /** Deadline of one signal-with-start (default 5 s). */
+  dispatchTimeoutMs?: number;
 }
 
 export type IngestOutcome =
@@ -64,9 +68,32 @@ function truncatedPayload(env: Envelope, rawBytes: number): Envelope {
 export function createIngest(deps: IngestDeps) {
   const { sql, temporal, taskQueue, logger, metrics } = deps;
 
+  /**
+   * Disputes name only the charge: find its customer locally, else ask Stripe, then normalize again.
+   */
+  async function normalize(envelope: Envelope): Promise<NormalizeResult> {
+    const first = normalizeStripeEvent(envelope);
+    if (first.outcome !== 'invalid' || first.error !== NO_CUSTOMER_ERROR || envelope.type !== 'charge.dispute.created') return first;
+    const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
+    const chargeId = typeof obj.charge === 'string' ? obj.charge : null;
+    if (!chargeId) return first;
+    const local = await sql<{ customer_id: string }[]>`SELECT customer_id FROM charges WHERE id = ${chargeId}`;
+    let customerId = local[0]?.customer_id ?? null;
+    if (!customerId && deps.stripe) {
+      try {
+        const charge = await deps.stripe.charges.retrieve(chargeId);
+        customerId = typeof charge.customer === 'string' ? charge.customer : charge.customer?.id ?? null;
+      } catch (err) {
+        logger.warn({ eventId: envelope.id, chargeId, error: err instanceof Error ? err.message : String(err) }, 'could not look up the disputed charge');
+      }
+    }
+    return customerId ? normalizeStripeEvent(envelope, { fallbackCustomerId: customerId }) : first;
+  }
+
   async function signal(event: BillingEvent): Promise<string> {
     const workflowId = customerWorkflowId(event.customerId);
-    await temporal.workflow.signalWithStart('customerWorkflow', {
+    // Bound the hand-over: Stripe waits for our answer, and a 503 makes it (and the sweeper) retry.
+    await temporal.connection.withDeadline(Date.now() + (deps.dispatchTimeoutMs ?? 5000), () => temporal.workflow.signalWithStart('customerWorkflow', {
       workflowId,
       taskQueue,
       args: [{ customerId: event.customerId }],
@@ -76,7 +103,7 @@ export function createIngest(deps: IngestDeps) {
         { key: StripeCustomerIdKey, value: event.customerId },
         { key: BillingWorkflowKindKey, value: 'customer' },
       ],
-    });
+    }));
     return workflowId;
   }
 
@@ -109,7 +136,7 @@ export function createIngest(deps: IngestDeps) {
      * counter; if the first delivery was already dispatched it is acknowledged without a new signal.
      */
     async ingestVerified(envelope: Envelope, rawBytes: number): Promise<IngestOutcome> {
-      const result = normalizeStripeEvent(envelope);
+      const result = await normalize(envelope);
       const eventId = typeof envelope.id === 'string' ? envelope.id : null;
       if (!eventId) throw new Error('ingestVerified requires an envelope with an id');
       const type = typeof envelope.type === 'string' ? envelope.type : 'unknown';
@@ -171,7 +198,7 @@ export function createIngest(deps: IngestDeps) {
         if (!opts.stripe) return { status: 'failed', eventId, error: 'payload was truncated and no Stripe client is available to re-fetch it' };
         envelope = (await opts.stripe.events.retrieve(eventId)) as unknown as Envelope;
       }
-      const result = normalizeStripeEvent(envelope);
+      const result = await normalize(envelope);
       if (result.outcome === 'ignored') {
         await sql`UPDATE webhook_events SET status = 'ignored' WHERE event_id = ${eventId}`;
         return { status: 'ignored', eventId, reason: result.reason };

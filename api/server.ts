@@ -23,6 +23,7 @@ async function main(): Promise<void> {
     logger,
     metrics,
     payloadStoreLimitBytes: config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
+    stripe,
   });
   const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest });
 

@@ -1,0 +1,167 @@
+/**
+ * `npm run dev`: the whole service on embedded defaults. Starts PostgreSQL (unless DATABASE_URL is
+ * given), the Temporal dev server with its UI on a persistent db file, a local Stripe emulator (unless
+ * STRIPE_SECRET_KEY is given), migrates, then runs the API and the worker until Ctrl-C.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { createSql } from '../lib/db';
+import { migrate } from '../lib/migrate';
+import {
+  ROOT,
+  startLocalstripe,
+  startPostgres,
+  startStripeMock,
+  startTemporal,
+  waitForPort,
+  writeJson,
+  type Managed,
+} from './stack';
+
+const DATA = path.join(ROOT, '.data');
+const env = process.env;
+const num = (v: string | undefined, d: number) => (v ? Number(v) : d);
+
+export const DEV_DEFAULTS = {
+  apiPort: num(env.PORT, 3000),
+  pgPort: num(env.DEV_PG_PORT, 54329),
+  temporalPort: num(env.DEV_TEMPORAL_PORT, 7233),
+  temporalUiPort: num(env.DEV_TEMPORAL_UI_PORT, 8233),
+  localstripePort: num(env.DEV_LOCALSTRIPE_PORT, 8420),
+  stripeMockPort: num(env.DEV_STRIPE_MOCK_PORT, 12111),
+  webhookSecret: 'whsec_local_dev_only_not_a_secret',
+  adminToken: 'dev-admin-token-change-me',
+};
+
+/** Where a running dev stack records its addresses (read by demo and bench). */
+export const DEV_STATE_FILE = path.join(DATA, 'dev-stack.json');
+
+async function main(): Promise<void> {
+  const stack: Managed[] = [];
+  const children: ChildProcess[] = [];
+  let stopping = false;
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write('\n[dev] stopping…\n');
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+    for (const s of stack.reverse()) await s.stop().catch(() => {});
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(0));
+  process.on('SIGTERM', () => void stopAll(0));
+
+  try {
+    let databaseUrl = env.DATABASE_URL;
+    if (!databaseUrl) {
+      const pg = await startPostgres({ dataDir: path.join(DATA, 'pg'), port: DEV_DEFAULTS.pgPort, logDir: DATA });
+      stack.push(pg);
+      const admin = createSql(pg.url, { max: 1 });
+      const exists = await admin`SELECT 1 FROM pg_database WHERE datname = 'billing'`;
+      if (exists.length === 0) await admin.unsafe('CREATE DATABASE billing');
+      await admin.end();
+      databaseUrl = pg.urlFor('billing');
+      process.stdout.write(`[dev] PostgreSQL ${databaseUrl} (data in .data/pg)\n`);
+    }
+    const temporal = await startTemporal({
+      port: DEV_DEFAULTS.temporalPort,
+      uiPort: DEV_DEFAULTS.temporalUiPort,
+      dbFile: path.join(DATA, 'temporal.db'),
+      logDir: DATA,
+    });
+    stack.push(temporal);
+
+    let stripeKey = env.STRIPE_SECRET_KEY;
+    let stripeBase = env.STRIPE_API_BASE;
+    let emulator: string | null = null;
+    if (!stripeKey) {
+      const ls = await startLocalstripe({ port: DEV_DEFAULTS.localstripePort, logDir: DATA });
+      const sm = await startStripeMock({ port: DEV_DEFAULTS.stripeMockPort, logDir: DATA });
+      stack.push(ls, sm);
+      stripeKey = 'sk_test_local_emulator';
+      stripeBase = ls.baseUrl;
+      emulator = `localstripe ${ls.baseUrl} (stateful, sends webhooks); stripe-mock ${sm.baseUrl} (request validation)`;
+    }
+    const webhookSecret = env.STRIPE_WEBHOOK_SECRET ?? DEV_DEFAULTS.webhookSecret;
+    const adminToken = env.ADMIN_TOKEN ?? DEV_DEFAULTS.adminToken;
+
+    const sql = createSql(databaseUrl, { max: 1 });
+    const applied = await migrate(sql);
+    await sql.end();
+    process.stdout.write(`[dev] migrations: ${applied.length ? applied.join(', ') : 'up to date'}\n`);
+
+    const childEnv: NodeJS.ProcessEnv = {
+      ...env,
+      NODE_ENV: env.NODE_ENV ?? 'development',
+      PORT: String(DEV_DEFAULTS.apiPort),
+      DATABASE_URL: databaseUrl,
+      TEMPORAL_ADDRESS: temporal.address,
+      TEMPORAL_NAMESPACE: env.TEMPORAL_NAMESPACE ?? 'default',
+      TEMPORAL_TASK_QUEUE: env.TEMPORAL_TASK_QUEUE ?? 'billing',
+      STRIPE_SECRET_KEY: stripeKey,
+      STRIPE_API_BASE: stripeBase ?? '',
+      STRIPE_WEBHOOK_SECRET: webhookSecret,
+      ADMIN_TOKEN: adminToken,
+      TEMPORAL_UI_URL: `http://localhost:${DEV_DEFAULTS.temporalUiPort}`,
+      SWEEPER_INTERVAL_MS: env.SWEEPER_INTERVAL_MS ?? '5000',
+      SWEEPER_THRESHOLD_MS: env.SWEEPER_THRESHOLD_MS ?? '10000',
+    };
+    const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+    for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/server.ts']] as const) {
+      const child = spawn(tsx, [path.join(ROOT, entry)], { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+      child.on('exit', (code, signal) => {
+        if (!stopping) {
+          process.stderr.write(`[dev] ${name} exited (${code ?? signal}); stopping the stack\n`);
+          void stopAll(1);
+        }
+      });
+      children.push(child);
+    }
+    await waitForPort(DEV_DEFAULTS.apiPort, '127.0.0.1', 60_000, 'API');
+
+    if (emulator) {
+      // localstripe delivers signed webhooks to our endpoint, like Stripe would.
+      const res = await fetch(`${stripeBase}/_config/webhooks/billing-dev`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${stripeKey}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ url: `http://127.0.0.1:${DEV_DEFAULTS.apiPort}/webhooks/stripe`, secret: webhookSecret }),
+      });
+      if (!res.ok) throw new Error(`could not register the localstripe webhook: ${res.status} ${await res.text()}`);
+    }
+
+    const state = {
+      apiUrl: `http://127.0.0.1:${DEV_DEFAULTS.apiPort}`,
+      temporalAddress: temporal.address,
+      temporalUiUrl: `http://localhost:${DEV_DEFAULTS.temporalUiPort}`,
+      databaseUrl,
+      stripeApiBase: stripeBase ?? null,
+      stripeSecretKey: emulator ? stripeKey : null,
+      webhookSecret: emulator || !env.STRIPE_WEBHOOK_SECRET ? webhookSecret : null,
+      adminToken: env.ADMIN_TOKEN ? null : adminToken,
+      taskQueue: childEnv.TEMPORAL_TASK_QUEUE,
+      pid: process.pid,
+    };
+    writeJson(DEV_STATE_FILE, state);
+    process.stdout.write(
+      [
+        '',
+        '[dev] billing engine is up',
+        `  API            ${state.apiUrl}   (health: /healthz, ready: /readyz, metrics: /metrics)`,
+        `  API docs       ${state.apiUrl}/docs`,
+        `  Temporal UI    ${state.temporalUiUrl}`,
+        `  Temporal       ${temporal.address}  (namespace default, task queue ${childEnv.TEMPORAL_TASK_QUEUE})`,
+        `  Postgres       ${databaseUrl}`,
+        emulator ? `  Stripe         local emulator — no Stripe account used: ${emulator}` : `  Stripe         ${stripeBase ?? 'api.stripe.com'}`,
+        env.ADMIN_TOKEN ? '  Admin token    from ADMIN_TOKEN' : `  Admin token    ${adminToken} (dev default)`,
+        '  Ctrl-C stops everything.',
+        '',
+      ].join('\n'),
+    );
+  } catch (err) {
+    process.stderr.write(`[dev] failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    await stopAll(1);
+  }
+}
+
+if (require.main === module) void main();

@@ -1,0 +1,48 @@
+/** Builds the real HTTP app for tests (requests go through app.request, no sockets). */
+import type { Client } from '@temporalio/client';
+import Stripe from 'stripe';
+import { inject } from 'vitest';
+import { createApp } from '../../api/app';
+import { createIngest } from '../../api/ingest';
+import { createMetrics } from '../../api/metrics';
+import type { Config } from '../../lib/config';
+import type { Sql } from '../../lib/db';
+import { createLogger, type Logger } from '../../lib/logger';
+import { createStripe } from '../../lib/stripe';
+import { TEST_WEBHOOK_SECRET } from './services';
+
+/** Creates app + its services against the given database and Temporal client. */
+export function buildTestApp(opts: { sql: Sql; temporal: Client; config: Config; stripe?: Stripe; logger?: Logger }) {
+  const logger = opts.logger ?? createLogger({ level: 'silent' });
+  const metrics = createMetrics();
+  const stripe = opts.stripe ?? createStripe({ secretKey: 'sk_test_123', apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 });
+  const ingest = createIngest({
+    sql: opts.sql,
+    temporal: opts.temporal,
+    taskQueue: opts.config.TEMPORAL_TASK_QUEUE,
+    logger,
+    metrics,
+    payloadStoreLimitBytes: opts.config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
+    stripe,
+  });
+  const app = createApp({ config: opts.config, sql: opts.sql, temporal: opts.temporal, stripe, logger, metrics, ingest });
+  return { app, ingest, metrics, stripe, logger };
+}
+
+/** Signs a raw body the way Stripe does (t=…,v1=HMAC). */
+export function signPayload(payload: string, secret = TEST_WEBHOOK_SECRET, timestamp?: number): string {
+  return Stripe.webhooks.generateTestHeaderString({ payload, secret, ...(timestamp !== undefined ? { timestamp } : {}) });
+}
+
+/** POSTs a signed webhook to the app. */
+export async function postWebhook(
+  app: { request: (path: string, init?: RequestInit) => Response | Promise<Response> },
+  body: unknown,
+  opts: { secret?: string; timestamp?: number; signature?: string | null } = {},
+): Promise<Response> {
+  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+  const sig = opts.signature === undefined ? signPayload(payload, opts.secret, opts.timestamp) : opts.signature;
+  if (sig !== null) headers['Stripe-Signature'] = sig;
+  return app.request('/webhooks/stripe', { method: 'POST', body: payload, headers });
+}

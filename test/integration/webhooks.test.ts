@@ -1,0 +1,268 @@
+import type { Client } from '@temporalio/client';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { HANDLED_EVENT_TYPES } from '../../domain/events';
+import { customerWorkflowId } from '../../domain/ids';
+import { stateQuery } from '../../domain/messages';
+import { buildTestApp, postWebhook, signPayload } from '../helpers/app';
+import { uniqueFixture } from '../helpers/fixtures';
+import {
+  createTestDatabase,
+  eventually,
+  realActivities,
+  startTestWorker,
+  testClient,
+  testConfig,
+  TEST_WEBHOOK_SECRET,
+  type RunningWorker,
+  type TestDatabase,
+} from '../helpers/services';
+
+describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', () => {
+  let db: TestDatabase;
+  let client: Client;
+  let worker: RunningWorker;
+  const config = testConfig();
+  let built: ReturnType<typeof buildTestApp>;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await testClient();
+    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
+    built = buildTestApp({ sql: db.sql, temporal: client, config });
+    await db.sql`
+      INSERT INTO plans (id, stripe_price_id, name, amount, currency, interval, rank)
+      VALUES ('pro-monthly', 'price_ProMonthly', 'Pro', 2900, 'usd', 'month', 20) ON CONFLICT DO NOTHING`;
+  });
+
+  afterAll(async () => {
+    await worker?.stop();
+    await client?.connection.close();
+    await db?.drop();
+  });
+
+  const applied = (eventId: string) =>
+    eventually(async () => {
+      const r = await db.sql<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${eventId}`;
+      return r[0]?.outcome ?? null;
+    }, 20_000, `event ${eventId} to be applied`);
+
+  describe('every handled type is applied to the right tables from a signed fixture', () => {
+    it.each(HANDLED_EVENT_TYPES.map((t) => [t]))('%s', async (type) => {
+      const { envelope, customerId } = uniqueFixture(type);
+      const obj = envelope.data.object;
+      if (type.startsWith('checkout.session')) {
+        await db.sql`
+          INSERT INTO checkout_sessions (id, customer_id, plan_id, status) VALUES (${obj.id}, ${customerId}, 'pro-monthly', 'open')`;
+      }
+      if (type === 'charge.dispute.created') {
+        // Disputes name only the charge: the customer is found through the charges table.
+        await db.sql`INSERT INTO customers (id) VALUES (${customerId}) ON CONFLICT DO NOTHING`;
+        await db.sql`INSERT INTO charges (id, customer_id, amount, currency) VALUES (${obj.charge}, ${customerId}, ${obj.amount}, ${obj.currency})`;
+      }
+      const res = await postWebhook(built.app, envelope);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ received: true, eventId: envelope.id, status: 'dispatched' });
+      const outcome = await applied(envelope.id);
+      expect(outcome).toBe(type === 'invoice.upcoming' ? 'noop' : 'applied');
+
+      const row = async (q: Promise<Record<string, unknown>[]>) => (await q)[0];
+      if (type.startsWith('customer.subscription.')) {
+        const s = await row(db.sql`SELECT * FROM subscriptions WHERE id = ${obj.id}`);
+        expect(s).toMatchObject({ customer_id: customerId, status: obj.status, price_id: 'price_ProMonthly', plan_id: 'pro-monthly' });
+      } else if (type.startsWith('invoice.') && type !== 'invoice.upcoming') {
+        const i = await row(db.sql`SELECT * FROM invoices WHERE id = ${obj.id}`);
+        expect(i).toMatchObject({ customer_id: customerId, status: obj.status, amount_due: obj.amount_due });
+      } else if (type === 'invoice.upcoming') {
+        expect(await db.sql`SELECT 1 FROM invoices WHERE customer_id = ${customerId}`).toHaveLength(0);
+      } else if (type.startsWith('customer.')) {
+        const c = await row(db.sql`SELECT * FROM customers WHERE id = ${customerId}`);
+        expect(c).toMatchObject({ email: obj.email ?? null, deleted: type === 'customer.deleted' });
+      } else if (type.startsWith('payment_method.')) {
+        const p = await row(db.sql`SELECT * FROM payment_methods WHERE id = ${obj.id}`);
+        expect(p).toMatchObject({ customer_id: customerId, attached: type === 'payment_method.attached', card_last4: obj.card.last4 });
+      } else if (type === 'charge.dispute.created') {
+        const d = await row(db.sql`SELECT * FROM disputes WHERE id = ${obj.id}`);
+        expect(d).toMatchObject({ customer_id: customerId, charge_id: obj.charge, amount: obj.amount });
+      } else if (type === 'charge.refunded') {
+        const c = await row(db.sql`SELECT * FROM charges WHERE id = ${obj.id}`);
+        expect(c).toMatchObject({ customer_id: customerId, refunded: true, amount_refunded: obj.amount_refunded });
+      } else if (type.startsWith('checkout.session.')) {
+        const c = await row(db.sql`SELECT * FROM checkout_sessions WHERE id = ${obj.id}`);
+        expect(c).toMatchObject({ status: type.endsWith('completed') ? 'complete' : 'expired' });
+      } else {
+        throw new Error(`no assertion for ${type}`);
+      }
+      const log = await row(db.sql`SELECT status, attempts, customer_id FROM webhook_events WHERE event_id = ${envelope.id}`);
+      expect(log).toMatchObject({ status: 'applied', attempts: 1, customer_id: customerId });
+    });
+  });
+
+  it('applies the same event delivered 5 times concurrently exactly once', async () => {
+    const { envelope, customerId } = uniqueFixture('customer.subscription.updated');
+    const responses = await Promise.all(Array.from({ length: 5 }, () => postWebhook(built.app, envelope)));
+    expect(responses.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    await applied(envelope.id);
+    const handle = client.workflow.getHandle(customerWorkflowId(customerId));
+    const state = await handle.query(stateQuery);
+    expect(state.applied).toBe(1);
+    expect(await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).toHaveLength(1);
+    const log = await db.sql<{ attempts: number }[]>`SELECT attempts FROM webhook_events WHERE event_id = ${envelope.id}`;
+    expect(log).toHaveLength(1);
+    expect(log[0]!.attempts).toBe(5);
+  });
+
+  describe('rejections leave no state behind', () => {
+    const count = async () => (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_events`)[0]!.n;
+    let before = 0;
+    beforeEach(async () => {
+      before = await count();
+    });
+
+    it('answers 400 to a missing signature', async () => {
+      const { envelope } = uniqueFixture('customer.created');
+      const res = await postWebhook(built.app, envelope, { signature: null });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'missing_signature' });
+      expect(await count()).toBe(before);
+    });
+
+    it('answers 400 to a bad signature', async () => {
+      const { envelope } = uniqueFixture('customer.created');
+      const res = await postWebhook(built.app, envelope, { secret: 'whsec_someone_else' });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'bad_signature' });
+      expect(await count()).toBe(before);
+    });
+
+    it('answers 400 to a body changed after signing', async () => {
+      const { envelope } = uniqueFixture('customer.created');
+      const payload = JSON.stringify(envelope);
+      const sig = signPayload(payload);
+      const res = await postWebhook(built.app, payload.replace('"customer"', '"customer" '), { signature: sig });
+      expect(res.status).toBe(400);
+      expect(await count()).toBe(before);
+    });
+
+    it('answers 400 to a stale timestamp (older than 300 s)', async () => {
+      const { envelope } = uniqueFixture('customer.created');
+      const res = await postWebhook(built.app, envelope, { timestamp: Math.floor(Date.now() / 1000) - 301 });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'stale_timestamp' });
+      expect(await count()).toBe(before);
+    });
+
+    it('answers 413 to an oversize body', async () => {
+      const { envelope } = uniqueFixture('customer.created');
+      envelope.data.object.description = 'x'.repeat(config.WEBHOOK_MAX_BODY_BYTES + 10);
+      const res = await postWebhook(built.app, envelope);
+      expect(res.status).toBe(413);
+      expect(await count()).toBe(before);
+    });
+
+    it('answers 400 to a correctly signed body that is not JSON', async () => {
+      const res = await postWebhook(built.app, '{"id": "evt_garbage", "type": ');
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'malformed_json' });
+      expect(await count()).toBe(before);
+    });
+
+    it('answers 400 to a signed event without an id', async () => {
+      const res = await postWebhook(built.app, { type: 'customer.created', data: { object: {} } });
+      expect(res.status).toBe(400);
+      expect(await count()).toBe(before);
+    });
+  });
+
+  it('stores an unknown event type as ignored and answers 200', async () => {
+    const { envelope } = uniqueFixture('customer.created');
+    envelope.type = 'radar.early_fraud_warning.created';
+    const res = await postWebhook(built.app, envelope);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'ignored' });
+    const rows = await db.sql`SELECT status FROM webhook_events WHERE event_id = ${envelope.id}`;
+    expect(rows[0]?.status).toBe('ignored');
+    expect(await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).toHaveLength(0);
+  });
+
+  it('stores a verified event whose object fails the schema as failed, answers 200, and replays it after a fix', async () => {
+    const { envelope, customerId } = uniqueFixture('customer.subscription.updated');
+    envelope.data.object.status = 'not-a-status';
+    const res = await postWebhook(built.app, envelope);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'failed' });
+    const row = (await db.sql<{ status: string; last_error: string }[]>`SELECT status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`)[0]!;
+    expect(row.status).toBe('failed');
+    expect(row.last_error).toContain('status');
+
+    // An operator fixes the stored payload (or the code), then replays it through the admin API.
+    await db.sql`UPDATE webhook_events SET payload = jsonb_set(payload, '{data,object,status}', '"active"') WHERE event_id = ${envelope.id}`;
+    const replay = await built.app.request(`/admin/webhook-events/${envelope.id}/replay`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${config.ADMIN_TOKEN}` },
+    });
+    expect(replay.status).toBe(200);
+    expect(await replay.json()).toMatchObject({ result: 'dispatched' });
+    await applied(envelope.id);
+    const sub = await db.sql`SELECT status FROM subscriptions WHERE customer_id = ${customerId}`;
+    expect(sub[0]?.status).toBe('active');
+
+    const again = await built.app.request(`/admin/webhook-events/${envelope.id}/replay`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${config.ADMIN_TOKEN}` },
+    });
+    expect(await again.json()).toMatchObject({ result: 'noop', reason: 'already applied' });
+  });
+
+  it('lists the delivery log with filters and a cursor, behind the admin token', async () => {
+    const { envelope, customerId } = uniqueFixture('customer.created');
+    await postWebhook(built.app, envelope);
+    const second = uniqueFixture('customer.updated', { token: customerId.slice(4, -10) });
+    await postWebhook(built.app, second.envelope);
+
+    expect((await built.app.request('/admin/webhook-events')).status).toBe(401);
+    expect((await built.app.request('/admin/webhook-events', { headers: { Authorization: 'Bearer wrong-token-xxxxxxxxxx' } })).status).toBe(403);
+
+    const auth = { Authorization: `Bearer ${config.ADMIN_TOKEN}` };
+    const page1: any = await (await built.app.request(`/admin/webhook-events?customer=${customerId}&limit=1`, { headers: auth })).json();
+    expect(page1.data).toHaveLength(1);
+    expect(page1.nextCursor).toBeTruthy();
+    const page2: any = await (
+      await built.app.request(`/admin/webhook-events?customer=${customerId}&limit=1&cursor=${page1.nextCursor}`, { headers: auth })
+    ).json();
+    expect(page2.data).toHaveLength(1);
+    expect(new Set([page1.data[0].eventId, page2.data[0].eventId])).toEqual(new Set([envelope.id, second.envelope.id]));
+    expect(page2.nextCursor).toBeNull();
+
+    const one = await built.app.request(`/admin/webhook-events/${envelope.id}`, { headers: auth });
+    expect(await one.json()).toMatchObject({ eventId: envelope.id, type: 'customer.created', customerId });
+    expect((await built.app.request('/admin/webhook-events/evt_missing', { headers: auth })).status).toBe(404);
+    expect((await built.app.request('/admin/webhook-events?status=bogus', { headers: auth })).status).toBe(400);
+  });
+
+  it('returns the local read model, and 404 for an unknown customer', async () => {
+    const { envelope, customerId } = uniqueFixture('customer.subscription.created');
+    await postWebhook(built.app, envelope);
+    await applied(envelope.id);
+    const res = await built.app.request(`/customers/${customerId}`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({
+      customerId,
+      subscription: { id: envelope.data.object.id, status: envelope.data.object.status, planId: 'pro-monthly', priceId: 'price_ProMonthly' },
+      dunning: null,
+    });
+    expect((await built.app.request('/customers/cus_doesnotexist')).status).toBe(404);
+    expect((await built.app.request('/customers/not-a-customer')).status).toBe(400);
+  });
+
+  it('uses a second webhook secret during rotation', async () => {
+    const rotating = testConfig({ STRIPE_WEBHOOK_SECRET: `whsec_new_secret_abc,${TEST_WEBHOOK_SECRET}`, TEMPORAL_TASK_QUEUE: config.TEMPORAL_TASK_QUEUE });
+    const app2 = buildTestApp({ sql: db.sql, temporal: client, config: rotating }).app;
+    const a = uniqueFixture('customer.created');
+    const b = uniqueFixture('customer.created');
+    expect((await postWebhook(app2, a.envelope, { secret: 'whsec_new_secret_abc' })).status).toBe(200);
+    expect((await postWebhook(app2, b.envelope, { secret: TEST_WEBHOOK_SECRET })).status).toBe(200);
+    const retired = testConfig({ STRIPE_WEBHOOK_SECRET: 'whsec_new_secret_abc', TEMPORAL_TASK_QUEUE: config.TEMPORAL_TASK_QUEUE });
+    const app3 = buildTestApp({ sql: db.sql, temporal: client, config: retired }).app;
+    expect((await postWebhook(app3, uniqueFixture('customer.created').envelope, { secret: TEST_WEBHOOK_SECRET })).status).toBe(400);
+  });
+});
