@@ -7,4 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/tools.sh
 export VITE_CONFIG_NATIVE_IGNORE_WARNING=true
+# Type errors fail the run before any test starts (a mistyped test can pass vacuously).
+echo '[test] typecheck (tsc --noEmit)'
+npx tsc --noEmit -p tsconfig.json
 exec npx vitest run "$@"

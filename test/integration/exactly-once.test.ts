@@ -181,7 +181,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
       signal: stripeEventSignal,
       signalArgs: [first.event],
     });
-    const firstRunId = handle.firstExecutionRunId;
+    const firstRunId = handle.signaledRunId;
     for (const e of events.slice(1)) expect((await postWebhook(built.app, e)).status).toBe(200);
     await eventually(async () => {
       const d = await client.workflow.getHandle(customerWorkflowId(customerId)).describe();

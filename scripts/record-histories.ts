@@ -1,0 +1,127 @@
+/**
+ * Records real histories of the customer workflow into test/fixtures/histories/ for the replay test.
+ * Run after a deliberate, patched() change has landed: `npx tsx scripts/record-histories.ts`.
+ * It starts its own PostgreSQL and Temporal dev server, runs scripted scenarios with the real
+ * database activities (Stripe faked at the boundary) and saves each history as JSON.
+ */
+import { writeFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, Worker, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import { createActivities } from '../activities';
+import { normalizeStripeEvent } from '../domain/events';
+import { customerWorkflowId } from '../domain/ids';
+import { stateQuery, stripeEventSignal, reconcileSignal } from '../domain/messages';
+import { loadConfig } from '../lib/config';
+import { createSql } from '../lib/db';
+import { migrate } from '../lib/migrate';
+import { createStripe } from '../lib/stripe';
+import { uniqueFixture } from '../test/helpers/fixtures';
+import { freePort, startPostgres, startStripeMock, startTemporal, tempDir, ROOT } from './stack';
+
+const OUT = path.join(ROOT, 'test', 'fixtures', 'histories');
+
+async function main(): Promise<void> {
+  const dir = tempDir('record-histories');
+  const [pgPort, tPort, smPort] = [await freePort(), await freePort(), await freePort()];
+  const pg = await startPostgres({ dataDir: path.join(dir, 'pg'), port: pgPort, fast: true, logDir: dir });
+  const temporal = await startTemporal({ port: tPort, logDir: dir });
+  const stripeMock = await startStripeMock({ port: smPort, logDir: dir });
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const sql = createSql(pg.url, { max: 5 });
+  try {
+    await migrate(sql);
+    const config = loadConfig({
+      DATABASE_URL: pg.url,
+      STRIPE_SECRET_KEY: 'sk_test_123',
+      STRIPE_WEBHOOK_SECRET: 'whsec_record',
+      STRIPE_API_BASE: stripeMock.baseUrl,
+      TEMPORAL_ADDRESS: temporal.address,
+      TEMPORAL_TASK_QUEUE: 'record-histories',
+      DUNNING_RETRY_DAYS: '0.00001,0.00002',
+    });
+    const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE, maxNetworkRetries: 0 });
+    const activities = createActivities({ sql, stripe, config } as Parameters<typeof createActivities>[0]);
+    const bundle = await bundleWorkflowCode({ workflowsPath: path.join(ROOT, 'workflows', 'index.ts') });
+    const nativeConnection = await NativeConnection.connect({ address: temporal.address });
+    const worker = await Worker.create({
+      connection: nativeConnection,
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      workflowBundle: bundle,
+      activities,
+    });
+    const connection = await Connection.connect({ address: temporal.address });
+    const client = new Client({ connection });
+    mkdirSync(OUT, { recursive: true });
+
+    await worker.runUntil(async () => {
+      // Scenario 1: a subscription lifecycle with a duplicate, a stale event and a continue-as-new.
+      const { customerId, token } = uniqueFixture('customer.created', { token: 'RecLifecycle' });
+      const envs = ['customer.created', 'customer.subscription.created', 'customer.subscription.updated', 'invoice.paid', 'customer.updated']
+        .map((t) => uniqueFixture(t, { token }).envelope);
+      const events = envs.map((e) => {
+        const n = normalizeStripeEvent(e);
+        if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
+        return n.event;
+      });
+      const handle = await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId, continueAsNewAfter: 4 }],
+        signal: stripeEventSignal,
+        signalArgs: [events[0]!],
+      });
+      for (const e of events.slice(1)) await handle.signal(stripeEventSignal, e);
+      await handle.signal(stripeEventSignal, events[1]!); // duplicate
+      await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 5);
+      const sub = events.find((e) => e.data.kind === 'subscription')!;
+      if (sub.data.kind !== 'subscription') throw new Error('unreachable');
+      await client.workflow.getHandle(handle.workflowId).signal(reconcileSignal, {
+        runId: 'record-run',
+        subscriptionId: sub.data.subscriptionId,
+        subscription: {
+          subscriptionId: sub.data.subscriptionId,
+          customerId,
+          status: 'active',
+          priceId: sub.data.priceId,
+          currentPeriodStart: sub.data.currentPeriodStart,
+          currentPeriodEnd: sub.data.currentPeriodEnd,
+          cancelAtPeriodEnd: false,
+          canceledAt: null,
+          trialEnd: null,
+          fetchedAt: 1_780_000_000,
+        },
+      });
+      await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 6);
+      await save(client, handle.workflowId, handle.signaledRunId, 'customer-lifecycle-run1');
+      const latest = await client.workflow.getHandle(handle.workflowId).describe();
+      await save(client, handle.workflowId, latest.runId, 'customer-lifecycle-run2');
+      await client.workflow.getHandle(handle.workflowId).terminate('recorded');
+    });
+    await nativeConnection.close();
+    await connection.close();
+  } finally {
+    await sql.end();
+    await Promise.allSettled([temporal.stop(), stripeMock.stop(), pg.stop()]);
+  }
+}
+
+async function waitFor(fn: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function save(client: Client, workflowId: string, runId: string, name: string): Promise<void> {
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+  const file = path.join(OUT, `${name}.json`);
+  writeFileSync(file, JSON.stringify({ workflowId, runId, history }, null, 0));
+  process.stdout.write(`recorded ${file} (${history.events?.length ?? 0} events)\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,39 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { temporal } from '@temporalio/proto';
+import { Worker } from '@temporalio/worker';
+import { describe, expect, inject, it } from 'vitest';
+import { installQuietRuntime } from '../helpers/services';
+
+/** Decodes a history saved with JSON.stringify(fetchHistory()). */
+const historyFromJSON = (json: unknown) => temporal.api.history.v1.History.fromObject(json as Record<string, unknown>);
+
+const DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
+const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
+
+describe('replaying recorded customer workflow histories against the current code', () => {
+  it('has recorded histories to replay', () => {
+    expect(files.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it.each(files.map((f) => [f]))('%s replays without nondeterminism', async (file) => {
+    installQuietRuntime();
+    const { workflowId, history } = JSON.parse(readFileSync(path.join(DIR, file), 'utf8'));
+    expect(history.events.length).toBeGreaterThan(5);
+    await expect(
+      Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') }, replayName: file }, historyFromJSON(history), workflowId),
+    ).resolves.toBeUndefined();
+  });
+
+  it('detects a history that does not match the code', async () => {
+    installQuietRuntime();
+    const { workflowId, history } = JSON.parse(readFileSync(path.join(DIR, files[0]!), 'utf8'));
+    // Swap the first scheduled activity's type: the code would schedule a different command.
+    const tampered = structuredClone(history);
+    const ev = tampered.events.find((e: any) => e.activityTaskScheduledEventAttributes);
+    ev.activityTaskScheduledEventAttributes.activityType.name = 'someOtherActivity';
+    await expect(
+      Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') }, replayName: 'tampered' }, historyFromJSON(tampered), workflowId),
+    ).rejects.toThrow(/[Nn]ondetermin/);
+  });
+});
