@@ -12,6 +12,7 @@ import {
 } from '../domain/subscription-state';
 import type { SubscriptionStatus } from '../domain/billing-event';
 import type { Sql, TxSql } from '../lib/db';
+import { logEvent } from './event-log';
 
 export interface BillingDbDeps {
   sql: Sql;
@@ -138,7 +139,9 @@ export function createBillingDbActivities({ sql }: BillingDbDeps) {
         review_reason = NULL,
         stripe_updated_at = GREATEST(subscriptions.stripe_updated_at, excluded.stripe_updated_at),
         watermark_event_id = excluded.watermark_event_id,
-        updated_at = now()`;
+        updated_at = now()
+      -- A snapshot read before a newer event was applied must not roll that event back.
+      WHERE subscriptions.stripe_updated_at <= excluded.stripe_updated_at`;
   }
 
   async function applySubscriptionEvent(tx: Tx, e: BillingEvent, d: SubscriptionData, opts: ApplyEventOptions): Promise<'applied' | 'stale'> {
@@ -180,6 +183,7 @@ export function createBillingDbActivities({ sql }: BillingDbDeps) {
           await refreshAccessState(tx, event.customerId);
           return result;
         });
+        logEvent('info', 'event applied', { eventId: event.eventId, customerId: event.customerId, type: event.type, outcome });
         return { outcome, subscription: await currentSubscription(sql, event.customerId) };
       } catch (err) {
         if (err instanceof TieDetected) return { outcome: 'tie', subscription: await currentSubscription(sql, event.customerId) };
@@ -215,6 +219,7 @@ export function createBillingDbActivities({ sql }: BillingDbDeps) {
         await refreshAccessState(tx, snapshot.customerId);
         return 'applied' as const;
       });
+      if (eventId) logEvent('info', 'event applied from a Stripe re-fetch', { eventId, customerId: snapshot.customerId, type: input.eventType, outcome });
       return { outcome, subscription: await currentSubscription(sql, snapshot.customerId) };
     },
 

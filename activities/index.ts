@@ -1,14 +1,24 @@
 /** Composes every activity from its dependencies; the worker registers the result. */
+import type { Client } from '@temporalio/client';
 import type Stripe from 'stripe';
 import type { Config } from '../lib/config';
 import type { Sql } from '../lib/db';
 import { createBillingDbActivities } from './billing-db';
+import { createDunningActivities } from './dunning';
+import { createNotifyActivities, type Notifier } from './notify';
+import { createPlanChangeStripeActivities } from './plan-change';
+import { createPlanDbActivities } from './plans';
+import { createReconciliationActivities } from './reconciliation';
 import { createStripeReadActivities } from './stripe';
 
 export interface ActivityDeps {
   sql: Sql;
   stripe: Stripe;
   config: Config;
+  /** Client for signals sent from activities (reconciliation repairs). */
+  temporalClient?: Client;
+  /** Delivery channel for dunning notices; default: the notifications outbox (see activities/notify.ts). */
+  notifier?: Notifier;
 }
 
 /** All activities, keyed by their registered names. */
@@ -16,6 +26,11 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createBillingDbActivities({ sql: deps.sql }),
     ...createStripeReadActivities({ stripe: deps.stripe }),
+    ...createPlanDbActivities({ sql: deps.sql }),
+    ...createPlanChangeStripeActivities({ stripe: deps.stripe }),
+    ...createDunningActivities({ sql: deps.sql, stripe: deps.stripe, config: deps.config }),
+    ...createNotifyActivities({ sql: deps.sql, notifier: deps.notifier }),
+    ...createReconciliationActivities({ sql: deps.sql, stripe: deps.stripe, config: deps.config, temporalClient: deps.temporalClient }),
   };
 }
 

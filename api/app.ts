@@ -1,5 +1,6 @@
 /** createApp(deps): composes the route modules; no listening here (tests call app.request). */
 import { randomUUID } from 'node:crypto';
+import { swaggerUI } from '@hono/swagger-ui';
 import type { Client } from '@temporalio/client';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -7,20 +8,27 @@ import type Stripe from 'stripe';
 import type { Config } from '../lib/config';
 import { webhookSecrets } from '../lib/config';
 import type { Sql } from '../lib/db';
-import type { Logger } from '../lib/logger';
+import { logContext, type Logger } from '../lib/logger';
 import { migrationsCurrent } from '../lib/migrate';
+import { createAppliedLagCollector } from './applied-lag';
 import { bearerAuth } from './auth';
 import { ApiError, renderError } from './errors';
 import type { Ingest } from './ingest';
+import { updateDunningGauges } from './dunning-metrics';
 import type { Metrics } from './metrics';
+import { buildOpenApiDocument } from './openapi';
+import { updateReconciliationGauges } from './reconciliation-stats';
+import { adminReconciliationRoutes } from './routes/admin-reconciliations';
+import { adminCheckoutRoutes, checkoutRoutes, updateCheckoutGauges } from './routes/checkout';
 import { adminWebhookRoutes } from './routes/admin-webhooks';
 import { customerRoutes } from './routes/customers';
+import { subscriptionRoutes } from './routes/subscription';
 import { webhookRoutes } from './routes/webhooks';
 
 export interface AppDeps {
   config: Pick<
     Config,
-    'STRIPE_WEBHOOK_SECRET' | 'ADMIN_TOKEN' | 'API_TOKEN' | 'WEBHOOK_MAX_BODY_BYTES' | 'TEMPORAL_TASK_QUEUE' | 'TEMPORAL_NAMESPACE' | 'TEMPORAL_UI_URL'
+    'STRIPE_WEBHOOK_SECRET' | 'ADMIN_TOKEN' | 'API_TOKEN' | 'WEBHOOK_MAX_BODY_BYTES' | 'TEMPORAL_TASK_QUEUE' | 'TEMPORAL_NAMESPACE' | 'TEMPORAL_UI_URL' | 'CHECKOUT_SUCCESS_WINDOW_HOURS'
   >;
   sql: Sql;
   temporal: Client;
@@ -35,6 +43,15 @@ type Env = { Variables: { requestId: string } };
 /** JSON bodies outside the webhook are small; the webhook has its own (larger) cap. */
 const JSON_BODY_LIMIT = 64 * 1024;
 
+/** Probe and scrape endpoints: their successful requests are logged at debug only. */
+const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** How long readiness waits for one dependency before calling it failing. */
+const READY_CHECK_TIMEOUT_MS = 3000;
+
+const within = <T>(ms: number, p: Promise<T>): Promise<T> =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())]);
+
 /** Builds the HTTP application. */
 export function createApp(deps: AppDeps): Hono<Env> {
   const { logger } = deps;
@@ -46,11 +63,15 @@ export function createApp(deps: AppDeps): Hono<Env> {
     c.set('requestId', requestId);
     c.header('X-Request-Id', requestId);
     const started = performance.now();
-    await next();
+    // Every line logged while handling this request (ingest, errors) carries its requestId.
+    await logContext.run({ requestId }, next);
     const ms = Math.round((performance.now() - started) * 10) / 10;
+    // Method, path, status and timing only: never bodies, query strings or headers.
     const line = { requestId, method: c.req.method, path: c.req.path, status: c.res.status, ms };
     if (c.res.status >= 500) logger.error(line, 'request');
-    else if (c.req.path !== '/healthz' && c.req.path !== '/metrics') logger.debug(line, 'request');
+    else if (c.res.status >= 400) logger.warn(line, 'request');
+    else if (QUIET_PATHS.has(c.req.path)) logger.debug(line, 'request');
+    else logger.info(line, 'request');
   });
 
   const tooLarge = (limit: number) => () => {
@@ -66,8 +87,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get('/readyz', async (c) => {
     const failing: string[] = [];
     const checks = await Promise.allSettled([
-      deps.sql`SELECT 1`.then(() => migrationsCurrent(deps.sql)),
-      deps.temporal.connection.workflowService.getSystemInfo({}),
+      within(READY_CHECK_TIMEOUT_MS, deps.sql`SELECT 1`.then(() => migrationsCurrent(deps.sql))),
+      // The deadline also ends the client's retries of an unreachable server.
+      within(
+        READY_CHECK_TIMEOUT_MS,
+        deps.temporal.connection.withDeadline(Date.now() + READY_CHECK_TIMEOUT_MS, () => deps.temporal.connection.workflowService.getSystemInfo({})),
+      ),
     ]);
     if (checks[0].status === 'rejected') failing.push('postgres');
     else if (checks[0].value === false) failing.push('migrations');
@@ -76,8 +101,13 @@ export function createApp(deps: AppDeps): Hono<Env> {
       ? c.json({ status: 'ready' })
       : c.json({ status: 'unavailable', error: 'not_ready', message: `failing: ${failing.join(', ')}`, failing }, 503);
   });
+  const appliedLag = createAppliedLagCollector({ sql: deps.sql, metrics: deps.metrics });
   app.get('/metrics', async (c) => {
     deps.metrics.oldestUndispatchedAge.set(await deps.ingest.oldestUndispatchedAgeSeconds().catch(() => 0));
+    await appliedLag.collect().catch((err: unknown) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'applied-lag scrape failed'));
+    await updateReconciliationGauges(deps.sql, deps.metrics).catch(() => {});
+    await updateDunningGauges(deps.sql, deps.metrics).catch(() => {});
+    await updateCheckoutGauges(deps.sql, deps.metrics, deps.config.CHECKOUT_SUCCESS_WINDOW_HOURS).catch(() => {});
     return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
   });
 
@@ -93,9 +123,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.use('/customers/*', apiAuth);
   app.use('/checkout', apiAuth);
   app.route('/', customerRoutes({ sql: deps.sql }));
+  app.route('/', subscriptionRoutes({ sql: deps.sql, temporal: deps.temporal, stripe: deps.stripe }));
+  app.route('/', checkoutRoutes({ sql: deps.sql, stripe: deps.stripe }));
 
   app.use('/admin/*', bearerAuth({ token: deps.config.ADMIN_TOKEN, realm: 'admin', whenUnset: 'hide' }));
   app.route('/', adminWebhookRoutes({ sql: deps.sql, ingest: deps.ingest, stripe: deps.stripe }));
+  app.route('/', adminReconciliationRoutes({ sql: deps.sql, temporal: deps.temporal, taskQueue: deps.config.TEMPORAL_TASK_QUEUE }));
+  app.route('/', adminCheckoutRoutes({ sql: deps.sql }));
+
+  // Built once, on first request: the same zod schemas the routes validate with (api/openapi.ts).
+  let openapi: ReturnType<typeof buildOpenApiDocument> | null = null;
+  app.get('/openapi.json', (c) => c.json((openapi ??= buildOpenApiDocument())));
+  app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'Billing engine API' }));
 
   app.notFound((c) => c.json({ error: 'not_found', message: 'no such route' }, 404));
   app.onError((err, c) => renderError(err, c, logger));

@@ -64,6 +64,16 @@ function truncatedPayload(env: Envelope, rawBytes: number): Envelope {
   };
 }
 
+/**
+ * Correlation ids of an event that is not routed to a workflow (ignored, failed, lookup): the
+ * customer if its object names one, and a null workflowId, so every event log line has all three keys.
+ */
+function unroutedLogFields(envelope: Envelope): { eventId: unknown; customerId: string | null; workflowId: null } {
+  const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
+  const customer = typeof obj.customer === 'string' ? obj.customer : obj.object === 'customer' && typeof obj.id === 'string' ? obj.id : null;
+  return { eventId: envelope.id, customerId: customer, workflowId: null };
+}
+
 /** Creates the ingest service. */
 export function createIngest(deps: IngestDeps) {
   const { sql, temporal, taskQueue, logger, metrics } = deps;
@@ -84,7 +94,7 @@ export function createIngest(deps: IngestDeps) {
         const charge = await deps.stripe.charges.retrieve(chargeId);
         customerId = typeof charge.customer === 'string' ? charge.customer : charge.customer?.id ?? null;
       } catch (err) {
-        logger.warn({ eventId: envelope.id, chargeId, error: err instanceof Error ? err.message : String(err) }, 'could not look up the disputed charge');
+        logger.warn({ ...unroutedLogFields(envelope), chargeId, error: err instanceof Error ? err.message : String(err) }, 'could not look up the disputed charge');
       }
     }
     return customerId ? normalizeStripeEvent(envelope, { fallbackCustomerId: customerId }) : first;
@@ -170,12 +180,12 @@ export function createIngest(deps: IngestDeps) {
       }
       if (result.outcome === 'ignored') {
         metrics.webhooksIgnored.inc();
-        logger.info({ eventId, type }, 'event type not handled; stored as ignored');
+        logger.info({ ...unroutedLogFields(envelope), type }, 'event type not handled; stored as ignored');
         return { status: 'ignored', eventId, reason: result.reason };
       }
       if (result.outcome === 'invalid') {
         metrics.webhooksFailed.inc();
-        logger.warn({ eventId, type, error: lastError }, 'verified event failed validation; stored as failed');
+        logger.warn({ ...unroutedLogFields(envelope), type, error: lastError }, 'verified event failed validation; stored as failed');
         return { status: 'failed', eventId, error: result.error };
       }
       const outcome = await dispatch(result.event);

@@ -54,6 +54,84 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     help: 'Deliveries re-dispatched by the sweeper',
     registers: [registry],
   });
+  // Reconciliation gauges are set from Postgres on each scrape (api/reconciliation-stats.ts).
+  const reconciliationDriftFound = new Gauge({
+    name: 'billing_reconciliation_drift_found',
+    help: 'Drifted subscriptions found by the latest successful reconciliation run',
+    registers: [registry],
+  });
+  const reconciliationDriftRepaired = new Gauge({
+    name: 'billing_reconciliation_drift_repaired',
+    help: 'Drifted subscriptions of the latest successful run repaired through their customer workflow',
+    registers: [registry],
+  });
+  const reconciliationDriftFlagged = new Gauge({
+    name: 'billing_reconciliation_drift_flagged',
+    help: 'Local-only subscriptions of the latest successful run flagged for review',
+    registers: [registry],
+  });
+  const reconciliationLastSuccess = new Gauge({
+    name: 'billing_reconciliation_last_success_timestamp_seconds',
+    help: 'When the latest successful reconciliation run finished (unix seconds, 0 if never)',
+    registers: [registry],
+  });
+  const reconciliationLastDuration = new Gauge({
+    name: 'billing_reconciliation_last_run_duration_seconds',
+    help: 'Duration of the latest successful reconciliation run',
+    registers: [registry],
+  });
+  // Webhook-to-applied lag: observed at scrape time from webhook_events rows the worker stamped
+  // applied_at (api/applied-lag.ts), since the apply happens in the worker, not in this process.
+  const webhookCreatedToApplied = new Histogram({
+    name: 'billing_webhook_created_to_applied_seconds',
+    help: 'Lag from the Stripe event `created` time (1 s resolution) to the event being applied to Postgres',
+    labelNames: ['type'],
+    buckets: [1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 24 * 3600, 3 * 24 * 3600],
+    registers: [registry],
+  });
+  const webhookReceivedToApplied = new Histogram({
+    name: 'billing_webhook_received_to_applied_seconds',
+    help: 'Lag from the first delivery being stored by the API to the event being applied to Postgres',
+    labelNames: ['type'],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [registry],
+  });
+  // Dunning gauges are set from Postgres on each scrape (api/dunning-metrics.ts).
+  const dunningCycles = new Gauge({
+    name: 'billing_dunning_cycles',
+    help: 'Dunning cycles by state (started counts every cycle ever opened)',
+    labelNames: ['state'],
+    registers: [registry],
+  });
+  const dunningRecoveryRate = new Gauge({
+    name: 'billing_dunning_recovery_rate',
+    help: 'Recovered / (recovered + exhausted) dunning cycles',
+    registers: [registry],
+  });
+  const dunningRecoveredByAttempt = new Gauge({
+    name: 'billing_dunning_recovered_by_attempt',
+    help: 'Recovered dunning cycles by the retry attempt that succeeded (none: paid without a retry)',
+    labelNames: ['attempt'],
+    registers: [registry],
+  });
+  const dunningCyclesByDeclineCode = new Gauge({
+    name: 'billing_dunning_cycles_by_decline_code',
+    help: 'Dunning cycles by first decline code and outcome (started, recovered, exhausted)',
+    labelNames: ['decline_code', 'outcome'],
+    registers: [registry],
+  });
+  // Checkout gauges are set from Postgres on each scrape (api/routes/checkout.ts).
+  const checkoutSuccessRate = new Gauge({
+    name: 'billing_checkout_success_rate',
+    help: 'Checkout sessions completed / (completed + expired) over CHECKOUT_SUCCESS_WINDOW_HOURS (NaN with none ended)',
+    registers: [registry],
+  });
+  const checkoutSessions = new Gauge({
+    name: 'billing_checkout_sessions',
+    help: 'Checkout sessions over CHECKOUT_SUCCESS_WINDOW_HOURS by outcome (completed, expired, open)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
   return {
     registry,
     webhooksReceived,
@@ -65,6 +143,19 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     ackLatency,
     oldestUndispatchedAge,
     sweeperRedispatched,
+    dunningCycles,
+    dunningRecoveryRate,
+    dunningRecoveredByAttempt,
+    dunningCyclesByDeclineCode,
+    reconciliationDriftFound,
+    reconciliationDriftRepaired,
+    reconciliationDriftFlagged,
+    reconciliationLastSuccess,
+    reconciliationLastDuration,
+    webhookCreatedToApplied,
+    webhookReceivedToApplied,
+    checkoutSuccessRate,
+    checkoutSessions,
   };
 }
 

@@ -30,9 +30,12 @@ export interface ReconcileRequest {
 
 export interface DunningView {
   invoiceId: string;
+  /** A DunningCycleState (domain/dunning-cycle.ts). */
   state: string;
+  /** Retries made so far. */
   attempt: number;
   maxAttempts: number;
+  /** Unix seconds of the next scheduled retry; null while waiting on the customer or when ended. */
   nextAttemptAt: number | null;
   lastDeclineCode: string | null;
 }
@@ -42,7 +45,14 @@ export interface PlanChangeView {
   fromPlanId: string | null;
   toPlanId: string;
   kind: 'upgrade' | 'downgrade';
-  status: 'in_flight' | 'confirmed' | 'pending' | 'scheduled' | 'failed';
+  status: 'in_flight' | 'confirmed' | 'pending' | 'scheduled' | 'failed' | 'canceled';
+  /** Unix seconds: when a scheduled downgrade takes effect (or an upgrade was prorated). */
+  effectiveAt?: number | null;
+  /** Unix seconds: a pending upgrade's payment window (Stripe's pending_update.expires_at). */
+  expiresAt?: number | null;
+  /** The Stripe Subscription Schedule that carries a scheduled downgrade. */
+  scheduleId?: string | null;
+  invoiceId?: string | null;
 }
 
 /** What the `state` query returns. */
@@ -79,8 +89,8 @@ export interface ChangePlanResult {
   kind: 'upgrade' | 'downgrade';
   fromPlanId: string | null;
   toPlanId: string;
-  /** confirmed: Stripe applied it; pending: awaiting payment; scheduled: at period end. */
-  status: 'confirmed' | 'pending' | 'scheduled' | 'failed';
+  /** confirmed: Stripe applied it; pending: awaiting payment; scheduled: at period end; canceled: a scheduled change withdrawn. */
+  status: 'confirmed' | 'pending' | 'scheduled' | 'failed' | 'canceled';
   effectiveAt: number | null;
   invoiceId: string | null;
   message: string;
@@ -105,6 +115,8 @@ export const changePlanUpdate = defineUpdate<ChangePlanResult, [ChangePlanReques
 export const cancelPendingPlanChangeUpdate = defineUpdate<ChangePlanResult | null, [{ requestId: string }]>('cancelPendingPlanChange');
 export const cancelSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [CancelSubscriptionRequest]>('cancelSubscription');
 export const resumeSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [{ requestId: string }]>('resumeSubscription');
+/** Reloads the plan catalog the customer workflow validates against (after a deploy added plans). */
+export const refreshPlanCatalogUpdate = defineUpdate<{ plans: number }, []>('refreshPlanCatalog');
 
 /** Events the customer workflow forwards to a dunning cycle. */
 export type DunningEvent =
@@ -135,6 +147,8 @@ export interface DunningWorkflowInput {
   };
   /** Carried over continue-as-new. */
   carried?: unknown;
+  /** Tests: continue-as-new once the history reaches this many events instead of waiting for the server's hint. */
+  continueAsNewAtHistoryLength?: number;
 }
 
 export interface DunningWorkflowResult {

@@ -53,6 +53,12 @@ export const ConfigSchema = z
     STRIPE_RATE_LIMIT_PER_SECOND: z.coerce.number().positive().default(20),
     WORKER_METRICS_ADDRESS: optionalNonEmpty,
     TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
+    /** The plan catalog as inline JSON (wins over PLANS_FILE); see lib/plans.ts. */
+    PLANS_JSON: optionalNonEmpty,
+    /** Path of a plan catalog JSON file; default config/plans.json. */
+    PLANS_FILE: optionalNonEmpty,
+    /** Window of the checkout success-rate gauge. */
+    CHECKOUT_SUCCESS_WINDOW_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(24),
   })
   .superRefine((c, ctx) => {
     if (c.NODE_ENV === 'production' && !c.ADMIN_TOKEN) {

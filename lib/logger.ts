@@ -1,7 +1,11 @@
 /** Structured JSON logging (pino) with secret redaction. */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pino, { type Logger } from 'pino';
 
 export type { Logger };
+
+/** Fields (the HTTP request id) added to every line logged while one request is handled. */
+export const logContext = new AsyncLocalStorage<Record<string, unknown>>();
 
 /** Paths whose values never reach a log line. */
 export const REDACT_PATHS = [
@@ -23,6 +27,8 @@ export const REDACT_PATHS = [
   '*.card',
   'payload',
   '*.payload',
+  // Temporal adds the activity's task token to activity log lines: it can complete the activity.
+  'taskToken',
 ];
 
 /** Creates the process logger; `destination` lets tests capture lines. */
@@ -34,6 +40,7 @@ export function createLogger(opts: { level?: string; name?: string; destination?
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
+      mixin: () => logContext.getStore() ?? {},
     },
     opts.destination,
   );

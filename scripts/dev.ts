@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { createSql } from '../lib/db';
 import { migrate } from '../lib/migrate';
+import { startEmulatorGateway } from './emulator-gateway';
 import {
   ROOT,
   startLocalstripe,
@@ -18,7 +19,8 @@ import {
   type Managed,
 } from './stack';
 
-const DATA = path.join(ROOT, '.data');
+// DEV_DATA_DIR: another state directory (the demo test runs a second stack beside yours).
+const DATA = process.env.DEV_DATA_DIR ? path.resolve(process.env.DEV_DATA_DIR) : path.join(ROOT, '.data');
 const env = process.env;
 const num = (v: string | undefined, d: number) => (v ? Number(v) : d);
 
@@ -29,6 +31,8 @@ export const DEV_DEFAULTS = {
   temporalUiPort: num(env.DEV_TEMPORAL_UI_PORT, 8233),
   localstripePort: num(env.DEV_LOCALSTRIPE_PORT, 8420),
   stripeMockPort: num(env.DEV_STRIPE_MOCK_PORT, 12111),
+  /** scripts/emulator-gateway.ts, in front of localstripe (emulators only). */
+  stripeGatewayPort: num(env.DEV_STRIPE_GATEWAY_PORT, 8421),
   webhookSecret: 'whsec_local_dev_only_not_a_secret',
   adminToken: 'dev-admin-token-change-me',
 };
@@ -75,13 +79,24 @@ async function main(): Promise<void> {
     let stripeKey = env.STRIPE_SECRET_KEY;
     let stripeBase = env.STRIPE_API_BASE;
     let emulator: string | null = null;
+    let localstripeUrl: string | null = null;
     if (!stripeKey) {
       const ls = await startLocalstripe({ port: DEV_DEFAULTS.localstripePort, logDir: DATA });
       const sm = await startStripeMock({ port: DEV_DEFAULTS.stripeMockPort, logDir: DATA });
       stack.push(ls, sm);
       stripeKey = 'sk_test_local_emulator';
-      stripeBase = ls.baseUrl;
-      emulator = `localstripe ${ls.baseUrl} (stateful, sends webhooks); stripe-mock ${sm.baseUrl} (request validation)`;
+      localstripeUrl = ls.baseUrl;
+      // Emulator glue (dev/demo only): translates the requests localstripe cannot serve, see its header.
+      const gateway = await startEmulatorGateway({
+        port: DEV_DEFAULTS.stripeGatewayPort,
+        upstream: ls.baseUrl,
+        webhookUrl: `http://127.0.0.1:${DEV_DEFAULTS.apiPort}/webhooks/stripe`,
+        webhookSecret: env.STRIPE_WEBHOOK_SECRET ?? DEV_DEFAULTS.webhookSecret,
+        log: (line) => process.stdout.write(`${line}\n`),
+      });
+      stack.push(gateway);
+      stripeBase = gateway.baseUrl;
+      emulator = `localstripe ${ls.baseUrl} (stateful, sends webhooks) behind the emulator gateway ${gateway.baseUrl}; stripe-mock ${sm.baseUrl} (request validation)`;
     }
     const webhookSecret = env.STRIPE_WEBHOOK_SECRET ?? DEV_DEFAULTS.webhookSecret;
     const adminToken = env.ADMIN_TOKEN ?? DEV_DEFAULTS.adminToken;
@@ -122,7 +137,7 @@ async function main(): Promise<void> {
 
     if (emulator) {
       // localstripe delivers signed webhooks to our endpoint, like Stripe would.
-      const res = await fetch(`${stripeBase}/_config/webhooks/billing-dev`, {
+      const res = await fetch(`${localstripeUrl ?? stripeBase}/_config/webhooks/billing-dev`, {
         method: 'POST',
         headers: { Authorization: `Bearer ${stripeKey}`, 'Content-Type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ url: `http://127.0.0.1:${DEV_DEFAULTS.apiPort}/webhooks/stripe`, secret: webhookSecret }),
@@ -136,6 +151,8 @@ async function main(): Promise<void> {
       temporalUiUrl: `http://localhost:${DEV_DEFAULTS.temporalUiPort}`,
       databaseUrl,
       stripeApiBase: stripeBase ?? null,
+      localstripeUrl,
+      dunningRetryDays: childEnv.DUNNING_RETRY_DAYS ?? null,
       stripeSecretKey: emulator ? stripeKey : null,
       webhookSecret: emulator || !env.STRIPE_WEBHOOK_SECRET ? webhookSecret : null,
       adminToken: env.ADMIN_TOKEN ? null : adminToken,

@@ -198,6 +198,8 @@ export async function startTemporal(opts: {
   uiPort?: number | null;
   dbFile?: string | null;
   logDir: string;
+  /** Appended to the command line, e.g. `--sqlite-pragma journal_mode=wal` (bench, chaos). */
+  extraArgs?: string[];
 }): Promise<TemporalHandle> {
   const bin = tool('temporal');
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn', '--namespace', 'default'];
@@ -215,6 +217,7 @@ export async function startTemporal(opts: {
     '--dynamic-config-value', 'system.enableEagerWorkflowStart=true',
     '--dynamic-config-value', 'frontend.enableExecuteMultiOperation=true',
   );
+  if (opts.extraArgs) args.push(...opts.extraArgs);
   let child: ChildProcess | null = null;
   const handle: TemporalHandle = {
     name: 'temporal',

@@ -4,9 +4,12 @@ import { createActivities } from '../activities';
 import { loadConfigOrExit } from '../lib/config';
 import { createSql } from '../lib/db';
 import { createLogger } from '../lib/logger';
+import { loadPlanConfig, syncPlans } from '../lib/plans';
 import { createStripe } from '../lib/stripe';
+import { createTemporalClient } from '../lib/temporal';
 import { pinoToTemporalLogger } from './logging';
 import { ensureSearchAttributes } from './setup';
+import { ensureReconciliationSchedule } from './schedules';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -23,13 +26,19 @@ async function main(): Promise<void> {
   if (added.length) logger.info({ added }, 'registered search attributes');
 
   const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_MAX, applicationName: 'billing-worker' });
+  // The catalog the customer workflows validate plan changes against; idempotent, so every start re-syncs it.
+  logger.info(await syncPlans(sql, loadPlanConfig(config)), 'plan catalog synced');
   const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE });
+  // A client for activities that signal workflows (reconciliation repairs) and for the schedule.
+  const temporalClient = await createTemporalClient({ address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE });
+  const schedule = await ensureReconciliationSchedule(temporalClient, config);
+  logger.info({ scheduleId: schedule.handle.scheduleId, outcome: schedule.outcome }, 'reconciliation schedule ensured');
   const worker = await Worker.create({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
-    activities: createActivities({ sql, stripe, config }),
+    activities: createActivities({ sql, stripe, config, temporalClient }),
     maxConcurrentWorkflowTaskExecutions: 100,
     maxConcurrentActivityTaskExecutions: 100,
     maxCachedWorkflows: 5000,
@@ -38,6 +47,7 @@ async function main(): Promise<void> {
   // Runtime's default shutdownSignals (SIGINT, SIGTERM) drain the worker gracefully.
   await worker.run();
   await sql.end({ timeout: 5 });
+  await temporalClient.connection.close();
   await connection.close();
   logger.info('worker stopped');
 }

@@ -287,6 +287,7 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
   // Rebuild the view from Postgres (fresh start or continue-as-new).
   subscription = await db.loadLocalSubscription(customerId);
   publish();
+  await planChange.init();
 
   for (;;) {
     await condition(() => queue.length > 0 || shouldContinueAsNew());

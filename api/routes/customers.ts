@@ -1,13 +1,19 @@
 /** GET /customers/{customerId}: the app's read model, straight from Postgres. */
 import { Hono } from 'hono';
+import { z } from 'zod';
 import type { Sql } from '../../lib/db';
 import { ApiError } from '../errors';
 
 const CUSTOMER_ID = /^cus_[A-Za-z0-9_]{1,250}$/;
 
+/** Path parameters of every /customers/{customerId} route (also used by api/openapi.ts). */
+export const CustomerIdParamsSchema = z.object({ customerId: z.string().regex(CUSTOMER_ID, 'customerId must look like cus_…') });
+
 /** Validates a Stripe customer id path parameter. */
 export function parseCustomerId(raw: string): string {
-  if (!CUSTOMER_ID.test(raw)) throw new ApiError(400, 'invalid_customer_id', 'customerId must look like cus_…');
+  if (!CustomerIdParamsSchema.shape.customerId.safeParse(raw).success) {
+    throw new ApiError(400, 'invalid_customer_id', 'customerId must look like cus_…');
+  }
   return raw;
 }
 

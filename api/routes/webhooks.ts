@@ -54,7 +54,10 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
       outcome = await deps.ingest.ingestVerified(envelope, rawBytes);
     } catch (err) {
       deps.metrics.webhooksUnavailable.inc();
-      deps.logger.error({ eventId: envelope.id, error: err instanceof Error ? err.message : String(err) }, 'could not store webhook');
+      deps.logger.error(
+        { eventId: envelope.id, customerId: null, workflowId: null, error: err instanceof Error ? err.message : String(err) },
+        'could not store webhook',
+      );
       return done(503, { error: 'unavailable', message: 'could not record the event; retry later' });
     }
     switch (outcome.status) {

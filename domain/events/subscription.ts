@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SubscriptionStatusSchema } from '../billing-event';
+import { effectiveSubscriptionStatus } from '../dunning-cycle';
 import { defineHandler, IdRefSchema, idOf, orNull, TimestampSchema, type EventHandler } from './shared';
 
 const SubscriptionItemSchema = z.looseObject({
@@ -34,7 +35,8 @@ function subscriptionHandler(deleted: boolean): EventHandler {
       data: {
         kind: 'subscription',
         subscriptionId: sub.id,
-        status: sub.status,
+        // A past_due subscription that dunning marked unpaid reads as unpaid (see domain/dunning-cycle.ts).
+        status: effectiveSubscriptionStatus(sub.status, { metadata: sub.metadata, pause_collection: sub.pause_collection }),
         priceId: idOf(item?.price) ?? idOf(item?.plan) ?? idOf(sub.plan),
         currentPeriodStart: sub.current_period_start ?? orNull(item?.current_period_start),
         currentPeriodEnd: sub.current_period_end ?? orNull(item?.current_period_end),

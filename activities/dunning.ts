@@ -1,0 +1,270 @@
+/**
+ * Activities of the dunning workflow: the configured policy, off-session invoice retries, the final
+ * action in Stripe, and the `dunning_cycles` / `dunning_attempts` records. Card declines come back
+ * as outcomes (the workflow decides what a decline means); only transport failures are retried.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import Stripe from 'stripe';
+import type { SubscriptionStatus } from '../domain/billing-event';
+import { DUNNING_FINAL_ACTION_METADATA_KEY, type DunningCycleState } from '../domain/dunning-cycle';
+import {
+  DEFAULT_DUNNING_POLICY,
+  DunningPolicySchema,
+  parseRetrySchedule,
+  type DeclineClass,
+  type DunningPolicy,
+} from '../domain/dunning-policy';
+import type { SubscriptionSnapshot } from '../domain/messages';
+import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
+import { accessStateFor } from '../domain/subscription-state';
+import type { Config } from '../lib/config';
+import type { Sql, TxSql } from '../lib/db';
+import { isStripeNotFound, mapStripeError } from './errors';
+
+export interface DunningDeps {
+  sql: Sql;
+  stripe: Pick<Stripe, 'invoices' | 'subscriptions'>;
+  config: Pick<Config, 'DUNNING_RETRY_DAYS' | 'DUNNING_FINAL_ACTION'>;
+  now?: () => number;
+}
+
+/** Result of one off-session retry. 'invoice_closed': the invoice was voided or written off meanwhile. */
+export interface RetryPaymentResult {
+  outcome: 'succeeded' | 'failed' | 'requires_action' | 'invoice_closed' | 'error';
+  declineCode: string | null;
+}
+
+/** What triggered an attempt (`dunning_attempts.trigger`). */
+export type AttemptTrigger = 'schedule' | 'payment_method' | 'manual';
+
+/** Idempotency key of retry `attempt` of an invoice: a business id, so every activity retry reuses it. */
+export const dunningAttemptKey = (invoiceId: string, attempt: number): string => `dunning:${invoiceId}:${attempt}`;
+
+/** Stripe error codes meaning the payment needs the customer to authenticate (3DS). */
+const AUTHENTICATION_CODES = new Set(['authentication_required', 'invoice_payment_intent_requires_action']);
+
+const toTs = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
+
+/** Creates the dunning activities. */
+export function createDunningActivities({ sql, stripe, config, now = () => Date.now() }: DunningDeps) {
+  async function refreshAccessState(tx: TxSql, customerId: string): Promise<void> {
+    // The same rule as billing-db: the current subscription's access, held at 'grace' while a cycle is open.
+    const [row] = await tx<{ status: SubscriptionStatus | null; in_dunning: boolean }[]>`
+      SELECT
+        (SELECT status FROM subscriptions WHERE customer_id = ${customerId}
+         ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC, updated_at DESC
+         LIMIT 1) AS status,
+        EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning`;
+    let access = accessStateFor(row?.status ?? null);
+    if (row?.in_dunning && (access === 'active' || access === 'grace')) access = 'grace';
+    await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
+  }
+
+  function snapshotOf(sub: unknown): SubscriptionSnapshot | null {
+    return subscriptionSnapshotFromStripe(sub, Math.floor(now() / 1000));
+  }
+
+  return {
+    /** The dunning policy from configuration (DUNNING_RETRY_DAYS, DUNNING_FINAL_ACTION). */
+    async getDunningPolicy(): Promise<DunningPolicy> {
+      try {
+        return DunningPolicySchema.parse({
+          ...DEFAULT_DUNNING_POLICY,
+          retryDaysAfterFailure: parseRetrySchedule(config.DUNNING_RETRY_DAYS),
+          finalAction: config.DUNNING_FINAL_ACTION,
+        });
+      } catch (err) {
+        // A bad setting does not heal by retrying: fail fast and let the workflow fall back loudly.
+        throw ApplicationFailure.create({
+          message: `invalid dunning configuration: ${err instanceof Error ? err.message : String(err)}`,
+          type: 'InvalidDunningConfig',
+          nonRetryable: true,
+          cause: err instanceof Error ? err : undefined,
+        });
+      }
+    },
+
+    /** Opens the invoice's cycle, or joins the one already recorded; the customer enters 'grace'. */
+    async openDunningCycle(input: {
+      invoiceId: string;
+      customerId: string;
+      subscriptionId: string | null;
+      workflowId: string;
+      maxAttempts: number;
+      declineCode: string | null;
+      declineClass: DeclineClass;
+      atMs: number;
+    }): Promise<{ created: boolean }> {
+      return sql.begin(async (tx) => {
+        await tx`INSERT INTO customers (id) VALUES (${input.customerId}) ON CONFLICT (id) DO NOTHING`;
+        const [row] = await tx<{ created: boolean }[]>`
+          INSERT INTO dunning_cycles (
+            invoice_id, customer_id, subscription_id, workflow_id, state, attempts_made, max_attempts,
+            first_decline_code, last_decline_code, decline_class, started_at)
+          VALUES (
+            ${input.invoiceId}, ${input.customerId}, ${input.subscriptionId}, ${input.workflowId}, 'retrying', 0,
+            ${input.maxAttempts}, ${input.declineCode}, ${input.declineCode}, ${input.declineClass}, ${new Date(input.atMs)})
+          ON CONFLICT (invoice_id) DO UPDATE SET updated_at = now()
+          RETURNING (xmax = 0) AS created`;
+        await refreshAccessState(tx, input.customerId);
+        return { created: row?.created ?? false };
+      });
+    },
+
+    /** Records the cycle's current state; with `endedAtMs` closes it and re-derives the customer's access. */
+    async recordDunningProgress(input: {
+      invoiceId: string;
+      customerId: string;
+      state: DunningCycleState;
+      attemptsMade: number;
+      nextAttemptAtMs: number | null;
+      lastDeclineCode: string | null;
+      declineClass: DeclineClass;
+      finalAction: DunningPolicy['finalAction'] | null;
+      endedAtMs: number | null;
+    }): Promise<void> {
+      await sql.begin(async (tx) => {
+        // A closed cycle is history: a late or repeated write never reopens it.
+        await tx`
+          UPDATE dunning_cycles SET
+            state = ${input.state},
+            attempts_made = GREATEST(attempts_made, ${input.attemptsMade}),
+            next_attempt_at = ${toTs(input.nextAttemptAtMs)},
+            last_decline_code = COALESCE(${input.lastDeclineCode}, last_decline_code),
+            decline_class = ${input.declineClass},
+            final_action = COALESCE(${input.finalAction}, final_action),
+            ended_at = ${toTs(input.endedAtMs)},
+            updated_at = now()
+          WHERE invoice_id = ${input.invoiceId} AND ended_at IS NULL`;
+        if (input.endedAtMs !== null) await refreshAccessState(tx, input.customerId);
+      });
+    },
+
+    /** Records one attempt and its outcome (idempotent per invoice and attempt). */
+    async recordDunningAttempt(input: {
+      invoiceId: string;
+      attempt: number;
+      trigger: AttemptTrigger;
+      outcome: RetryPaymentResult['outcome'];
+      declineCode: string | null;
+      atMs: number;
+    }): Promise<void> {
+      const outcome = input.outcome === 'invoice_closed' ? 'error' : input.outcome;
+      await sql.begin(async (tx) => {
+        await tx`
+          INSERT INTO dunning_attempts (invoice_id, attempt, trigger, outcome, decline_code, idempotency_key, attempted_at)
+          VALUES (${input.invoiceId}, ${input.attempt}, ${input.trigger}, ${outcome}, ${input.declineCode},
+                  ${dunningAttemptKey(input.invoiceId, input.attempt)}, ${new Date(input.atMs)})
+          ON CONFLICT (invoice_id, attempt) DO UPDATE SET outcome = excluded.outcome, decline_code = excluded.decline_code`;
+        await tx`
+          UPDATE dunning_cycles SET attempts_made = GREATEST(attempts_made, ${input.attempt}), updated_at = now()
+          WHERE invoice_id = ${input.invoiceId}`;
+      });
+    },
+
+    /**
+     * Retries the invoice off-session with the customer's saved payment method. Declines and
+     * authentication requests are outcomes; network errors, 5xx and 429 are thrown retryable.
+     */
+    async retryInvoicePayment(input: { invoiceId: string; attempt: number }): Promise<RetryPaymentResult> {
+      const { invoiceId } = input;
+      try {
+        const invoice = await stripe.invoices.pay(
+          invoiceId,
+          { off_session: true },
+          { idempotencyKey: dunningAttemptKey(invoiceId, input.attempt) },
+        );
+        if (invoice.status === 'paid') return { outcome: 'succeeded', declineCode: null };
+        if (invoice.status === 'void' || invoice.status === 'uncollectible') return { outcome: 'invoice_closed', declineCode: null };
+        // Answered 200 but not paid (localstripe does this for declines and 3DS): a failure without a code.
+        const error = invoice.last_finalization_error;
+        return { outcome: 'failed', declineCode: error?.decline_code ?? error?.code ?? null };
+      } catch (err) {
+        if (!(err instanceof Stripe.errors.StripeError)) throw err;
+        const code = err.decline_code ?? err.code ?? null;
+        if (AUTHENTICATION_CODES.has(err.code ?? '') || AUTHENTICATION_CODES.has(err.decline_code ?? '')) {
+          return { outcome: 'requires_action', declineCode: 'authentication_required' };
+        }
+        if (err instanceof Stripe.errors.StripeCardError) return { outcome: 'failed', declineCode: code };
+        if (err instanceof Stripe.errors.StripeInvalidRequestError) {
+          // Not payable any more: paid meanwhile (another attempt, the customer), voided, or written off.
+          const invoice = await stripe.invoices.retrieve(invoiceId).catch(() => null);
+          if (invoice?.status === 'paid') return { outcome: 'succeeded', declineCode: null };
+          if (invoice && invoice.status !== 'open' && invoice.status !== 'draft') return { outcome: 'invoice_closed', declineCode: null };
+          return { outcome: 'error', declineCode: code };
+        }
+        return mapStripeError(err, `pay invoice ${invoiceId} (attempt ${input.attempt})`);
+      }
+    },
+
+    /** The invoice's hosted payment page (for authentication and payment links): local copy first, else Stripe. */
+    async invoicePaymentLink(input: { invoiceId: string }): Promise<string | null> {
+      const [row] = await sql<{ hosted_invoice_url: string | null }[]>`
+        SELECT hosted_invoice_url FROM invoices WHERE id = ${input.invoiceId}`;
+      if (row?.hosted_invoice_url) return row.hosted_invoice_url;
+      try {
+        const invoice = await stripe.invoices.retrieve(input.invoiceId);
+        return invoice.hosted_invoice_url ?? null;
+      } catch (err) {
+        if (isStripeNotFound(err)) return null;
+        return mapStripeError(err, `retrieve invoice ${input.invoiceId}`);
+      }
+    },
+
+    /**
+     * Applies the policy's final action in Stripe and returns the subscription as Stripe now has it.
+     * - cancel: `subscriptions.cancel` (no proration, no final invoice).
+     * - mark_unpaid: Stripe cannot set `unpaid` through its API, so collection is paused
+     *   (`keep_as_draft`, what Stripe's own "mark unpaid" does to later invoices) and the subscription
+     *   carries `metadata.dunning_final_action = mark_unpaid`; every reader maps that to `unpaid`.
+     * - leave_past_due: nothing changes; the subscription is read back.
+     */
+    async applyDunningFinalAction(input: {
+      invoiceId: string;
+      subscriptionId: string;
+      finalAction: DunningPolicy['finalAction'];
+    }): Promise<{ snapshot: SubscriptionSnapshot | null }> {
+      const { subscriptionId, invoiceId } = input;
+      const idempotencyKey = `dunning:${invoiceId}:final`;
+      try {
+        switch (input.finalAction) {
+          case 'cancel':
+            return {
+              snapshot: snapshotOf(
+                await stripe.subscriptions.cancel(
+                  subscriptionId,
+                  { prorate: false, invoice_now: false, cancellation_details: { comment: `dunning exhausted for ${invoiceId}` } },
+                  { idempotencyKey },
+                ),
+              ),
+            };
+          case 'mark_unpaid':
+            return {
+              snapshot: snapshotOf(
+                await stripe.subscriptions.update(
+                  subscriptionId,
+                  {
+                    pause_collection: { behavior: 'keep_as_draft' },
+                    metadata: { [DUNNING_FINAL_ACTION_METADATA_KEY]: 'mark_unpaid', dunning_invoice_id: invoiceId },
+                  },
+                  { idempotencyKey },
+                ),
+              ),
+            };
+          case 'leave_past_due':
+            return { snapshot: snapshotOf(await stripe.subscriptions.retrieve(subscriptionId)) };
+        }
+      } catch (err) {
+        if (isStripeNotFound(err)) return { snapshot: null };
+        if (err instanceof Stripe.errors.StripeInvalidRequestError) {
+          // Typically already canceled: nothing left to do, report what Stripe has.
+          const sub = await stripe.subscriptions.retrieve(subscriptionId).catch(() => null);
+          if (sub?.status === 'canceled') return { snapshot: snapshotOf(sub) };
+        }
+        return mapStripeError(err, `final action ${input.finalAction} on ${subscriptionId}`);
+      }
+    },
+  };
+}
+
+export type DunningActivities = ReturnType<typeof createDunningActivities>;

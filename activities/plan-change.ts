@@ -1,0 +1,227 @@
+/**
+ * Stripe write activities of plan changes, cancel and resume. Every call carries an idempotency key
+ * built from the customer and the caller's requestId, so an activity retry (or a repeated request)
+ * never changes a subscription twice; retry windows stay far below Stripe's 24 h key lifetime.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import Stripe from 'stripe';
+import { SubscriptionStatusSchema, type SubscriptionStatus } from '../domain/billing-event';
+import { planChangeIdempotencyKey, subscriptionActionIdempotencyKey } from '../domain/plan-change';
+import type { Plan } from '../domain/plans';
+import { mapStripeError } from './errors';
+
+export interface PlanChangeStripeDeps {
+  stripe: Pick<Stripe, 'subscriptions' | 'subscriptionSchedules' | 'invoicePayments'>;
+}
+
+/** Input of updateSubscriptionPlan (an upgrade, applied now). */
+export interface UpdateSubscriptionPlanInput {
+  customerId: string;
+  subscriptionId: string;
+  requestId: string;
+  /** The item to change is the one on this price; else the first item. */
+  fromPriceId: string | null;
+  toPriceId: string;
+  /** Unix seconds, pinned by the workflow so retries send identical parameters. */
+  prorationDate: number;
+}
+
+/** confirmed: Stripe applied the change (invoice paid); pending: payment needs the customer; failed: declined. */
+export interface UpdateSubscriptionPlanOutcome {
+  outcome: 'confirmed' | 'pending' | 'failed';
+  subscriptionStatus: SubscriptionStatus | null;
+  invoiceId: string | null;
+  /** Stripe's pending_update.expires_at: after it the change is discarded. */
+  expiresAt: number | null;
+  paymentStatus: string | null;
+  declineCode: string | null;
+}
+
+/** Input of scheduleSubscriptionDowngrade (a downgrade at period end). */
+export interface ScheduleDowngradeInput {
+  customerId: string;
+  subscriptionId: string;
+  requestId: string;
+  fromPriceId: string | null;
+  toPriceId: string;
+  toInterval: Plan['interval'];
+}
+
+/** The subscription-level outcome of cancel and resume. */
+export interface SubscriptionActionOutcome {
+  status: SubscriptionStatus | null;
+  cancelAtPeriodEnd: boolean;
+}
+
+const idOf = (v: string | { id: string } | null | undefined): string | null => (v == null ? null : typeof v === 'string' ? v : v.id);
+const statusOf = (s: string): SubscriptionStatus | null => {
+  const parsed = SubscriptionStatusSchema.safeParse(s);
+  return parsed.success ? parsed.data : null;
+};
+
+function planItem(sub: Stripe.Subscription, fromPriceId: string | null): Stripe.SubscriptionItem {
+  const items = sub.items.data;
+  const item = items.find((i) => fromPriceId !== null && idOf(i.price) === fromPriceId) ?? items[0];
+  if (!item) throw ApplicationFailure.nonRetryable(`subscription ${sub.id} has no items`, 'SubscriptionHasNoItems');
+  return item;
+}
+
+/** Creates the plan-change Stripe activities. */
+export function createPlanChangeStripeActivities({ stripe }: PlanChangeStripeDeps) {
+  /** The newest payment attempt of an invoice: tells a decline from a payment awaiting the customer. */
+  async function latestPayment(invoiceId: string): Promise<{ status: string; declineCode: string | null } | null> {
+    try {
+      const list = await stripe.invoicePayments.list({ invoice: invoiceId, limit: 1, expand: ['data.payment.payment_intent'] });
+      const pi = list.data[0]?.payment.payment_intent;
+      if (!pi || typeof pi === 'string') return null;
+      return { status: pi.status, declineCode: pi.last_payment_error?.decline_code ?? pi.last_payment_error?.code ?? null };
+    } catch {
+      // Only refines 'pending' into 'failed': the change itself is already decided by Stripe.
+      return null;
+    }
+  }
+
+  return {
+    /** Upgrade now: prorated and invoiced at once; applied only if that invoice is paid (pending_if_incomplete). */
+    async updateSubscriptionPlan(input: UpdateSubscriptionPlanInput): Promise<UpdateSubscriptionPlanOutcome> {
+      try {
+        const current = await stripe.subscriptions.retrieve(input.subscriptionId);
+        const item = planItem(current, input.fromPriceId);
+        const sub = await stripe.subscriptions.update(
+          input.subscriptionId,
+          {
+            // pending_if_incomplete accepts only pending-update attributes: no metadata here.
+            items: [{ id: item.id, price: input.toPriceId }],
+            proration_behavior: 'always_invoice',
+            payment_behavior: 'pending_if_incomplete',
+            proration_date: input.prorationDate,
+            expand: ['latest_invoice'],
+          },
+          { idempotencyKey: planChangeIdempotencyKey(input.customerId, input.requestId) },
+        );
+        const invoiceId = idOf(sub.latest_invoice);
+        const base = { subscriptionStatus: statusOf(sub.status), invoiceId, expiresAt: null, paymentStatus: null, declineCode: null };
+        if (!sub.pending_update) return { ...base, outcome: 'confirmed' };
+        const payment = invoiceId ? await latestPayment(invoiceId) : null;
+        const declined = payment?.status === 'requires_payment_method' || payment?.status === 'canceled';
+        return {
+          ...base,
+          outcome: declined ? 'failed' : 'pending',
+          expiresAt: sub.pending_update.expires_at,
+          paymentStatus: payment?.status ?? null,
+          declineCode: payment?.declineCode ?? null,
+        };
+      } catch (err) {
+        if (err instanceof Stripe.errors.StripeCardError) {
+          return {
+            outcome: 'failed',
+            subscriptionStatus: null,
+            invoiceId: null,
+            expiresAt: null,
+            paymentStatus: null,
+            declineCode: err.decline_code ?? err.code ?? null,
+          };
+        }
+        if (err instanceof ApplicationFailure) throw err;
+        return mapStripeError(err, `change plan of ${input.subscriptionId}`);
+      }
+    },
+
+    /**
+     * Downgrade at period end through a Subscription Schedule: phase 1 keeps the current price until the
+     * period ends, phase 2 bills the new price, then the schedule releases the subscription. Stripe
+     * switches the price exactly at renewal, so the renewal invoice is already at the new price.
+     */
+    async scheduleSubscriptionDowngrade(input: ScheduleDowngradeInput): Promise<{ scheduleId: string; effectiveAt: number | null }> {
+      const key = (step: string) => planChangeIdempotencyKey(input.customerId, input.requestId, step);
+      try {
+        const sub = await stripe.subscriptions.retrieve(input.subscriptionId);
+        const item = planItem(sub, input.fromPriceId);
+        const existing = idOf(sub.schedule);
+        const schedule = existing
+          ? await stripe.subscriptionSchedules.retrieve(existing)
+          : await stripe.subscriptionSchedules.create({ from_subscription: input.subscriptionId }, { idempotencyKey: key('schedule') });
+        const phase = schedule.phases[0];
+        const start = phase?.start_date ?? schedule.current_phase?.start_date ?? item.current_period_start;
+        const end = schedule.current_phase?.end_date ?? phase?.end_date ?? item.current_period_end;
+        const quantity = item.quantity ?? 1;
+        await stripe.subscriptionSchedules.update(
+          schedule.id,
+          {
+            end_behavior: 'release',
+            proration_behavior: 'none',
+            phases: [
+              { items: [{ price: item.price.id, quantity }], start_date: start, end_date: end },
+              { items: [{ price: input.toPriceId, quantity }], duration: { interval: input.toInterval, interval_count: 1 } },
+            ],
+            metadata: { plan_change_request_id: input.requestId, plan_change_to_price: input.toPriceId },
+          },
+          { idempotencyKey: key('phases') },
+        );
+        return { scheduleId: schedule.id, effectiveAt: end ?? null };
+      } catch (err) {
+        if (err instanceof ApplicationFailure) throw err;
+        return mapStripeError(err, `schedule downgrade of ${input.subscriptionId}`);
+      }
+    },
+
+    /** Withdraws a scheduled downgrade: releasing the schedule keeps the subscription on its current price. */
+    async releaseSubscriptionSchedule(input: {
+      customerId: string;
+      subscriptionId: string;
+      requestId: string;
+      scheduleId: string | null;
+      /** Idempotency-key suffix: withdrawing a downgrade and canceling may release under one requestId. */
+      step?: string;
+    }): Promise<{ released: boolean; scheduleId: string | null }> {
+      try {
+        const scheduleId = input.scheduleId ?? idOf((await stripe.subscriptions.retrieve(input.subscriptionId)).schedule);
+        if (!scheduleId) return { released: false, scheduleId: null };
+        const schedule = await stripe.subscriptionSchedules.retrieve(scheduleId);
+        if (schedule.status !== 'active' && schedule.status !== 'not_started') return { released: false, scheduleId };
+        await stripe.subscriptionSchedules.release(
+          scheduleId,
+          {},
+          { idempotencyKey: planChangeIdempotencyKey(input.customerId, input.requestId, input.step ?? 'release') },
+        );
+        return { released: true, scheduleId };
+      } catch (err) {
+        return mapStripeError(err, `release schedule of ${input.subscriptionId}`);
+      }
+    },
+
+    /** Cancels now, or at period end (cancel_at_period_end, undone by resume). */
+    async cancelStripeSubscription(input: {
+      customerId: string;
+      subscriptionId: string;
+      requestId: string;
+      atPeriodEnd: boolean;
+    }): Promise<SubscriptionActionOutcome> {
+      const idempotencyKey = subscriptionActionIdempotencyKey('cancel', input.customerId, input.requestId);
+      try {
+        const sub = input.atPeriodEnd
+          ? await stripe.subscriptions.update(input.subscriptionId, { cancel_at_period_end: true }, { idempotencyKey })
+          : await stripe.subscriptions.cancel(input.subscriptionId, {}, { idempotencyKey });
+        return { status: statusOf(sub.status), cancelAtPeriodEnd: sub.cancel_at_period_end };
+      } catch (err) {
+        return mapStripeError(err, `cancel ${input.subscriptionId}`);
+      }
+    },
+
+    /** Undoes a cancel at period end. */
+    async resumeStripeSubscription(input: { customerId: string; subscriptionId: string; requestId: string }): Promise<SubscriptionActionOutcome> {
+      try {
+        const sub = await stripe.subscriptions.update(
+          input.subscriptionId,
+          { cancel_at_period_end: false },
+          { idempotencyKey: subscriptionActionIdempotencyKey('resume', input.customerId, input.requestId) },
+        );
+        return { status: statusOf(sub.status), cancelAtPeriodEnd: sub.cancel_at_period_end };
+      } catch (err) {
+        return mapStripeError(err, `resume ${input.subscriptionId}`);
+      }
+    },
+  };
+}
+
+export type PlanChangeStripeActivities = ReturnType<typeof createPlanChangeStripeActivities>;

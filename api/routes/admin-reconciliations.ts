@@ -1,0 +1,187 @@
+/** Admin: start a reconciliation run now, follow its progress, list recent runs. Mounted behind the admin token. */
+import { randomUUID } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { reconciliationWorkflowId } from '../../domain/ids';
+import { driftKind, type DriftField, type ReconciliationInput } from '../../domain/reconciliation';
+import { BillingWorkflowKindKey } from '../../domain/search-attributes';
+import type { Sql } from '../../lib/db';
+import { ApiError } from '../errors';
+import { parseJsonBody, parseQuery } from '../validate';
+
+/** Optional tuning of a manual run (defaults suit production). */
+export const StartReconciliationBodySchema = z
+  .object({
+    pageSize: z.number().int().min(1).max(100).optional(),
+    pagesPerRun: z.number().int().min(1).max(1000).optional(),
+    repairWaitSeconds: z.number().int().min(0).max(3600).optional(),
+  })
+  .strict();
+
+export const RunDriftQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  /** The last drift id of the previous page. */
+  cursor: z.coerce.number().int().min(0).optional(),
+});
+
+export const ListRunsQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  /** Opaque cursor from the previous page's nextCursor. */
+  cursor: z.string().max(500).optional(),
+});
+
+interface RunRow {
+  id: string;
+  trigger: string;
+  status: string;
+  scanned: number;
+  drifted: number;
+  repaired: number;
+  flagged: number;
+  cursor: string | null;
+  error: string | null;
+  started_at: Date;
+  finished_at: Date | null;
+}
+
+function runView(r: RunRow) {
+  const sep = r.cursor?.indexOf(':') ?? -1;
+  return {
+    runId: r.id,
+    trigger: r.trigger,
+    status: r.status,
+    scanned: r.scanned,
+    drifted: r.drifted,
+    repaired: r.repaired,
+    flagged: r.flagged,
+    // Stored as `<phase>:<last id>` by the scan activities.
+    progress: r.cursor && sep > 0 ? { phase: r.cursor.slice(0, sep), cursor: r.cursor.slice(sep + 1) } : null,
+    error: r.error,
+    startedAt: r.started_at.toISOString(),
+    finishedAt: r.finished_at?.toISOString() ?? null,
+    durationSeconds: r.finished_at ? (r.finished_at.getTime() - r.started_at.getTime()) / 1000 : null,
+  };
+}
+
+function encodeCursor(startedAt: Date, id: string): string {
+  return Buffer.from(JSON.stringify([startedAt.toISOString(), id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { startedAt: Date; id: string } {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
+    const startedAt = new Date(at);
+    if (Number.isNaN(startedAt.getTime()) || typeof id !== 'string') throw new Error('bad');
+    return { startedAt, id };
+  } catch {
+    throw new ApiError(400, 'invalid_cursor', 'cursor is not valid');
+  }
+}
+
+/** Admin reconciliation routes. */
+export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; taskQueue: string }): Hono {
+  const { sql, temporal } = deps;
+  const app = new Hono();
+
+  app.post('/admin/reconciliations', async (c) => {
+    // The body is optional: a bare POST starts a run with the defaults.
+    const body = c.req.header('content-type') ? await parseJsonBody(c, StartReconciliationBodySchema) : {};
+    const runId = reconciliationWorkflowId(`manual-${randomUUID()}`);
+    // The row exists before the workflow so GET answers at once; the workflow's insert is a no-op.
+    await sql`INSERT INTO reconciliation_runs (id, trigger) VALUES (${runId}, 'manual')`;
+    const input: ReconciliationInput = { ...body, trigger: 'manual' };
+    try {
+      await temporal.workflow.start('reconciliationWorkflow', {
+        workflowId: runId,
+        taskQueue: deps.taskQueue,
+        args: [input],
+        typedSearchAttributes: [{ key: BillingWorkflowKindKey, value: 'reconciliation' }],
+      });
+    } catch {
+      await sql`DELETE FROM reconciliation_runs WHERE id = ${runId}`.catch(() => {});
+      throw new ApiError(503, 'unavailable', 'Temporal is unreachable; try again');
+    }
+    return c.json({ runId, status: 'running', href: `/admin/reconciliations/${encodeURIComponent(runId)}` }, 202);
+  });
+
+  app.get('/admin/reconciliations', async (c) => {
+    const q = parseQuery(c, ListRunsQuerySchema);
+    const cur = q.cursor ? decodeCursor(q.cursor) : null;
+    const rows = await sql<RunRow[]>`
+      SELECT id, trigger, status, scanned, drifted, repaired, flagged, cursor, error, started_at, finished_at
+      FROM reconciliation_runs
+      ${cur ? sql`WHERE (started_at, id) < (${cur.startedAt}, ${cur.id})` : sql``}
+      ORDER BY started_at DESC, id DESC
+      LIMIT ${q.limit + 1}`;
+    const page = rows.slice(0, q.limit);
+    const last = page[page.length - 1];
+    return c.json({
+      data: page.map(runView),
+      nextCursor: rows.length > q.limit && last ? encodeCursor(last.started_at, last.id) : null,
+    });
+  });
+
+  app.get('/admin/reconciliations/:runId', async (c) => {
+    const runId = c.req.param('runId');
+    const q = parseQuery(c, RunDriftQuerySchema);
+    const runs = await sql<RunRow[]>`
+      SELECT id, trigger, status, scanned, drifted, repaired, flagged, cursor, error, started_at, finished_at
+      FROM reconciliation_runs WHERE id = ${runId}`;
+    const run = runs[0];
+    if (!run) throw new ApiError(404, 'run_not_found', `no reconciliation run ${runId}`);
+    // Live, per subscription: repairs can land after the run closed its counts.
+    const repairs = await sql<{ repair_status: string; n: number }[]>`
+      SELECT repair_status, count(DISTINCT object_id)::int AS n
+      FROM reconciliation_drift WHERE run_id = ${runId} GROUP BY repair_status`;
+    const drift = await sql<
+      {
+        id: number;
+        object_id: string;
+        customer_id: string | null;
+        field: DriftField;
+        local_value: string | null;
+        stripe_value: string | null;
+        detected_at: Date;
+        repair_status: string;
+        repaired_at: Date | null;
+      }[]
+    >`
+      SELECT id, object_id, customer_id, field, local_value, stripe_value, detected_at, repair_status, repaired_at
+      FROM reconciliation_drift
+      WHERE run_id = ${runId} ${q.cursor !== undefined ? sql`AND id > ${q.cursor}` : sql``}
+      ORDER BY id
+      LIMIT ${q.limit + 1}`;
+    const page = drift.slice(0, q.limit);
+    const byStatus = Object.fromEntries(repairs.map((r) => [r.repair_status, r.n]));
+    return c.json({
+      ...runView(run),
+      workflowStatus: await temporal.workflow
+        .getHandle(runId)
+        .describe()
+        .then((d) => d.status.name)
+        .catch(() => null),
+      repairs: {
+        pending: byStatus.pending ?? 0,
+        repaired: byStatus.repaired ?? 0,
+        flagged: byStatus.flagged ?? 0,
+        failed: byStatus.failed ?? 0,
+      },
+      drift: page.map((d) => ({
+        id: d.id,
+        subscriptionId: d.object_id,
+        customerId: d.customer_id,
+        field: d.field,
+        kind: driftKind({ field: d.field, localValue: d.local_value, stripeValue: d.stripe_value }),
+        localValue: d.local_value,
+        stripeValue: d.stripe_value,
+        detectedAt: d.detected_at.toISOString(),
+        repairStatus: d.repair_status,
+        repairedAt: d.repaired_at?.toISOString() ?? null,
+      })),
+      nextCursor: drift.length > q.limit && page.length ? String(page[page.length - 1]!.id) : null,
+    });
+  });
+
+  return app;
+}

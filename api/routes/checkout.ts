@@ -1,0 +1,187 @@
+/**
+ * Checkout: POST /checkout creates a Stripe Checkout Session (mode subscription) for a catalog plan;
+ * GET /plans lists the active catalog; GET /admin/checkout/success-rate reports completed / (completed + expired).
+ */
+import { randomUUID } from 'node:crypto';
+import { Hono } from 'hono';
+import type Stripe from 'stripe';
+import { z } from 'zod';
+import { REQUEST_ID_PATTERN } from '../../domain/plan-change';
+import type { Sql } from '../../lib/db';
+import { readPlans } from '../../lib/plans';
+import { ApiError } from '../errors';
+import type { Metrics } from '../metrics';
+import { stripeApiError } from '../stripe-errors';
+import { parseJsonBody, parseQuery } from '../validate';
+
+/** The figure the business watches. */
+export const CHECKOUT_SUCCESS_TARGET = 0.98;
+
+const httpUrl = (name: string) => z.url({ protocol: /^https?$/, error: `${name} must be an http(s) URL` }).max(2048);
+
+export const CheckoutBodySchema = z.object({
+  planId: z.string().min(1).max(100),
+  /** An existing customer of this service; otherwise give email and a Stripe customer is created or reused. */
+  customerId: z.string().regex(/^cus_[A-Za-z0-9_]{1,250}$/, 'customerId must look like cus_…').optional(),
+  email: z.email('email must be an email address').max(254).optional(),
+  trialDays: z.number().int().min(1).max(730).optional(),
+  /** May contain Stripe's {CHECKOUT_SESSION_ID} placeholder. */
+  successUrl: httpUrl('successUrl'),
+  cancelUrl: httpUrl('cancelUrl'),
+  /** Makes the call idempotent: the same requestId returns the same session. */
+  requestId: z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -').optional(),
+});
+export type CheckoutBody = z.infer<typeof CheckoutBodySchema>;
+
+export const SuccessRateQuerySchema = z.object({
+  windowHours: z.coerce.number().int().min(1).max(24 * 90).default(24),
+});
+
+/** Subscription statuses that mean "already subscribed": changes go through PUT .../subscription/plan. */
+const LIVE_STATUSES = ['trialing', 'active', 'past_due', 'unpaid', 'paused'];
+
+type SessionRow = {
+  id: string;
+  customer_id: string;
+  plan_id: string;
+  request_id: string;
+  status: string;
+  url: string | null;
+  created_at: Date;
+};
+
+/** Checkout outcomes over a window: completed and expired by when they ended, open by creation. */
+export async function checkoutSuccessRate(sql: Sql, windowHours: number) {
+  const rows = await sql<{ completed: number; expired: number; open: number }[]>`
+    SELECT
+      count(*) FILTER (WHERE status = 'complete' AND completed_at >= now() - make_interval(hours => ${windowHours}))::int AS completed,
+      count(*) FILTER (WHERE status = 'expired' AND expired_at >= now() - make_interval(hours => ${windowHours}))::int AS expired,
+      count(*) FILTER (WHERE status = 'open' AND created_at >= now() - make_interval(hours => ${windowHours}))::int AS open
+    FROM checkout_sessions`;
+  const { completed, expired, open } = rows[0] ?? { completed: 0, expired: 0, open: 0 };
+  const ended = completed + expired;
+  const successRate = ended === 0 ? null : completed / ended;
+  return { windowHours, completed, expired, open, successRate, target: CHECKOUT_SUCCESS_TARGET, meetsTarget: successRate === null ? null : successRate >= CHECKOUT_SUCCESS_TARGET };
+}
+
+async function sessionByRequestId(sql: Sql, requestId: string): Promise<SessionRow | null> {
+  const rows = await sql<SessionRow[]>`
+    SELECT id, customer_id, plan_id, request_id, status, url, created_at FROM checkout_sessions WHERE request_id = ${requestId}`;
+  return rows[0] ?? null;
+}
+
+const sessionBody = (r: SessionRow) => ({ sessionId: r.id, url: r.url, requestId: r.request_id, customerId: r.customer_id, planId: r.plan_id, status: r.status });
+
+/** POST /checkout and GET /plans (app-facing). */
+export function checkoutRoutes(deps: { sql: Sql; stripe: Pick<Stripe, 'checkout' | 'customers'> }): Hono {
+  const { sql, stripe } = deps;
+  const app = new Hono();
+
+  app.get('/plans', async (c) => {
+    const plans = await readPlans(sql, { activeOnly: true });
+    return c.json({
+      data: plans.map((p) => ({ id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval: p.interval, rank: p.rank, stripePriceId: p.stripePriceId })),
+    });
+  });
+
+  /** Reuses the given (known) customer, or one with this email, or creates a Stripe customer. */
+  async function resolveCustomer(body: CheckoutBody, requestId: string): Promise<string> {
+    let customerId: string | null = null;
+    if (body.customerId) {
+      const rows = await sql<{ id: string }[]>`SELECT id FROM customers WHERE id = ${body.customerId} AND NOT deleted`;
+      if (!rows[0]) throw new ApiError(404, 'customer_not_found', `no customer ${body.customerId}`);
+      customerId = body.customerId;
+    } else if (body.email) {
+      const rows = await sql<{ id: string }[]>`
+        SELECT id FROM customers WHERE lower(email) = lower(${body.email}) AND NOT deleted ORDER BY created_at DESC LIMIT 1`;
+      customerId = rows[0]?.id ?? null;
+    }
+    if (customerId) {
+      const live = await sql<{ id: string; status: string }[]>`
+        SELECT id, status FROM subscriptions WHERE customer_id = ${customerId} AND status::text = ANY(${LIVE_STATUSES}) LIMIT 1`;
+      if (live[0]) {
+        throw new ApiError(409, 'already_subscribed', `customer ${customerId} already has subscription ${live[0].id} (${live[0].status}); change its plan with PUT /customers/${customerId}/subscription/plan`);
+      }
+      return customerId;
+    }
+    try {
+      const created = await stripe.customers.create(
+        { email: body.email, metadata: { checkout_request_id: requestId } },
+        { idempotencyKey: `checkout:${requestId}:customer` },
+      );
+      return created.id;
+    } catch (err) {
+      return stripeApiError(err, 'create customer');
+    }
+  }
+
+  app.post('/checkout', async (c) => {
+    const body = await parseJsonBody(c, CheckoutBodySchema);
+    const problems: { path: string; message: string }[] = [];
+    if (!body.customerId && !body.email) problems.push({ path: 'customerId', message: 'give customerId (an existing customer) or email' });
+    const plan = (await readPlans(sql, { activeOnly: true })).find((p) => p.id === body.planId);
+    if (!plan) problems.push({ path: 'planId', message: `unknown plan ${body.planId}` });
+    if (problems.length > 0 || !plan) throw new ApiError(400, 'validation_error', 'request body is invalid', problems);
+
+    const requestId = body.requestId ?? randomUUID();
+    if (body.requestId) {
+      const prior = await sessionByRequestId(sql, requestId);
+      if (prior) {
+        if (prior.plan_id !== body.planId || (body.customerId && prior.customer_id !== body.customerId)) {
+          throw new ApiError(409, 'request_id_reused', `requestId ${requestId} was used for another checkout (plan ${prior.plan_id})`);
+        }
+        return c.json(sessionBody(prior), 200);
+      }
+    }
+
+    const customerId = await resolveCustomer(body, requestId);
+    const metadata = { plan_id: plan.id, request_id: requestId };
+    let session: Stripe.Checkout.Session;
+    try {
+      session = await stripe.checkout.sessions.create(
+        {
+          mode: 'subscription',
+          customer: customerId,
+          line_items: [{ price: plan.stripePriceId, quantity: 1 }],
+          success_url: body.successUrl,
+          cancel_url: body.cancelUrl,
+          client_reference_id: requestId,
+          metadata,
+          subscription_data: { metadata, ...(body.trialDays ? { trial_period_days: body.trialDays } : {}) },
+        },
+        { idempotencyKey: `checkout:${requestId}` },
+      );
+    } catch (err) {
+      return stripeApiError(err, 'create checkout session');
+    }
+    // A concurrent request with the same requestId may have recorded first: its row wins.
+    await sql`
+      INSERT INTO checkout_sessions (id, customer_id, plan_id, request_id, status, url, trial_days)
+      VALUES (${session.id}, ${customerId}, ${plan.id}, ${requestId}, 'open', ${session.url}, ${body.trialDays ?? null})
+      ON CONFLICT DO NOTHING`;
+    const row = await sessionByRequestId(sql, requestId);
+    if (!row) throw new ApiError(409, 'request_id_reused', `checkout session ${session.id} is recorded under another request`);
+    return c.json({ ...sessionBody(row), expiresAt: session.expires_at ? new Date(session.expires_at * 1000).toISOString() : null }, row.id === session.id ? 201 : 200);
+  });
+
+  return app;
+}
+
+/** GET /admin/checkout/success-rate (mount behind the admin guard). */
+export function adminCheckoutRoutes(deps: { sql: Sql }): Hono {
+  const app = new Hono();
+  app.get('/admin/checkout/success-rate', async (c) => {
+    const q = parseQuery(c, SuccessRateQuerySchema);
+    return c.json(await checkoutSuccessRate(deps.sql, q.windowHours));
+  });
+  return app;
+}
+
+/** Sets the checkout gauges from Postgres (called on each /metrics scrape). */
+export async function updateCheckoutGauges(sql: Sql, metrics: Pick<Metrics, 'checkoutSuccessRate' | 'checkoutSessions'>, windowHours: number): Promise<void> {
+  const r = await checkoutSuccessRate(sql, windowHours);
+  metrics.checkoutSuccessRate.set(r.successRate ?? Number.NaN);
+  metrics.checkoutSessions.set({ outcome: 'completed' }, r.completed);
+  metrics.checkoutSessions.set({ outcome: 'expired' }, r.expired);
+  metrics.checkoutSessions.set({ outcome: 'open' }, r.open);
+}

@@ -1,0 +1,252 @@
+/**
+ * Subscription changes: the preview reads Stripe directly; every change is a Workflow Update on the
+ * customer workflow `customer:<id>`, whose synchronous validator rejects invalid requests before
+ * anything reaches Stripe. Repeats are recognised by requestId inside the workflow (a retry joins the
+ * running request or gets its result); update ids stay random, because Temporal would replay a failed
+ * update's failure to every later call with the same id.
+ */
+import { ServiceError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client } from '@temporalio/client';
+import { ApplicationFailure, WorkflowNotFoundError, type UpdateDefinition } from '@temporalio/common';
+import { Hono } from 'hono';
+import type Stripe from 'stripe';
+import { z } from 'zod';
+import type { SubscriptionStatus } from '../../domain/billing-event';
+import { customerWorkflowId } from '../../domain/ids';
+import {
+  cancelPendingPlanChangeUpdate,
+  cancelSubscriptionUpdate,
+  changePlanUpdate,
+  refreshPlanCatalogUpdate,
+  resumeSubscriptionUpdate,
+  type ChangePlanRequest,
+  type ChangePlanResult,
+} from '../../domain/messages';
+import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection, type PlanChangeSubject } from '../../domain/plan-change';
+import { prorateUpgrade } from '../../domain/proration';
+import type { Sql } from '../../lib/db';
+import { readPlans } from '../../lib/plans';
+import { ApiError } from '../errors';
+import { stripeApiError } from '../stripe-errors';
+import { parseJsonBody } from '../validate';
+import { parseCustomerId } from './customers';
+
+const RequestIdSchema = z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -');
+const PlanIdSchema = z.string().min(1).max(100);
+
+export const PreviewPlanChangeBodySchema = z.object({ planId: PlanIdSchema });
+export const ChangePlanBodySchema = z.object({
+  planId: PlanIdSchema,
+  requestId: RequestIdSchema,
+  /** The preview's prorationDate, so the amount charged equals the amount previewed. */
+  prorationDate: z.number().int().positive().optional(),
+});
+export const CancelSubscriptionBodySchema = z.object({ atPeriodEnd: z.boolean(), requestId: RequestIdSchema });
+export const RequestIdBodySchema = z.object({ requestId: RequestIdSchema });
+
+type ApiStatus = ConstructorParameters<typeof ApiError>[0];
+
+/** Validator rejections and handler failures of the customer workflow's updates, as HTTP errors. */
+const UPDATE_FAILURES: Record<PlanChangeRejection | 'StripeRejected' | 'StripeUnavailable', [ApiStatus, string]> = {
+  InvalidRequest: [400, 'validation_error'],
+  UnknownPlan: [422, 'unknown_plan'],
+  SamePlan: [409, 'same_plan'],
+  NoSubscription: [404, 'no_subscription'],
+  SubscriptionCanceled: [409, 'subscription_canceled'],
+  SubscriptionNotChangeable: [409, 'subscription_not_changeable'],
+  UnknownCurrentPlan: [409, 'unknown_current_plan'],
+  CurrencyMismatch: [422, 'currency_mismatch'],
+  InvalidProrationDate: [422, 'invalid_proration_date'],
+  ChangeInFlight: [409, 'change_in_flight'],
+  RequestIdReused: [409, 'request_id_reused'],
+  NotCanceling: [409, 'not_canceling'],
+  StripeRejected: [422, 'stripe_rejected'],
+  StripeUnavailable: [503, 'stripe_unavailable'],
+};
+
+/** The HTTP error for a rule rejection (also used by the preview, which runs the same rules). */
+export function rejectionError(type: string, message: string): ApiError {
+  const known = UPDATE_FAILURES[type as keyof typeof UPDATE_FAILURES];
+  return known ? new ApiError(known[0], known[1], message) : new ApiError(503, 'update_failed', message);
+}
+
+/** Maps a failed Workflow Update call to an ApiError; rethrows what it does not recognise. */
+export function updateError(err: unknown, customerId: string): never {
+  if (err instanceof WorkflowNotFoundError) {
+    throw new ApiError(404, 'customer_not_found', `no billing workflow for ${customerId}; it starts with the customer's first Stripe event`);
+  }
+  if (err instanceof WorkflowUpdateFailedError) {
+    const cause = err.cause;
+    if (cause instanceof ApplicationFailure && cause.type) throw rejectionError(cause.type, cause.message);
+    throw new ApiError(503, 'update_failed', cause?.message ?? err.message);
+  }
+  if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) {
+    throw new ApiError(503, 'still_processing', 'the change is still being processed; repeat the request with the same requestId for its result');
+  }
+  if (err instanceof ServiceError) {
+    throw new ApiError(503, 'temporal_unavailable', 'the workflow service is unreachable; retry with the same requestId');
+  }
+  throw err;
+}
+
+/** HTTP status of a plan-change result: applied 200, awaiting payment or renewal 202, declined 402. */
+export function changePlanStatus(result: ChangePlanResult): 200 | 202 | 402 {
+  if (result.status === 'failed') return 402;
+  return result.status === 'pending' || result.status === 'scheduled' ? 202 : 200;
+}
+
+type LocalSubscriptionRow = {
+  id: string;
+  status: SubscriptionStatus;
+  plan_id: string | null;
+  price_id: string | null;
+  current_period_end: Date | null;
+  cancel_at_period_end: boolean;
+  pending_plan_id: string | null;
+};
+
+async function currentSubscription(sql: Sql, customerId: string): Promise<PlanChangeSubject | null> {
+  const rows = await sql<LocalSubscriptionRow[]>`
+    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id
+    FROM subscriptions WHERE customer_id = ${customerId}
+    ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC LIMIT 1`;
+  const r = rows[0];
+  if (!r) return null;
+  return {
+    id: r.id,
+    status: r.status,
+    planId: r.plan_id,
+    priceId: r.price_id,
+    currentPeriodEnd: r.current_period_end ? Math.floor(r.current_period_end.getTime() / 1000) : null,
+    cancelAtPeriodEnd: r.cancel_at_period_end,
+    pendingPlanId: r.pending_plan_id,
+  };
+}
+
+export interface SubscriptionRouteDeps {
+  sql: Sql;
+  temporal: Client;
+  stripe: Pick<Stripe, 'subscriptions' | 'invoices'>;
+  /** How long an HTTP request waits for the workflow (default 30 s); the change continues regardless. */
+  updateTimeoutMs?: number;
+}
+
+/** Plan change, preview, cancel and resume routes. */
+export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
+  const { sql, temporal, stripe } = deps;
+  const timeoutMs = deps.updateTimeoutMs ?? 30_000;
+  const app = new Hono();
+
+  async function runUpdate<Ret, Arg>(customerId: string, def: UpdateDefinition<Ret, [Arg]>, arg: Arg): Promise<Ret> {
+    const handle = temporal.workflow.getHandle(customerWorkflowId(customerId));
+    try {
+      return await temporal.withAbortSignal(AbortSignal.timeout(timeoutMs), () => handle.executeUpdate(def, { args: [arg] }));
+    } catch (err) {
+      return updateError(err, customerId);
+    }
+  }
+
+  async function refreshCatalog(customerId: string): Promise<void> {
+    const handle = temporal.workflow.getHandle(customerWorkflowId(customerId));
+    try {
+      await temporal.withAbortSignal(AbortSignal.timeout(timeoutMs), () => handle.executeUpdate(refreshPlanCatalogUpdate));
+    } catch (err) {
+      updateError(err, customerId);
+    }
+  }
+
+  app.post('/customers/:customerId/subscription/plan/preview', async (c) => {
+    const customerId = parseCustomerId(c.req.param('customerId'));
+    const body = await parseJsonBody(c, PreviewPlanChangeBodySchema);
+    const known = await sql`SELECT 1 FROM customers WHERE id = ${customerId}`;
+    if (known.length === 0) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
+    const sub = await currentSubscription(sql, customerId);
+    const prorationDate = Math.floor(Date.now() / 1000);
+    const decision = decidePlanChange({ catalog: await readPlans(sql), subscription: sub, planId: body.planId, now: prorationDate });
+    if (!decision.ok) throw rejectionError(decision.type, decision.message);
+    if (!sub) throw rejectionError('NoSubscription', 'the customer has no subscription');
+    const { kind, from, to } = decision;
+    const base = { customerId, subscriptionId: sub.id, kind, fromPlanId: from.id, toPlanId: to.id, currency: to.currency, amountDueNext: to.amount };
+    if (kind === 'downgrade') {
+      return c.json({ ...base, prorationDate: null, amountDueNow: 0, effectiveAt: sub.currentPeriodEnd, nextBillingAt: sub.currentPeriodEnd, lines: [], estimate: null });
+    }
+    try {
+      const stripeSub = await stripe.subscriptions.retrieve(sub.id);
+      const item = stripeSub.items.data.find((i) => i.price.id === from.stripePriceId) ?? stripeSub.items.data[0];
+      if (!item) throw new ApiError(409, 'unknown_current_plan', `subscription ${sub.id} has no items in Stripe`);
+      const invoice = await stripe.invoices.createPreview({
+        customer: customerId,
+        subscription: sub.id,
+        subscription_details: {
+          items: [{ id: item.id, price: to.stripePriceId }],
+          proration_behavior: 'always_invoice',
+          proration_date: prorationDate,
+        },
+      });
+      const sameInterval = from.interval === to.interval;
+      let estimate = null;
+      if (sameInterval) {
+        try {
+          estimate = prorateUpgrade({ oldAmount: from.amount, newAmount: to.amount, periodStart: item.current_period_start, periodEnd: item.current_period_end, prorationDate });
+        } catch {
+          // A period from Stripe that does not contain "now" (test clocks, emulators): no local estimate.
+        }
+      }
+      return c.json({
+        ...base,
+        prorationDate,
+        amountDueNow: invoice.amount_due,
+        effectiveAt: prorationDate,
+        // Changing the interval restarts the billing cycle at the change.
+        nextBillingAt: sameInterval ? item.current_period_end : null,
+        lines: invoice.lines.data.map((l) => ({
+          description: l.description,
+          amount: l.amount,
+          proration: l.parent?.subscription_item_details?.proration ?? l.parent?.invoice_item_details?.proration ?? false,
+        })),
+        estimate,
+      });
+    } catch (err) {
+      return stripeApiError(err, 'preview plan change');
+    }
+  });
+
+  app.put('/customers/:customerId/subscription/plan', async (c) => {
+    const customerId = parseCustomerId(c.req.param('customerId'));
+    const body = await parseJsonBody(c, ChangePlanBodySchema);
+    const req: ChangePlanRequest = { planId: body.planId, requestId: body.requestId, ...(body.prorationDate ? { prorationDate: body.prorationDate } : {}) };
+    let result: ChangePlanResult;
+    try {
+      result = await runUpdate(customerId, changePlanUpdate, req);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === 'unknown_plan')) throw err;
+      const active = await sql`SELECT 1 FROM plans WHERE id = ${body.planId} AND active`;
+      if (active.length === 0) throw err;
+      // Added to the catalog after this workflow loaded it: refresh once and retry.
+      await refreshCatalog(customerId);
+      result = await runUpdate(customerId, changePlanUpdate, req);
+    }
+    return c.json(result, changePlanStatus(result));
+  });
+
+  app.post('/customers/:customerId/subscription/plan/cancel-pending', async (c) => {
+    const customerId = parseCustomerId(c.req.param('customerId'));
+    const body = await parseJsonBody(c, RequestIdBodySchema);
+    const result = await runUpdate(customerId, cancelPendingPlanChangeUpdate, { requestId: body.requestId });
+    if (!result) throw new ApiError(404, 'no_pending_plan_change', `customer ${customerId} has no scheduled plan change`);
+    return c.json(result);
+  });
+
+  app.post('/customers/:customerId/subscription/cancel', async (c) => {
+    const customerId = parseCustomerId(c.req.param('customerId'));
+    const body = await parseJsonBody(c, CancelSubscriptionBodySchema);
+    return c.json(await runUpdate(customerId, cancelSubscriptionUpdate, body));
+  });
+
+  app.post('/customers/:customerId/subscription/resume', async (c) => {
+    const customerId = parseCustomerId(c.req.param('customerId'));
+    const body = await parseJsonBody(c, RequestIdBodySchema);
+    return c.json(await runUpdate(customerId, resumeSubscriptionUpdate, { requestId: body.requestId }));
+  });
+
+  return app;
+}

@@ -1,0 +1,106 @@
+/**
+ * Plan-change rules shared by the customer workflow's update validators and the preview endpoint.
+ * Pure and synchronous: validators must be deterministic and cannot call activities.
+ */
+import type { SubscriptionStatus } from './billing-event';
+import type { Plan } from './plans';
+import { classifyPlanChange } from './proration';
+
+/** Rejection types: the `type` of the ApplicationFailure a validator throws, mapped to HTTP by the API. */
+export type PlanChangeRejection =
+  | 'InvalidRequest'
+  | 'UnknownPlan'
+  | 'SamePlan'
+  | 'NoSubscription'
+  | 'SubscriptionCanceled'
+  | 'SubscriptionNotChangeable'
+  | 'UnknownCurrentPlan'
+  | 'CurrencyMismatch'
+  | 'InvalidProrationDate'
+  | 'ChangeInFlight'
+  | 'RequestIdReused'
+  | 'NotCanceling';
+
+/** What the rules read of the customer's subscription. */
+export interface PlanChangeSubject {
+  id: string;
+  status: SubscriptionStatus;
+  planId: string | null;
+  priceId: string | null;
+  currentPeriodEnd: number | null;
+  cancelAtPeriodEnd: boolean;
+  pendingPlanId: string | null;
+}
+
+export type PlanChangeDecision =
+  | { ok: true; kind: 'upgrade' | 'downgrade'; from: Plan; to: Plan }
+  | { ok: false; type: PlanChangeRejection; message: string };
+
+/** A preview's proration date stays usable this long (Stripe requires it inside the current period anyway). */
+export const PRORATION_DATE_MAX_AGE_SECONDS = 24 * 3600;
+/** Clock skew tolerated for a proration date slightly in the future. */
+const PRORATION_DATE_MAX_SKEW_SECONDS = 300;
+
+const ENDED: readonly SubscriptionStatus[] = ['canceled', 'incomplete_expired'];
+const NOT_CHANGEABLE: readonly SubscriptionStatus[] = ['incomplete', 'paused'];
+
+/** Request ids travel into Stripe idempotency keys and Temporal update ids. */
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,100}$/;
+
+/** Why a subscription cannot be changed at all, or null when it can. */
+export function subscriptionRejection(sub: PlanChangeSubject | null): { type: PlanChangeRejection; message: string } | null {
+  if (!sub) return { type: 'NoSubscription', message: 'the customer has no subscription' };
+  if (ENDED.includes(sub.status)) return { type: 'SubscriptionCanceled', message: `subscription ${sub.id} is ${sub.status}` };
+  if (NOT_CHANGEABLE.includes(sub.status)) {
+    return { type: 'SubscriptionNotChangeable', message: `subscription ${sub.id} is ${sub.status}; it cannot change plans until it is active` };
+  }
+  return null;
+}
+
+/** The subscription's plan in the catalog, by plan id or else by Stripe price id. */
+export function currentPlanOf(sub: PlanChangeSubject, catalog: readonly Plan[]): Plan | null {
+  return catalog.find((p) => p.id === sub.planId) ?? catalog.find((p) => sub.priceId !== null && p.stripePriceId === sub.priceId) ?? null;
+}
+
+/**
+ * Decides a plan change: a higher rank is an upgrade (now, prorated), a lower or equal rank a
+ * downgrade (at period end, no refund).
+ */
+export function decidePlanChange(input: {
+  catalog: readonly Plan[];
+  subscription: PlanChangeSubject | null;
+  planId: string;
+  prorationDate?: number | undefined;
+  now: number;
+}): PlanChangeDecision {
+  const { catalog, subscription: sub, planId, prorationDate, now } = input;
+  const to = catalog.find((p) => p.id === planId && p.active);
+  if (!to) return { ok: false, type: 'UnknownPlan', message: `unknown plan ${planId}` };
+  const blocked = subscriptionRejection(sub);
+  if (blocked || !sub) return { ok: false, ...(blocked ?? { type: 'NoSubscription', message: 'the customer has no subscription' }) };
+  const from = currentPlanOf(sub, catalog);
+  if (from?.id === to.id) return { ok: false, type: 'SamePlan', message: `subscription ${sub.id} is already on ${to.id}` };
+  if (!from) {
+    return { ok: false, type: 'UnknownCurrentPlan', message: `subscription ${sub.id} is on price ${sub.priceId ?? 'unknown'}, which is not in the plan catalog` };
+  }
+  if (from.currency !== to.currency) {
+    return { ok: false, type: 'CurrencyMismatch', message: `${to.id} is billed in ${to.currency}, the subscription in ${from.currency}` };
+  }
+  if (prorationDate !== undefined) {
+    if (!Number.isSafeInteger(prorationDate) || prorationDate > now + PRORATION_DATE_MAX_SKEW_SECONDS || prorationDate < now - PRORATION_DATE_MAX_AGE_SECONDS) {
+      return { ok: false, type: 'InvalidProrationDate', message: 'prorationDate must be a recent unix time from a preview (at most 24 h old)' };
+    }
+  }
+  const kind = classifyPlanChange(from.rank, to.rank) === 'upgrade' ? 'upgrade' : 'downgrade';
+  return { ok: true, kind, from, to };
+}
+
+/** Stripe idempotency keys of one plan-change request: `plan-change:<customer>:<requestId>[:step]`. */
+export function planChangeIdempotencyKey(customerId: string, requestId: string, step?: string): string {
+  return `plan-change:${customerId}:${requestId}${step ? `:${step}` : ''}`;
+}
+
+/** Stripe idempotency key of a cancel or resume request. */
+export function subscriptionActionIdempotencyKey(action: 'cancel' | 'resume', customerId: string, requestId: string): string {
+  return `subscription-${action}:${customerId}:${requestId}`;
+}

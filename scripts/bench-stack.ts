@@ -1,0 +1,372 @@
+/**
+ * A private billing stack for `npm run bench` and `npm run chaos`: its own PostgreSQL cluster, Temporal
+ * dev server (on a db file, so it can be restarted), stripe-mock, and the API and worker as real child
+ * processes started exactly like `npm run dev` starts them (`tsx api/server.ts`, `tsx worker/main.ts`).
+ * Every child runs in its own process group so SIGKILL reaches the node process under the tsx wrapper.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import path from 'node:path';
+import type { Client } from '@temporalio/client';
+import { createSql, type Sql } from '../lib/db';
+import { migrate } from '../lib/migrate';
+import { createTemporalClient } from '../lib/temporal';
+import { processTree } from './bench-proc';
+import {
+  ROOT,
+  freePort,
+  startPostgres,
+  startStripeMock,
+  startTemporal,
+  waitForPort,
+  type HttpServiceHandle,
+  type PostgresHandle,
+  type TemporalHandle,
+} from './stack';
+
+const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+
+/** Process groups we started, killed on an abnormal exit of this process. */
+const liveGroups = new Set<number>();
+/** Synchronous last-resort stops (pg_ctl stop, SIGKILL) for servers of stacks not stopped normally. */
+const emergencyStops = new Set<() => void>();
+/** Stacks started and not yet stopped (for a CLI's signal handler). */
+const activeStacks = new Set<BillingStack>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const pgid of liveGroups) {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    for (const stop of emergencyStops) {
+      try {
+        stop();
+      } catch {
+        /* best effort */
+      }
+    }
+  });
+}
+
+/** Stops every stack this process started and has not stopped yet (Ctrl-C / SIGTERM handlers). */
+export async function stopActiveStacks(): Promise<void> {
+  await Promise.allSettled([...activeStacks].map((s) => s.stop()));
+}
+
+export interface ProcessExit {
+  at: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  expected: boolean;
+}
+
+/** One of our Node services (API, worker, floor server) as a child process group. */
+export class ServiceProcess {
+  private child: ChildProcess | null = null;
+  private expectingExit = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  /** Every exit, expected (our kill) or not (a crash). */
+  readonly exits: ProcessExit[] = [];
+  /** Restart automatically after an unexpected exit (like an orchestrator would). */
+  supervise = false;
+
+  constructor(
+    readonly name: string,
+    private readonly entry: string,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly logFile: string,
+    private readonly onUnexpectedExit?: (name: string, exit: ProcessExit) => void,
+  ) {}
+
+  /** The process group leader (the tsx wrapper), or null while stopped. */
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
+  /** Every live pid of the group's tree (the wrapper and the real node process). */
+  pids(): number[] {
+    return this.pid ? processTree(this.pid) : [];
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  start(): void {
+    if (this.child) return;
+    installExitHook();
+    const fd = openSync(this.logFile, 'a');
+    const child = spawn(TSX, [path.join(ROOT, this.entry)], { cwd: ROOT, env: this.env, stdio: ['ignore', fd, fd], detached: true });
+    closeSync(fd);
+    this.child = child;
+    this.expectingExit = false;
+    if (child.pid) liveGroups.add(child.pid);
+    child.once('exit', (code, signal) => {
+      if (child.pid) {
+        liveGroups.delete(child.pid);
+        // The wrapper may die first: take the rest of the group with it.
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          /* group already empty */
+        }
+      }
+      const exit = { at: Date.now(), code, signal, expected: this.expectingExit };
+      this.exits.push(exit);
+      if (this.child === child) this.child = null;
+      if (!exit.expected) {
+        this.onUnexpectedExit?.(this.name, exit);
+        if (this.supervise) this.restartTimer = setTimeout(() => this.start(), 1000);
+      }
+    });
+  }
+
+  private async signalGroup(signal: NodeJS.Signals, graceMs: number): Promise<void> {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (!child || !child.pid) return;
+    this.expectingExit = true;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      /* gone */
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Graceful stop (SIGTERM, SIGKILL after graceMs). */
+  stop(graceMs = 15_000): Promise<void> {
+    return this.signalGroup('SIGTERM', graceMs);
+  }
+
+  /** SIGKILL of the whole group: no shutdown hooks run, in-flight work is lost mid-way. */
+  kill9(): Promise<void> {
+    return this.signalGroup('SIGKILL', 0);
+  }
+}
+
+export interface BillingStackOptions {
+  dir: string;
+  log: (line: string) => void;
+  /** fsync off etc. Default false: durable settings, as in production. */
+  fastPostgres?: boolean;
+  /** Given stripe-mock's URL, the Stripe API base the API and worker use (e.g. a proxy in front of it). */
+  stripeApiBase?: (stripeMockUrl: string) => Promise<string> | string;
+  /** Extra environment for both services. */
+  env?: Record<string, string>;
+  /** Expose the worker's Prometheus metrics (SDK core: RPC counts, task latencies). */
+  workerMetrics?: boolean;
+  /**
+   * SQLite journal of the Temporal dev server's db file. 'wal' (default): write-ahead log with
+   * synchronous=FULL — every commit is still fsynced, but once instead of the rollback journal's
+   * several times. 'default': the CLI's own default (rollback journal), for before/after comparisons.
+   */
+  temporalJournal?: 'wal' | 'default';
+  /** Restart API or worker automatically if they exit on their own. */
+  supervise?: boolean;
+  onUnexpectedExit?: (name: string, exit: ProcessExit) => void;
+}
+
+export interface BillingStack {
+  dir: string;
+  pg: PostgresHandle;
+  temporal: TemporalHandle;
+  stripeMock: HttpServiceHandle;
+  stripeApiBase: string;
+  databaseUrl: string;
+  /** Orchestrator's own small pool on the billing database. */
+  sql: Sql;
+  /** Orchestrator's Temporal client (readiness, counts, starting reconciliation). */
+  client: Client;
+  api: ServiceProcess;
+  worker: ServiceProcess;
+  apiUrl: string;
+  apiPort: number;
+  workerMetricsUrl: string | null;
+  webhookSecret: string;
+  adminToken: string;
+  taskQueue: string;
+  env: NodeJS.ProcessEnv;
+  /** Starts one more service (e.g. the floor server) in the stack's process-group bookkeeping. */
+  spawnService(name: string, entry: string, env: Record<string, string>): ServiceProcess;
+  waitApiReady(timeoutMs?: number): Promise<void>;
+  waitWorkerReady(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export const BENCH_WEBHOOK_SECRET = 'whsec_bench_only_not_a_secret';
+const ADMIN_TOKEN = 'bench-admin-token-0123456789';
+
+/** Starts everything and waits until the API answers /readyz and the worker polls its task queue. */
+export async function startBillingStack(opts: BillingStackOptions): Promise<BillingStack> {
+  const { dir, log } = opts;
+  installExitHook();
+  const cleanups: (() => Promise<void>)[] = [];
+  const emergencies: (() => void)[] = [];
+  let stack: BillingStack | null = null;
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+    cleanups.length = 0;
+    for (const e of emergencies) emergencyStops.delete(e);
+    if (stack) activeStacks.delete(stack);
+  };
+  // Registered at once: stop() runs its synchronous part (pg_ctl stop, kill) before its first await.
+  const onEmergency = (stop: () => unknown) => {
+    const e = () => void stop();
+    emergencies.push(e);
+    emergencyStops.add(e);
+  };
+  try {
+    const [pgPort, temporalPort, stripeMockPort, apiPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const t0 = Date.now();
+    const [pg, temporal, stripeMock] = await Promise.all([
+      startPostgres({ dataDir: path.join(dir, 'pg'), port: pgPort, fast: opts.fastPostgres ?? false, logDir: dir }).then((h) => {
+        cleanups.push(() => h.stop());
+        onEmergency(() => h.stop());
+        return h;
+      }),
+      startTemporal({
+        port: temporalPort,
+        dbFile: path.join(dir, 'temporal', 'temporal.db'),
+        logDir: dir,
+        extraArgs: temporalSqliteArgs(opts.temporalJournal ?? 'wal'),
+      }).then((h) => {
+        cleanups.push(() => h.stop());
+        onEmergency(() => h.kill('SIGKILL'));
+        return h;
+      }),
+      startStripeMock({ port: stripeMockPort, logDir: dir }).then((h) => {
+        cleanups.push(() => h.stop());
+        onEmergency(() => h.stop());
+        return h;
+      }),
+    ]);
+    log(`postgres :${pgPort} (${opts.fastPostgres ? 'fsync off' : 'durable'}), temporal ${temporal.address}, stripe-mock :${stripeMockPort} up in ${Date.now() - t0} ms`);
+
+    const admin = createSql(pg.url, { max: 1 });
+    await admin.unsafe('CREATE DATABASE billing');
+    await admin.end();
+    const databaseUrl = pg.urlFor('billing');
+    const sql = createSql(databaseUrl, { max: 4, applicationName: 'bench-orchestrator' });
+    cleanups.push(() => sql.end({ timeout: 5 }));
+    await migrate(sql);
+
+    const client = await createTemporalClient({ address: temporal.address, namespace: 'default' });
+    cleanups.push(() => client.connection.close());
+
+    const stripeApiBase = opts.stripeApiBase ? await opts.stripeApiBase(stripeMock.baseUrl) : stripeMock.baseUrl;
+    const taskQueue = 'billing';
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      NODE_ENV: 'production',
+      DATABASE_URL: databaseUrl,
+      TEMPORAL_ADDRESS: temporal.address,
+      TEMPORAL_NAMESPACE: 'default',
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      STRIPE_SECRET_KEY: 'sk_test_bench',
+      STRIPE_API_BASE: stripeApiBase,
+      STRIPE_WEBHOOK_SECRET: BENCH_WEBHOOK_SECRET,
+      ADMIN_TOKEN,
+      LOG_LEVEL: 'info',
+      SWEEPER_INTERVAL_MS: '2000',
+      SWEEPER_THRESHOLD_MS: '5000',
+      // Never let the daily schedule fire in the middle of a measurement.
+      RECONCILIATION_CRON: '0 3 1 1 *',
+      ...opts.env,
+    };
+    const services: ServiceProcess[] = [];
+    const spawnService = (name: string, entry: string, extra: Record<string, string>) => {
+      const svc = new ServiceProcess(name, entry, { ...env, ...extra }, path.join(dir, `${name}.log`), opts.onUnexpectedExit);
+      services.push(svc);
+      return svc;
+    };
+    const worker = spawnService('worker', 'worker/main.ts', opts.workerMetrics ? { WORKER_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` } : {});
+    const api = spawnService('api', 'api/server.ts', { PORT: String(apiPort) });
+    cleanups.push(async () => {
+      await Promise.all(services.map((s) => s.stop()));
+    });
+    worker.supervise = api.supervise = opts.supervise ?? false;
+
+    const apiUrl = `http://127.0.0.1:${apiPort}`;
+    stack = {
+      dir,
+      pg,
+      temporal,
+      stripeMock,
+      stripeApiBase,
+      databaseUrl,
+      sql,
+      client,
+      api,
+      worker,
+      apiUrl,
+      apiPort,
+      workerMetricsUrl: opts.workerMetrics ? `http://127.0.0.1:${metricsPort}/metrics` : null,
+      webhookSecret: BENCH_WEBHOOK_SECRET,
+      adminToken: ADMIN_TOKEN,
+      taskQueue,
+      env,
+      spawnService,
+      async waitApiReady(timeoutMs = 90_000) {
+        await waitForPort(apiPort, '127.0.0.1', timeoutMs, 'API');
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const ok = await fetch(`${apiUrl}/readyz`).then((r) => r.ok, () => false);
+          if (ok) return;
+          if (Date.now() > deadline) throw new Error(`API not ready within ${timeoutMs} ms (see ${dir}/api.log)`);
+          await sleep(200);
+        }
+      },
+      async waitWorkerReady(timeoutMs = 120_000) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          // Ready = a poller whose identity (`<pid>@<host>`) is one of this worker's current processes.
+          const pids = new Set(worker.pids().map(String));
+          const res = await client.workflowService
+            .describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType: 1 })
+            .catch(() => null);
+          if (res?.pollers?.some((p) => pids.has(String(p.identity ?? '').split('@')[0] ?? ''))) return;
+          if (!worker.running && !worker.supervise) throw new Error(`worker exited during startup (see ${dir}/worker.log)`);
+          if (Date.now() > deadline) throw new Error(`worker not polling within ${timeoutMs} ms (see ${dir}/worker.log)`);
+          await sleep(250);
+        }
+      },
+      stop: cleanup,
+    };
+    activeStacks.add(stack);
+    const t1 = Date.now();
+    worker.start();
+    api.start();
+    await Promise.all([stack.waitApiReady(), stack.waitWorkerReady()]);
+    log(`api ${apiUrl} and worker (task queue ${taskQueue}) ready in ${Date.now() - t1} ms; logs in ${dir}`);
+    return stack;
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+/** Command-line flags for the dev server's SQLite journal (see BillingStackOptions.temporalJournal). */
+export function temporalSqliteArgs(journal: 'wal' | 'default'): string[] {
+  return journal === 'wal' ? ['--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=full'] : [];
+}
+
+/** Resolves after ms. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,537 @@
+/**
+ * `npm run chaos`: a burst of signed webhooks (default 2,000 events over 200 customers, 20% duplicates,
+ * shuffled) against the real stack while the worker is SIGKILLed and restarted, the Temporal dev server
+ * is stopped and restarted on the same db file, and PostgreSQL is restarted. The sender retries every
+ * non-2xx like Stripe. Then it checks: no event lost, none applied twice, no notification sent twice, and
+ * every customer's final state equals the state of its events applied in order without faults.
+ *
+ * Flags: --events N · --customers N · --duplicates 0.2 · --seed N · --concurrency N · --rate N (deliveries/s)
+ *        --keep (keep the temp dir with all logs)
+ * `runChaos(opts)` is the same run as a function (test/integration/chaos.test.ts runs a lean one).
+ */
+import { rmSync } from 'node:fs';
+import http from 'node:http';
+import Stripe from 'stripe';
+import { accessStateFor } from '../domain/subscription-state';
+import type { SubscriptionStatus } from '../domain/billing-event';
+import { loadFixtureText } from '../test/fixtures';
+import { prng } from './bench-load';
+import { sleep, startBillingStack, stopActiveStacks, type BillingStack, type ProcessExit } from './bench-stack';
+import { tempDir } from './stack';
+
+export type FaultKind = 'worker-kill' | 'temporal-restart' | 'postgres-restart';
+
+export interface ChaosOptions {
+  events?: number;
+  customers?: number;
+  /** Share of events delivered a second time (default 0.2). */
+  duplicateRate?: number;
+  seed?: number;
+  /** Deliveries in flight (default 16). */
+  concurrency?: number;
+  /** Deliveries started per second (default: events / 20 s), so the faults land inside the burst. */
+  ratePerSecond?: number;
+  /** Each fault fires once this share of deliveries has been acknowledged (in this order). */
+  faults?: { kind: FaultKind; at: number }[];
+  workerDowntimeMs?: number;
+  temporalDowntimeMs?: number;
+  /** How long to wait after the burst for every event to be applied. */
+  drainTimeoutMs?: number;
+  /** PostgreSQL with fsync off (tests only); default durable. */
+  fastPostgres?: boolean;
+  dir?: string;
+  keep?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface FaultRecord {
+  kind: FaultKind;
+  /** Deliveries acknowledged when it fired, of the total. */
+  firedAtAcked: number;
+  /** How long the component was down / the fault took, ms. */
+  durationMs: number;
+  /** Non-2xx answers (or network errors) the sender saw while the fault was in progress. */
+  failedDeliveriesDuring: number;
+}
+
+export interface ChaosReport {
+  ok: boolean;
+  violations: string[];
+  counts: {
+    uniqueEvents: number;
+    handled: number;
+    ignoredTypes: number;
+    deliveries: number;
+    duplicateDeliveries: number;
+    retriedDeliveries: number;
+    non2xx: Record<string, number>;
+    applied: number;
+    lost: number;
+    unexpectedApplied: number;
+    notIgnored: number;
+    webhookRows: number;
+    notifications: number;
+    distinctNotificationKeys: number;
+    customersChecked: number;
+    stateMismatches: number;
+  };
+  faults: FaultRecord[];
+  unexpectedExits: { name: string; code: number | null; signal: string | null }[];
+  timings: { stackMs: number; burstMs: number; drainMs: number; totalMs: number };
+  dir: string;
+}
+
+// ---------------------------------------------------------------- the event stream
+
+interface Expected {
+  customerId: string;
+  subscription: { status: SubscriptionStatus; priceId: string; cancelAtPeriodEnd: boolean; currentPeriodEnd: number };
+  email: string | null;
+  name: string | null;
+  invoice: { id: string; status: string; amountPaid: number } | null;
+  accessState: string;
+}
+
+interface Stream {
+  /** Every unique event, body text as Stripe would send it. */
+  events: { id: string; body: string; handled: boolean }[];
+  /** Deliveries in send order: unique events plus duplicates, shuffled. */
+  deliveries: string[];
+  expected: Expected[];
+}
+
+const SUB_STATUSES: SubscriptionStatus[] = ['active', 'past_due', 'unpaid', 'active', 'trialing', 'canceled', 'active'];
+const PRICES = ['price_ProMonthly', 'price_BasicMonthly', 'price_TeamMonthly'];
+const IGNORED_TYPES = ['charge.succeeded', 'product.updated', 'payment_intent.created'];
+
+function fixture(type: string, token: string): any {
+  return JSON.parse(loadFixtureText(type).replace(/_Fixture/g, `_${token}`).replace(/Fixture/g, token));
+}
+
+/**
+ * Builds each customer's events with strictly increasing `created` per customer (no same-second ties),
+ * so the fault-free result is computable: the last subscription / customer event wins, the invoice ends paid.
+ */
+export function buildStream(opts: { events: number; customers: number; duplicateRate: number; seed: number; runTag: string }): Stream {
+  const rand = prng(opts.seed);
+  const events: Stream['events'] = [];
+  const expected: Expected[] = [];
+  const per = Math.floor(opts.events / opts.customers);
+  let extra = opts.events - per * opts.customers;
+  for (let c = 0; c < opts.customers; c++) {
+    const n = per + (extra-- > 0 ? 1 : 0);
+    const token = `${opts.runTag}K${c}`;
+    const customerId = `cus_${token}Customer01`;
+    let created = 1_790_000_000 + c * 10_000;
+    let k = 0;
+    const id = (what: string) => `evt_${token}_${k++}_${what}`;
+    // Composition: an invoice pair when there is room, an ignored type now and then, customer updates, the rest subscription updates.
+    const plan: string[] = [];
+    if (n >= 5) plan.push('invoice.finalized', 'invoice.paid');
+    if (n >= 4 && rand() < 0.6) plan.push(IGNORED_TYPES[Math.floor(rand() * IGNORED_TYPES.length)]!);
+    if (n >= 3) plan.push('customer.updated');
+    while (plan.length < n) plan.push(rand() < 0.2 ? 'customer.updated' : 'customer.subscription.updated');
+    // Random order in time, except that the invoice is finalized before it is paid.
+    for (let i = plan.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [plan[i], plan[j]] = [plan[j]!, plan[i]!];
+    }
+    const fin = plan.indexOf('invoice.finalized');
+    const paid = plan.indexOf('invoice.paid');
+    if (fin > paid && paid >= 0) [plan[fin], plan[paid]] = [plan[paid]!, plan[fin]!];
+
+    let sub: Expected['subscription'] | null = null;
+    let email: string | null = null;
+    let name: string | null = null;
+    let invoice: Expected['invoice'] = null;
+    for (const type of plan) {
+      created += 1 + Math.floor(rand() * 3);
+      if (type === 'customer.subscription.updated') {
+        const env = fixture(type, token);
+        env.id = id('sub');
+        env.created = created;
+        const o = env.data.object;
+        o.status = SUB_STATUSES[Math.floor(rand() * SUB_STATUSES.length)];
+        o.items.data[0].price.id = o.items.data[0].plan.id = PRICES[Math.floor(rand() * PRICES.length)];
+        o.cancel_at_period_end = rand() < 0.3;
+        o.items.data[0].current_period_end = 1_800_000_000 + Math.floor(rand() * 1_000_000);
+        sub = { status: o.status, priceId: o.items.data[0].price.id, cancelAtPeriodEnd: o.cancel_at_period_end, currentPeriodEnd: o.items.data[0].current_period_end };
+        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+      } else if (type === 'customer.updated') {
+        const env = fixture(type, token);
+        env.id = id('cus');
+        env.created = created;
+        env.data.object.email = `c${c}.${k}@example.test`;
+        env.data.object.name = `Customer ${c} v${k}`;
+        email = env.data.object.email;
+        name = env.data.object.name;
+        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+      } else if (type === 'invoice.finalized' || type === 'invoice.paid') {
+        const env = fixture(type, token);
+        env.id = id(type === 'invoice.paid' ? 'paid' : 'fin');
+        env.created = created;
+        env.data.object.status = type === 'invoice.paid' ? 'paid' : 'open';
+        if (type === 'invoice.paid') invoice = { id: env.data.object.id, status: 'paid', amountPaid: env.data.object.amount_paid };
+        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+      } else {
+        // A type this engine does not act on: stored as 'ignored', acknowledged, never applied.
+        const env = { id: id('ign'), object: 'event', api_version: '2025-03-31.basil', created, livemode: false, type, data: { object: { id: `obj_${token}_${k}`, object: type.split('.')[0], customer: customerId } } };
+        events.push({ id: env.id, body: JSON.stringify(env), handled: false });
+      }
+    }
+    if (!sub) {
+      // Every customer gets at least one subscription event (n >= 1 guarantees room only when n >= 1).
+      const env = fixture('customer.subscription.updated', token);
+      created += 1;
+      env.id = id('sub');
+      env.created = created;
+      const o = env.data.object;
+      sub = { status: o.status, priceId: o.items.data[0].price.id, cancelAtPeriodEnd: o.cancel_at_period_end, currentPeriodEnd: o.items.data[0].current_period_end };
+      events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+    }
+    expected.push({ customerId, subscription: sub, email, name, invoice, accessState: accessStateFor(sub.status) });
+  }
+  const ids = events.map((e) => e.id);
+  const deliveries = [...ids, ...ids.filter(() => rand() < opts.duplicateRate)];
+  for (let i = deliveries.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [deliveries[i], deliveries[j]] = [deliveries[j]!, deliveries[i]!];
+  }
+  return { events, deliveries, expected };
+}
+
+// ---------------------------------------------------------------- sending like Stripe
+
+function post(agent: http.Agent, url: URL, body: string, signature: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: 'POST',
+        timeout: 30_000,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'stripe-signature': signature },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', () => resolve(0));
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+    req.end(body);
+  });
+}
+
+// ---------------------------------------------------------------- the run
+
+/** Runs one chaos scenario on a private stack and returns what it found (never throws for violations). */
+export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport> {
+  const o = {
+    events: options.events ?? 2000,
+    customers: options.customers ?? 200,
+    duplicateRate: options.duplicateRate ?? 0.2,
+    seed: options.seed ?? 20261127,
+    concurrency: options.concurrency ?? 16,
+    faults: options.faults ?? [
+      { kind: 'worker-kill' as const, at: 0.2 },
+      { kind: 'temporal-restart' as const, at: 0.45 },
+      { kind: 'postgres-restart' as const, at: 0.7 },
+    ],
+    workerDowntimeMs: options.workerDowntimeMs ?? 1000,
+    temporalDowntimeMs: options.temporalDowntimeMs ?? 3000,
+    drainTimeoutMs: options.drainTimeoutMs ?? 240_000,
+  };
+  const log = options.log ?? ((s: string) => process.stderr.write(`[chaos] ${s}\n`));
+  const t0 = Date.now();
+  const dir = options.dir ?? tempDir('billing-chaos');
+  const stream = buildStream({ events: o.events, customers: o.customers, duplicateRate: o.duplicateRate, seed: o.seed, runTag: `X${o.seed.toString(36)}` });
+  const rate = options.ratePerSecond ?? Math.max(5, stream.deliveries.length / 20);
+  const byId = new Map(stream.events.map((e) => [e.id, e]));
+  const violations: string[] = [];
+  const unexpectedExits: ChaosReport['unexpectedExits'] = [];
+
+  let stack: BillingStack | null = null;
+  try {
+    stack = await startBillingStack({
+      dir,
+      log,
+      fastPostgres: options.fastPostgres ?? false,
+      supervise: true,
+      onUnexpectedExit: (name: string, exit: ProcessExit) => {
+        unexpectedExits.push({ name, code: exit.code, signal: exit.signal });
+        log(`${name} exited on its own (${exit.code ?? exit.signal}); restarting it`);
+      },
+    });
+    const s = stack;
+    const stackMs = Date.now() - t0;
+    log(`sending ${stream.deliveries.length} deliveries (${stream.events.length} unique events over ${o.customers} customers) at ≤ ${Math.round(rate)}/s, ${o.concurrency} in flight`);
+
+    // The sender: paced, retries every non-2xx with backoff like Stripe (compressed from hours to seconds).
+    const url = new URL(`${s.apiUrl}/webhooks/stripe`);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency });
+    const non2xx: Record<string, number> = {};
+    let acked = 0;
+    let retried = 0;
+    let failuresTotal = 0;
+    let next = 0;
+    const burstStart = Date.now();
+    const deliver = async (eventId: string) => {
+      const ev = byId.get(eventId)!;
+      for (let attempt = 0; ; attempt++) {
+        const signature = Stripe.webhooks.generateTestHeaderString({ payload: ev.body, secret: s.webhookSecret });
+        const status = await post(agent, url, ev.body, signature);
+        if (status >= 200 && status < 300) break;
+        const key = status === 0 ? 'network error' : String(status);
+        non2xx[key] = (non2xx[key] ?? 0) + 1;
+        failuresTotal++;
+        if (attempt === 0) retried++;
+        if (Date.now() - burstStart > 20 * 60_000) throw new Error(`delivery of ${eventId} never acknowledged`);
+        await sleep(Math.min(2000, 100 * 2 ** Math.min(attempt, 5)));
+      }
+      acked++;
+    };
+    const sender = Promise.all(
+      Array.from({ length: o.concurrency }, async () => {
+        for (;;) {
+          const i = next++;
+          if (i >= stream.deliveries.length) return;
+          const due = burstStart + (i * 1000) / rate;
+          if (due > Date.now()) await sleep(due - Date.now());
+          await deliver(stream.deliveries[i]!);
+        }
+      }),
+    );
+
+    // The faults, in order, each once its share of the burst has been acknowledged. A restarting worker
+    // does not hold back the next fault (re-bundling the workflows takes a while on a small machine).
+    const faults: FaultRecord[] = [];
+    const background: Promise<void>[] = [];
+    const injector = (async () => {
+      for (const f of o.faults) {
+        while (acked < f.at * stream.deliveries.length && next < stream.deliveries.length) await sleep(50);
+        const record: FaultRecord = { kind: f.kind, firedAtAcked: acked, durationMs: 0, failedDeliveriesDuring: 0 };
+        faults.push(record);
+        const failuresBefore = failuresTotal;
+        const started = Date.now();
+        const done = () => {
+          record.durationMs = Date.now() - started;
+          record.failedDeliveriesDuring = failuresTotal - failuresBefore;
+          log(`  ${f.kind} recovered after ${record.durationMs} ms (${record.failedDeliveriesDuring} failed deliveries meanwhile, retried)`);
+        };
+        log(`fault: ${f.kind} at ${acked}/${stream.deliveries.length} acknowledged`);
+        if (f.kind === 'worker-kill') {
+          await s.worker.kill9();
+          background.push(
+            (async () => {
+              await sleep(o.workerDowntimeMs);
+              s.worker.start();
+              await s.waitWorkerReady();
+              done();
+            })(),
+          );
+        } else if (f.kind === 'temporal-restart') {
+          await s.temporal.kill('SIGTERM');
+          await sleep(o.temporalDowntimeMs);
+          await s.temporal.start();
+          done();
+        } else {
+          await s.pg.restart();
+          done();
+        }
+      }
+      await Promise.all(background);
+    })();
+    await Promise.all([sender, injector]);
+    agent.destroy();
+    const burstMs = Date.now() - burstStart;
+    const burstEndAcked = faults.filter((f) => f.firedAtAcked >= stream.deliveries.length);
+    for (const f of burstEndAcked) violations.push(`fault ${f.kind} fired after the burst had finished (raise events or lower --rate)`);
+    log(`burst done in ${burstMs} ms: ${acked} acknowledged, ${retried} deliveries needed retries (${JSON.stringify(non2xx)})`);
+
+    // Wait for every handled event to be applied (the sweeper and Temporal retries finish the work).
+    const handled = stream.events.filter((e) => e.handled).map((e) => e.id);
+    const drainStart = Date.now();
+    let appliedCount = 0;
+    while (Date.now() - drainStart < o.drainTimeoutMs) {
+      appliedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events`.then((r) => r[0]!.n, () => -1);
+      if (appliedCount >= handled.length) break;
+      await sleep(250);
+    }
+    const drainMs = Date.now() - drainStart;
+    log(`applied ${appliedCount}/${handled.length} handled events ${drainMs} ms after the burst`);
+
+    // ---- checks
+    const appliedRows = await s.sql<{ event_id: string }[]>`SELECT event_id FROM applied_events`;
+    const appliedSet = new Set(appliedRows.map((r) => r.event_id));
+    const lost = handled.filter((id) => !appliedSet.has(id));
+    const unexpected = appliedRows.filter((r) => !byId.get(r.event_id)?.handled);
+    if (lost.length) violations.push(`${lost.length} handled events never applied (lost), e.g. ${lost.slice(0, 5).join(', ')}`);
+    if (unexpected.length) violations.push(`${unexpected.length} applied_events rows for events that must not be applied, e.g. ${unexpected.slice(0, 5).map((r) => r.event_id).join(', ')}`);
+    if (appliedRows.length !== handled.length) violations.push(`applied_events has ${appliedRows.length} rows for ${handled.length} unique handled events`);
+
+    const ignoredIds = stream.events.filter((e) => !e.handled).map((e) => e.id);
+    const rows = await s.sql<{ event_id: string; status: string }[]>`SELECT event_id, status::text AS status FROM webhook_events`;
+    const statusOf = new Map(rows.map((r) => [r.event_id, r.status]));
+    const notIgnored = ignoredIds.filter((id) => statusOf.get(id) !== 'ignored');
+    if (notIgnored.length) violations.push(`${notIgnored.length} unhandled-type events not recorded as ignored, e.g. ${notIgnored.slice(0, 5).join(', ')}`);
+    const missingRows = stream.events.filter((e) => !statusOf.has(e.id));
+    if (missingRows.length) violations.push(`${missingRows.length} acknowledged events missing from the delivery log`);
+    const notApplied = handled.filter((id) => statusOf.has(id) && statusOf.get(id) !== 'applied');
+    if (notApplied.length) violations.push(`${notApplied.length} handled events whose delivery-log status is not 'applied', e.g. ${notApplied.slice(0, 3).map((id) => `${id}=${statusOf.get(id)}`).join(', ')}`);
+
+    const [notif] = await s.sql<{ total: number; distinct_keys: number }[]>`
+      SELECT count(*)::int AS total, count(DISTINCT dedup_key)::int AS distinct_keys FROM notifications`;
+    if (notif!.total !== notif!.distinct_keys) violations.push(`notifications: ${notif!.total} rows but ${notif!.distinct_keys} distinct dedup keys`);
+
+    // Final state of every customer vs. the same events applied in order without faults.
+    const customerIds = stream.expected.map((e) => e.customerId);
+    const subs = await s.sql<{ customer_id: string; status: string; price_id: string | null; cancel_at_period_end: boolean; cpe: number | null }[]>`
+      SELECT customer_id, status::text AS status, price_id, cancel_at_period_end,
+             extract(epoch FROM current_period_end)::float8 AS cpe
+      FROM subscriptions WHERE customer_id IN ${s.sql(customerIds)}`;
+    const custs = await s.sql<{ id: string; email: string | null; name: string | null; access_state: string }[]>`
+      SELECT id, email, name, access_state FROM customers WHERE id IN ${s.sql(customerIds)}`;
+    const invs = await s.sql<{ id: string; status: string | null; amount_paid: number }[]>`
+      SELECT id, status, amount_paid FROM invoices WHERE customer_id IN ${s.sql(customerIds)}`;
+    const subOf = new Map(subs.map((r) => [r.customer_id, r]));
+    const custOf = new Map(custs.map((r) => [r.id, r]));
+    const invOf = new Map(invs.map((r) => [r.id, r]));
+    let mismatches = 0;
+    for (const e of stream.expected) {
+      const problems: string[] = [];
+      const sub = subOf.get(e.customerId);
+      const cus = custOf.get(e.customerId);
+      if (!sub) problems.push('no subscription row');
+      else {
+        if (sub.status !== e.subscription.status) problems.push(`status ${sub.status} ≠ ${e.subscription.status}`);
+        if (sub.price_id !== e.subscription.priceId) problems.push(`price ${sub.price_id} ≠ ${e.subscription.priceId}`);
+        if (sub.cancel_at_period_end !== e.subscription.cancelAtPeriodEnd) problems.push(`cancel_at_period_end ${sub.cancel_at_period_end} ≠ ${e.subscription.cancelAtPeriodEnd}`);
+        if (sub.cpe !== e.subscription.currentPeriodEnd) problems.push(`current_period_end ${sub.cpe} ≠ ${e.subscription.currentPeriodEnd}`);
+      }
+      if (!cus) problems.push('no customer row');
+      else {
+        if (e.email !== null && cus.email !== e.email) problems.push(`email ${cus.email} ≠ ${e.email}`);
+        if (e.name !== null && cus.name !== e.name) problems.push(`name ${cus.name} ≠ ${e.name}`);
+        if (cus.access_state !== e.accessState) problems.push(`access_state ${cus.access_state} ≠ ${e.accessState}`);
+      }
+      if (e.invoice) {
+        const inv = invOf.get(e.invoice.id);
+        if (!inv) problems.push(`no invoice ${e.invoice.id}`);
+        else if (inv.status !== e.invoice.status || inv.amount_paid !== e.invoice.amountPaid) {
+          problems.push(`invoice ${inv.status}/${inv.amount_paid} ≠ ${e.invoice.status}/${e.invoice.amountPaid}`);
+        }
+      }
+      if (problems.length) {
+        mismatches++;
+        if (mismatches <= 5) violations.push(`${e.customerId}: ${problems.join('; ')}`);
+      }
+    }
+    if (mismatches > 5) violations.push(`… ${mismatches - 5} more customers whose final state differs from the fault-free result`);
+
+    const report: ChaosReport = {
+      ok: violations.length === 0,
+      violations,
+      counts: {
+        uniqueEvents: stream.events.length,
+        handled: handled.length,
+        ignoredTypes: ignoredIds.length,
+        deliveries: stream.deliveries.length,
+        duplicateDeliveries: stream.deliveries.length - stream.events.length,
+        retriedDeliveries: retried,
+        non2xx,
+        applied: appliedRows.length,
+        lost: lost.length,
+        unexpectedApplied: unexpected.length,
+        notIgnored: notIgnored.length,
+        webhookRows: rows.length,
+        notifications: notif!.total,
+        distinctNotificationKeys: notif!.distinct_keys,
+        customersChecked: stream.expected.length,
+        stateMismatches: mismatches,
+      },
+      faults,
+      unexpectedExits,
+      timings: { stackMs, burstMs, drainMs, totalMs: 0 },
+      dir,
+    };
+    return report;
+  } finally {
+    if (stack) await stack.stop();
+    if (!options.keep && violations.length === 0) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Renders the report as the table `npm run chaos` prints. */
+export function renderChaosReport(r: ChaosReport): string {
+  const c = r.counts;
+  const lines = [
+    '',
+    `| chaos check | result |`,
+    `|---|---|`,
+    `| unique events (handled + ignored types) | ${c.uniqueEvents} (${c.handled} + ${c.ignoredTypes}) |`,
+    `| deliveries sent (incl. duplicates) | ${c.deliveries} (${c.duplicateDeliveries} duplicates), ${c.retriedDeliveries} needed retries: ${JSON.stringify(c.non2xx)} |`,
+    ...r.faults.map((f) => `| fault: ${f.kind} | at ${f.firedAtAcked}/${c.deliveries} acknowledged, ${f.durationMs} ms, ${f.failedDeliveriesDuring} failed deliveries meanwhile |`),
+    `| unexpected process exits | ${r.unexpectedExits.length ? r.unexpectedExits.map((e) => `${e.name} (${e.code ?? e.signal})`).join(', ') : 'none'} |`,
+    `| lost events (handled, not applied) | ${c.lost} |`,
+    `| applied_events rows / unique handled events | ${c.applied} / ${c.handled} |`,
+    `| applied rows for non-handled events | ${c.unexpectedApplied} |`,
+    `| ignored-type events not recorded as ignored | ${c.notIgnored} |`,
+    `| notifications / distinct dedup keys | ${c.notifications} / ${c.distinctNotificationKeys} |`,
+    `| customers whose final state ≠ fault-free result | ${c.stateMismatches} of ${c.customersChecked} |`,
+    `| time: stack / burst / drain after burst | ${(r.timings.stackMs / 1000).toFixed(1)} s / ${(r.timings.burstMs / 1000).toFixed(1)} s / ${(r.timings.drainMs / 1000).toFixed(1)} s |`,
+    '',
+    r.ok ? 'CHAOS OK: zero lost, zero double-applied, final state equals the fault-free result.' : `CHAOS FAILED:\n${r.violations.map((v) => `  - ${v}`).join('\n')}\n(logs kept in ${r.dir})`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+function parseArgs(argv: string[]): ChaosOptions {
+  const o: ChaosOptions = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const num = () => {
+      const v = Number(argv[++i]);
+      if (!Number.isFinite(v)) throw new Error(`${a} needs a number`);
+      return v;
+    };
+    if (a === '--events') o.events = num();
+    else if (a === '--customers') o.customers = num();
+    else if (a === '--duplicates') o.duplicateRate = num();
+    else if (a === '--seed') o.seed = num();
+    else if (a === '--concurrency') o.concurrency = num();
+    else if (a === '--rate') o.ratePerSecond = num();
+    else if (a === '--keep') o.keep = true;
+    else throw new Error(`unknown flag ${a} (see the header of scripts/chaos.ts)`);
+  }
+  return o;
+}
+
+if (require.main === module) {
+  const started = Date.now();
+  let signals = 0;
+  const onSignal = () => {
+    // npm, tsx and the terminal may each deliver the same signal: stop once, force on the third.
+    if (++signals === 1) {
+      process.stderr.write('[chaos] interrupted; stopping the stack\n');
+      void stopActiveStacks().finally(() => process.exit(130));
+    } else if (signals >= 3) process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  runChaos(parseArgs(process.argv.slice(2))).then(
+    (r) => {
+      r.timings.totalMs = Date.now() - started;
+      process.stdout.write(renderChaosReport(r));
+      process.exit(r.ok ? 0 : 1);
+    },
+    (err: unknown) => {
+      process.stderr.write(`[chaos] failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+      process.exit(2);
+    },
+  );
+}

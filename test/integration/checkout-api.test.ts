@@ -1,0 +1,252 @@
+/**
+ * The checkout and subscription HTTP contract through createApp(...).request: bad input (400, 404,
+ * 415), idempotent checkout, the plan list and the checkout success rate. Stripe is stripe-mock.
+ */
+import type { Client } from '@temporalio/client';
+import type Stripe from 'stripe';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
+import type { Plan } from '../../domain/plans';
+import { syncPlans } from '../../lib/plans';
+import { createStripe } from '../../lib/stripe';
+import { buildTestApp } from '../helpers/app';
+import { createTestDatabase, TEST_ADMIN_TOKEN, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
+
+const PLANS: Plan[] = [
+  { id: 'basic-monthly', stripePriceId: 'price_api_basic', name: 'Basic', amount: 900, currency: 'usd', interval: 'month', rank: 10, active: true },
+  { id: 'pro-monthly', stripePriceId: 'price_api_pro', name: 'Pro', amount: 2900, currency: 'usd', interval: 'month', rank: 20, active: true },
+  { id: 'pro-yearly', stripePriceId: 'price_api_pro_y', name: 'Pro (yearly)', amount: 29000, currency: 'usd', interval: 'year', rank: 21, active: true },
+  { id: 'retired', stripePriceId: 'price_api_retired', name: 'Retired', amount: 500, currency: 'usd', interval: 'month', rank: 5, active: false },
+];
+
+const URLS = { successUrl: 'https://app.example.com/ok', cancelUrl: 'https://app.example.com/no' };
+
+type ErrorBody = { error: string; message: string; details?: { path: string; message: string }[] };
+
+describe('checkout and subscription HTTP API', () => {
+  let db: TestDatabase;
+  let client: Client;
+  let stripe: Stripe;
+  let app: ReturnType<typeof buildTestApp>['app'];
+  const config = testConfig();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await testClient();
+    await syncPlans(db.sql, PLANS);
+    stripe = createStripe({ secretKey: 'sk_test_123', apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 });
+    app = buildTestApp({ sql: db.sql, temporal: client, config, stripe }).app;
+  });
+
+  beforeEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  afterAll(async () => {
+    await client?.connection.close();
+    await db?.drop();
+  });
+
+  const send = (method: string, path: string, body: unknown, headers: Record<string, string> = { 'Content-Type': 'application/json' }) =>
+    app.request(path, { method, headers, body: typeof body === 'string' ? body : JSON.stringify(body) });
+
+  async function customerWith(status: string | null): Promise<string> {
+    const customerId = `cus_${uniqueId()}`;
+    await db.sql`INSERT INTO customers (id, email) VALUES (${customerId}, ${`${customerId}@example.com`})`;
+    if (status) {
+      await db.sql`
+        INSERT INTO subscriptions (id, customer_id, status, plan_id, price_id, current_period_start, current_period_end, stripe_updated_at)
+        VALUES (${`sub_${uniqueId()}`}, ${customerId}, ${status}, 'basic-monthly', 'price_api_basic', now() - interval '5 days', now() + interval '25 days', now())`;
+    }
+    return customerId;
+  }
+
+  describe('GET /plans', () => {
+    it('lists active plans by rank, without retired ones', async () => {
+      const res = await app.request('/plans');
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { data: { id: string; amount: number; interval: string }[] };
+      expect(body.data.map((p) => p.id)).toEqual(['basic-monthly', 'pro-monthly', 'pro-yearly']);
+      expect(body.data[1]).toMatchObject({ id: 'pro-monthly', amount: 2900, currency: 'usd', interval: 'month', rank: 20 });
+    });
+  });
+
+  describe('POST /checkout', () => {
+    it('creates a session, records it open, and returns sessionId and url', async () => {
+      const requestId = uniqueId('ck-');
+      const res = await send('POST', '/checkout', { planId: 'basic-monthly', email: 'buyer@example.com', requestId, ...URLS });
+      expect(res.status).toBe(201);
+      const body = (await res.json()) as { sessionId: string; url: string; requestId: string };
+      expect(body).toMatchObject({ sessionId: expect.stringMatching(/^cs_/), url: expect.stringMatching(/^https:\/\//), requestId });
+      const rows = await db.sql`SELECT plan_id, status, request_id, url FROM checkout_sessions WHERE id = ${body.sessionId}`;
+      expect(rows[0]).toMatchObject({ plan_id: 'basic-monthly', status: 'open', request_id: requestId, url: body.url });
+    });
+
+    it('returns the same session for the same requestId without a second Stripe session', async () => {
+      const create = vi.spyOn(stripe.checkout.sessions, 'create');
+      const requestId = uniqueId('ck-');
+      const body = { planId: 'pro-monthly', email: 'twice@example.com', requestId, ...URLS };
+      const first = await send('POST', '/checkout', body);
+      const second = await send('POST', '/checkout', body);
+      expect([first.status, second.status]).toEqual([201, 200]);
+      const [a, b] = (await Promise.all([first.json(), second.json()])) as { sessionId: string; url: string }[];
+      expect(b!.sessionId).toBe(a!.sessionId);
+      expect(b!.url).toBe(a!.url);
+      expect(create).toHaveBeenCalledTimes(1);
+      const count = await db.sql`SELECT count(*)::int AS n FROM checkout_sessions WHERE request_id = ${requestId}`;
+      expect(count[0]!.n).toBe(1);
+    });
+
+    it('answers 409 when a requestId is reused for another plan', async () => {
+      const requestId = uniqueId('ck-');
+      expect((await send('POST', '/checkout', { planId: 'basic-monthly', email: 'r@example.com', requestId, ...URLS })).status).toBe(201);
+      const res = await send('POST', '/checkout', { planId: 'pro-monthly', email: 'r@example.com', requestId, ...URLS });
+      expect(res.status).toBe(409);
+      expect(((await res.json()) as ErrorBody).error).toBe('request_id_reused');
+    });
+
+    it('reuses a known customer instead of creating one', async () => {
+      const customerId = await customerWith(null);
+      const createCustomer = vi.spyOn(stripe.customers, 'create');
+      const res = await send('POST', '/checkout', { planId: 'pro-monthly', customerId, ...URLS });
+      expect(res.status).toBe(201);
+      expect(((await res.json()) as { customerId: string }).customerId).toBe(customerId);
+      expect(createCustomer).not.toHaveBeenCalled();
+    });
+
+    it.each([
+      ['an unknown plan', { planId: 'platinum', email: 'a@example.com', ...URLS }, ['planId']],
+      ['a retired plan', { planId: 'retired', email: 'a@example.com', ...URLS }, ['planId']],
+      ['neither customerId nor email', { planId: 'basic-monthly', ...URLS }, ['customerId']],
+      ['invalid URLs', { planId: 'basic-monthly', email: 'a@example.com', successUrl: 'ftp://x.example.com', cancelUrl: 'not a url' }, ['successUrl', 'cancelUrl']],
+      ['a malformed email and customer id', { planId: 'basic-monthly', email: 'nope', customerId: 'user_1', ...URLS }, ['customerId', 'email']],
+      ['a zero trial', { planId: 'basic-monthly', email: 'a@example.com', trialDays: 0, ...URLS }, ['trialDays']],
+      ['a bad requestId', { planId: 'basic-monthly', email: 'a@example.com', requestId: 'has spaces', ...URLS }, ['requestId']],
+    ])('answers 400 with field errors for %s', async (_label, body, paths) => {
+      const create = vi.spyOn(stripe.checkout.sessions, 'create');
+      const res = await send('POST', '/checkout', body);
+      expect(res.status).toBe(400);
+      const err = (await res.json()) as ErrorBody;
+      expect(err.error).toBe('validation_error');
+      expect(err.details!.map((d) => d.path).sort()).toEqual([...paths].sort());
+      expect(create).not.toHaveBeenCalled();
+    });
+
+    it('answers 400 for a body that is not JSON', async () => {
+      const res = await send('POST', '/checkout', '{"planId":');
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as ErrorBody).error).toBe('invalid_json');
+    });
+
+    it('answers 415 for a non-JSON content type', async () => {
+      const res = await send('POST', '/checkout', 'planId=basic-monthly', { 'Content-Type': 'application/x-www-form-urlencoded' });
+      expect(res.status).toBe(415);
+    });
+
+    it('answers 404 for a customer this service does not know', async () => {
+      const res = await send('POST', '/checkout', { planId: 'basic-monthly', customerId: 'cus_NeverSeen', ...URLS });
+      expect(res.status).toBe(404);
+      expect(((await res.json()) as ErrorBody).error).toBe('customer_not_found');
+    });
+
+    it('answers 409 for a customer who already has a live subscription', async () => {
+      const customerId = await customerWith('active');
+      const res = await send('POST', '/checkout', { planId: 'pro-monthly', customerId, ...URLS });
+      expect(res.status).toBe(409);
+      expect(((await res.json()) as ErrorBody).error).toBe('already_subscribed');
+    });
+  });
+
+  describe('subscription routes on bad input', () => {
+    it('answers 400 for a malformed customer id', async () => {
+      const res = await send('PUT', '/customers/not-a-customer/subscription/plan', { planId: 'pro-monthly', requestId: 'r1' });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as ErrorBody).error).toBe('invalid_customer_id');
+    });
+
+    it.each([
+      ['PUT', 'plan', { planId: 'pro-monthly' }, ['requestId']],
+      ['PUT', 'plan', { requestId: 'r1' }, ['planId']],
+      ['PUT', 'plan', { planId: 'pro-monthly', requestId: 'r1', prorationDate: 'yesterday' }, ['prorationDate']],
+      ['POST', 'cancel', { atPeriodEnd: 'yes', requestId: 'r1' }, ['atPeriodEnd']],
+      ['POST', 'resume', {}, ['requestId']],
+      ['POST', 'plan/preview', {}, ['planId']],
+    ])('answers 400 for %s %s with a bad body', async (method, suffix, body, paths) => {
+      const res = await send(method, `/customers/cus_BadBody01/subscription/${suffix}`, body);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as ErrorBody).details!.map((d) => d.path)).toEqual(paths);
+    });
+
+    it('answers 415 for a plan change that is not JSON', async () => {
+      const res = await send('PUT', '/customers/cus_Form01/subscription/plan', 'planId=pro', { 'Content-Type': 'text/plain' });
+      expect(res.status).toBe(415);
+    });
+
+    it('answers 404 when the customer has no billing workflow', async () => {
+      const res = await send('PUT', `/customers/cus_${uniqueId()}/subscription/plan`, { planId: 'pro-monthly', requestId: 'r1' });
+      expect(res.status).toBe(404);
+      const err = (await res.json()) as ErrorBody;
+      expect(err.error).toBe('customer_not_found');
+      expect(err.message).toContain('no billing workflow');
+    });
+
+    it('answers 404 to a preview for an unknown customer or one without a subscription', async () => {
+      const unknown = await send('POST', '/customers/cus_NoSuchCustomer/subscription/plan/preview', { planId: 'pro-monthly' });
+      expect(unknown.status).toBe(404);
+      expect(((await unknown.json()) as ErrorBody).error).toBe('customer_not_found');
+      const bare = await customerWith(null);
+      const none = await send('POST', `/customers/${bare}/subscription/plan/preview`, { planId: 'pro-monthly' });
+      expect(none.status).toBe(404);
+      expect(((await none.json()) as ErrorBody).error).toBe('no_subscription');
+    });
+
+    it('answers 422 to a preview of an unknown plan and 409 to the current plan', async () => {
+      const customerId = await customerWith('active');
+      const unknown = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'platinum' });
+      expect(unknown.status).toBe(422);
+      expect(((await unknown.json()) as ErrorBody).error).toBe('unknown_plan');
+      const same = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'basic-monthly' });
+      expect(same.status).toBe(409);
+      expect(((await same.json()) as ErrorBody).error).toBe('same_plan');
+    });
+
+    it('previews a downgrade as nothing due now and the new price from the period end', async () => {
+      const customerId = await customerWith('active');
+      await db.sql`UPDATE subscriptions SET plan_id = 'pro-monthly', price_id = 'price_api_pro' WHERE customer_id = ${customerId}`;
+      const res = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'basic-monthly' });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { kind: string; amountDueNow: number; amountDueNext: number; effectiveAt: number };
+      const end = await db.sql`SELECT extract(epoch FROM current_period_end)::int AS t FROM subscriptions WHERE customer_id = ${customerId}`;
+      expect(body).toMatchObject({ kind: 'downgrade', amountDueNow: 0, amountDueNext: 900, effectiveAt: end[0]!.t });
+    });
+  });
+
+  describe('checkout success rate', () => {
+    it('reports completed / (completed + expired) in the window on the admin API and as a gauge', async () => {
+      const insert = (status: string, endedHoursAgo: number) => db.sql`
+        INSERT INTO checkout_sessions (id, customer_id, plan_id, request_id, status, completed_at, expired_at, created_at)
+        VALUES (${`cs_${uniqueId()}`}, 'cus_rate', 'basic-monthly', ${uniqueId('rate-')}, ${status},
+          ${status === 'complete' ? db.sql`now() - make_interval(hours => ${endedHoursAgo})` : null},
+          ${status === 'expired' ? db.sql`now() - make_interval(hours => ${endedHoursAgo})` : null},
+          now() - make_interval(hours => ${endedHoursAgo + 1}))`;
+      await insert('complete', 1);
+      await insert('complete', 2);
+      await insert('complete', 3);
+      await insert('expired', 4);
+      await insert('expired', 48); // outside a 24 h window
+      const auth = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
+
+      const res = await app.request('/admin/checkout/success-rate?windowHours=24', { headers: auth });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ windowHours: 24, completed: 3, expired: 1, successRate: 0.75, target: 0.98, meetsTarget: false });
+      const wide = (await (await app.request('/admin/checkout/success-rate?windowHours=72', { headers: auth })).json()) as { successRate: number };
+      expect(wide.successRate).toBe(0.6);
+
+      expect((await app.request('/admin/checkout/success-rate')).status).toBe(401);
+      expect((await app.request('/admin/checkout/success-rate?windowHours=0', { headers: auth })).status).toBe(400);
+
+      const metrics = await (await app.request('/metrics')).text();
+      expect(metrics).toMatch(/^billing_checkout_success_rate 0\.75$/m);
+      expect(metrics).toMatch(/^billing_checkout_sessions\{outcome="expired"\} 1$/m);
+    });
+  });
+});

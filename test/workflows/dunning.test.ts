@@ -1,0 +1,617 @@
+/**
+ * dunningWorkflow on the time-skipping test server: weeks of durable timers in seconds. Activities
+ * are the real ones on a real Postgres database; only the Stripe network is a scripted fake.
+ */
+import path from 'node:path';
+import { WorkflowExecutionAlreadyStartedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createActivities } from '../../activities';
+import { createNotifyActivities, type Notifier, type SendNoticeResult } from '../../activities/notify';
+import { DEFAULT_DUNNING_POLICY } from '../../domain/dunning-policy';
+import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
+import {
+  dunningEventSignal,
+  dunningStateQuery,
+  stateQuery,
+  stripeEventSignal,
+  type DunningWorkflowInput,
+  type DunningWorkflowResult,
+} from '../../domain/messages';
+import { dunningStats } from '../../lib/dunning-stats';
+import {
+  createFakeStripe,
+  dunningIds,
+  invoiceEvent,
+  registerSearchAttributes,
+  subscriptionEvent,
+  type FakeStripe,
+  type PayOutcome,
+} from '../helpers/dunning';
+import { createTestDatabase, eventually, installQuietRuntime, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
+
+const TEST_SERVER = path.resolve(__dirname, '..', '..', '.tools', 'bin', 'temporal-test-server');
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+describe('dunningWorkflow (time-skipping)', () => {
+  let env: TestWorkflowEnvironment;
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    installQuietRuntime();
+    [env, db] = await Promise.all([
+      TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: TEST_SERVER } } }),
+      createTestDatabase(),
+    ]);
+    await registerSearchAttributes(env);
+  });
+
+  afterAll(async () => {
+    await env?.teardown();
+    await db?.drop();
+  });
+
+  /** A worker on a fresh task queue with the real activities, the fake Stripe and the given config. */
+  async function startWorker(opts: {
+    fake: FakeStripe;
+    config?: Record<string, string>;
+    taskQueue?: string;
+    notifier?: Notifier;
+    /** 0: no sticky cache. The test server never times out a dead worker's sticky queue, so a restart test needs it. */
+    maxCachedWorkflows?: number;
+  }): Promise<{ taskQueue: string; stop(): Promise<void> }> {
+    const taskQueue = opts.taskQueue ?? uniqueId('dunning-');
+    const config = testConfig({ TEMPORAL_TASK_QUEUE: taskQueue, ...opts.config });
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle: { codePath: inject('workflowBundlePath') },
+      activities: createActivities({ sql: db.sql, stripe: opts.fake.stripe, config, notifier: opts.notifier }),
+      shutdownGraceTime: '1 second',
+      ...(opts.maxCachedWorkflows === undefined ? {} : { maxCachedWorkflows: opts.maxCachedWorkflows }),
+    });
+    const running = worker.run();
+    return {
+      taskQueue,
+      async stop() {
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+        await running;
+      },
+    };
+  }
+
+  async function seedSubscription(ids: { customerId: string; subscriptionId: string }, status = 'active'): Promise<void> {
+    await db.sql`INSERT INTO customers (id, access_state) VALUES (${ids.customerId}, 'active') ON CONFLICT (id) DO NOTHING`;
+    await db.sql`
+      INSERT INTO subscriptions (id, customer_id, status, price_id, stripe_updated_at)
+      VALUES (${ids.subscriptionId}, ${ids.customerId}, ${status}, 'price_dunning_test', now() - interval '1 hour')`;
+  }
+
+  async function startDunning(
+    taskQueue: string,
+    ids: { customerId: string; subscriptionId: string; invoiceId: string },
+    firstFailure: { declineCode: string | null },
+    extra: Partial<DunningWorkflowInput> = {},
+  ): Promise<{ handle: WorkflowHandleWithFirstExecutionRunId; startedAtMs: number }> {
+    const startedAtMs = await env.currentTimeMs();
+    const handle = await env.client.workflow.start('dunningWorkflow', {
+      workflowId: dunningWorkflowId(ids.invoiceId),
+      taskQueue,
+      args: [
+        {
+          invoiceId: ids.invoiceId,
+          customerId: ids.customerId,
+          subscriptionId: ids.subscriptionId,
+          firstFailure: { eventId: `evt_${uniqueId()}`, declineCode: firstFailure.declineCode, at: Math.floor(startedAtMs / 1000) },
+          ...extra,
+        } satisfies DunningWorkflowInput,
+      ],
+    });
+    return { handle, startedAtMs };
+  }
+
+  async function attempts(invoiceId: string) {
+    return db.sql<{ attempt: number; trigger: string; outcome: string; decline_code: string | null; attempted_at: Date; idempotency_key: string }[]>`
+      SELECT attempt, trigger, outcome, decline_code, attempted_at, idempotency_key FROM dunning_attempts
+      WHERE invoice_id = ${invoiceId} ORDER BY attempt`;
+  }
+
+  async function notices(invoiceId: string) {
+    return db.sql<{ kind: string; status: string; created_at: Date; payload: Record<string, unknown>; dedup_key: string }[]>`
+      SELECT kind, status, created_at, payload, dedup_key FROM notifications WHERE invoice_id = ${invoiceId} ORDER BY created_at, id`;
+  }
+
+  async function cycle(invoiceId: string) {
+    const [row] = await db.sql<{ state: string; attempts_made: number; ended_at: Date | null; final_action: string | null; first_decline_code: string | null; last_decline_code: string | null; decline_class: string | null; next_attempt_at: Date | null }[]>`
+      SELECT state, attempts_made, ended_at, final_action, first_decline_code, last_decline_code, decline_class, next_attempt_at
+      FROM dunning_cycles WHERE invoice_id = ${invoiceId}`;
+    return row;
+  }
+
+  async function localState(customerId: string) {
+    const [row] = await db.sql<{ access_state: string; status: string | null }[]>`
+      SELECT c.access_state, s.status::text AS status FROM customers c LEFT JOIN subscriptions s ON s.customer_id = c.id
+      WHERE c.id = ${customerId}`;
+    return row;
+  }
+
+  const scripted = (outcomes: PayOutcome[]) => (attempt: number): PayOutcome => outcomes[attempt - 1] ?? { decline: 'generic_decline' };
+
+  it('recovers a soft decline on attempt 2, on the configured schedule', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, 'succeed']) });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle, startedAtMs } = await startDunning(worker.taskQueue, ids, { declineCode: 'insufficient_funds' });
+
+      await env.sleep('36 hours');
+      const view = await handle.query(dunningStateQuery);
+      expect(view).toMatchObject({ state: 'retrying', attempt: 1, maxAttempts: 4, lastDeclineCode: 'insufficient_funds' });
+      expect(view.nextAttemptAt! * 1000).toBeGreaterThanOrEqual(startedAtMs + 3 * DAY - 1000);
+      expect(view.nextAttemptAt! * 1000).toBeLessThan(startedAtMs + 3 * DAY + 60_000);
+      const meta = (await handle.query('__temporal_workflow_metadata')) as { currentDetails?: string };
+      expect(meta.currentDetails).toBe(`attempt 1/4, next ${new Date(startedAtMs + 3 * DAY).toISOString().slice(0, 10)}`);
+      expect(await localState(ids.customerId)).toEqual({ access_state: 'grace', status: 'past_due' });
+
+      const result = (await handle.result()) as DunningWorkflowResult;
+      expect(result).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 2 });
+
+      const rows = await attempts(ids.invoiceId);
+      expect(rows.map((r) => [r.attempt, r.trigger, r.outcome, r.decline_code])).toEqual([
+        [1, 'schedule', 'failed', 'insufficient_funds'],
+        [2, 'schedule', 'succeeded', null],
+      ]);
+      // Days 1 and 3 after the failure (the default "1,3,5,7" schedule).
+      expect(rows[0]!.attempted_at.getTime() - startedAtMs).toBeGreaterThanOrEqual(DAY - 1000);
+      expect(rows[0]!.attempted_at.getTime() - startedAtMs).toBeLessThan(DAY + 60_000);
+      expect(rows[1]!.attempted_at.getTime() - startedAtMs).toBeGreaterThanOrEqual(3 * DAY - 1000);
+      expect(rows[1]!.attempted_at.getTime() - startedAtMs).toBeLessThan(3 * DAY + 60_000);
+      expect(fake.payCalls.map((c) => [c.idempotencyKey, c.params])).toEqual([
+        [`dunning:${ids.invoiceId}:1`, { off_session: true }],
+        [`dunning:${ids.invoiceId}:2`, { off_session: true }],
+      ]);
+      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'recovered', attempts_made: 2, first_decline_code: 'insufficient_funds', next_attempt_at: null });
+      expect((await cycle(ids.invoiceId))!.ended_at).not.toBeNull();
+      expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('on a hard decline sends exactly one notice and never retries blindly; a new payment method retries at once and recovers', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle, startedAtMs } = await startDunning(worker.taskQueue, ids, { declineCode: 'stolen_card' });
+
+      // Past two scheduled retry days: nothing may have been charged.
+      await env.sleep('4 days');
+      expect(fake.payCalls).toHaveLength(0);
+      expect(await handle.query(dunningStateQuery)).toMatchObject({ state: 'awaiting_payment_method', attempt: 0, nextAttemptAt: null });
+      const waiting = await notices(ids.invoiceId);
+      expect(waiting.map((n) => [n.kind, n.status])).toEqual([['update_payment_method', 'queued']]);
+      expect(waiting[0]!.payload).toMatchObject({ hostedInvoiceUrl: `https://invoice.example.test/${ids.invoiceId}`, declineCode: 'stolen_card' });
+      const meta = (await handle.query('__temporal_workflow_metadata')) as { currentDetails?: string };
+      expect(meta.currentDetails).toMatch(/^attempt 0\/4, no further retries; waiting for a new payment method until \d{4}-\d{2}-\d{2}$/);
+
+      const pmAtMs = await env.currentTimeMs();
+      await handle.signal(dunningEventSignal, { kind: 'payment_method_updated', eventId: `evt_${uniqueId()}`, paymentMethodId: 'pm_new', at: Math.floor(pmAtMs / 1000) });
+      const result = (await handle.result()) as DunningWorkflowResult;
+      expect(result).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 1 });
+
+      const rows = await attempts(ids.invoiceId);
+      expect(rows.map((r) => [r.attempt, r.trigger, r.outcome])).toEqual([[1, 'payment_method', 'succeeded']]);
+      // Immediately after the signal, not at a scheduled retry day.
+      expect(rows[0]!.attempted_at.getTime() - pmAtMs).toBeLessThan(60_000);
+      expect(rows[0]!.attempted_at.getTime() - startedAtMs).toBeGreaterThan(4 * DAY - 1000);
+      // Still exactly one notice; recovered before anything was sent, so it is withdrawn from the outbox.
+      expect((await notices(ids.invoiceId)).map((n) => [n.kind, n.status])).toEqual([['update_payment_method', 'canceled']]);
+      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'recovered', decline_class: 'hard', first_decline_code: 'stolen_card' });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('asks for authentication with the hosted invoice link instead of retrying silently', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted([{ authenticationRequired: true }]) });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: 'insufficient_funds' });
+      await env.sleep('30 hours');
+      // Attempt 1 met a 3DS challenge: no further off-session attempt until the customer acts.
+      await env.sleep('5 days');
+      expect(fake.payCalls).toHaveLength(1);
+      expect(await handle.query(dunningStateQuery)).toMatchObject({ state: 'awaiting_authentication', attempt: 1, lastDeclineCode: 'authentication_required' });
+      const sent = (await notices(ids.invoiceId)).filter((n) => n.kind === 'authenticate_payment');
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.payload.hostedInvoiceUrl).toBe(`https://invoice.example.test/${ids.invoiceId}`);
+
+      await handle.signal(dunningEventSignal, { kind: 'paid', eventId: `evt_${uniqueId()}`, at: Math.floor((await env.currentTimeMs()) / 1000) });
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 1 });
+      expect(fake.payCalls).toHaveLength(1);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('ends at once when the invoice is paid mid-wait: no later attempts, queued notices withdrawn', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }]) });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: 'insufficient_funds' });
+      await env.sleep('36 hours');
+      expect(fake.payCalls).toHaveLength(1);
+      const before = await notices(ids.invoiceId);
+      expect(before.map((n) => [n.kind, n.status])).toEqual([
+        ['payment_failed', 'queued'],
+        ['payment_failed', 'suppressed'], // attempt 1's notice fell inside the 48 h cooldown
+      ]);
+
+      // The customer pays on the hosted invoice page: Stripe's subscription turns active, invoice.paid follows.
+      fake.subscription.status = 'active';
+      const paidAtMs = await env.currentTimeMs();
+      await handle.signal(dunningEventSignal, { kind: 'paid', eventId: `evt_${uniqueId()}`, at: Math.floor(paidAtMs / 1000) });
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 1 });
+
+      await env.sleep('10 days');
+      expect(fake.payCalls).toHaveLength(1);
+      const after = await notices(ids.invoiceId);
+      expect(after.map((n) => [n.kind, n.status])).toEqual([
+        ['payment_failed', 'canceled'],
+        ['payment_failed', 'suppressed'],
+      ]);
+      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'recovered', attempts_made: 1, next_attempt_at: null });
+      expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('marks the subscription unpaid when every attempt fails (mark_unpaid policy)', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: () => ({ decline: 'do_not_honor' }) });
+    const worker = await startWorker({ fake, config: { DUNNING_RETRY_DAYS: '1,3', DUNNING_FINAL_ACTION: 'mark_unpaid' } });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: 'do_not_honor' });
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'exhausted', attempts: 2 });
+      expect(fake.payCalls).toHaveLength(2);
+      const update = fake.subscriptionCalls.find((c) => c.method === 'update');
+      expect(update).toMatchObject({
+        idempotencyKey: `dunning:${ids.invoiceId}:final`,
+        params: { pause_collection: { behavior: 'keep_as_draft' }, metadata: { dunning_final_action: 'mark_unpaid' } },
+      });
+      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'mark_unpaid', attempts_made: 2 });
+      // No customer workflow runs here, so the snapshot is written directly: unpaid, access restricted.
+      expect(await localState(ids.customerId)).toEqual({ access_state: 'restricted', status: 'unpaid' });
+      expect((await notices(ids.invoiceId)).map((n) => n.kind)).toContain('final_notice');
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('keeps notices within the cap over a 14-day cycle with 6 failure events', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const codes = ['insufficient_funds', 'do_not_honor', 'try_again_later', 'insufficient_funds', 'generic_decline'];
+    const fake = createFakeStripe({ ...ids, pay: (n) => ({ decline: codes[n - 1] ?? 'insufficient_funds' }) });
+    const worker = await startWorker({ fake });
+    try {
+      // 1 failure webhook + 5 failed retries over 14 days; defaults allow 1 notice per 48 h and 4 per cycle.
+      const { handle, startedAtMs } = await startDunning(worker.taskQueue, ids, { declineCode: 'insufficient_funds' }, {
+        policyOverride: { retryDaysAfterFailure: [1, 2.5, 5, 9, 14], finalAction: 'leave_past_due' },
+      });
+      await env.sleep('12 hours');
+      // Stripe's echo of a failure without a code adds nothing.
+      await handle.signal(dunningEventSignal, { kind: 'payment_failed', eventId: `evt_${uniqueId()}`, declineCode: null, at: Math.floor((await env.currentTimeMs()) / 1000) });
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'exhausted', attempts: 5 });
+
+      const all = await notices(ids.invoiceId);
+      expect(all.map((n) => [n.kind, n.status, n.payload.suppressedBy ?? null])).toEqual([
+        ['payment_failed', 'queued', null],
+        ['payment_failed', 'suppressed', 'cooldown'],
+        ['payment_failed', 'queued', null],
+        ['payment_failed', 'queued', null],
+        ['payment_failed', 'queued', null],
+        ['final_notice', 'suppressed', 'cycle_cap'],
+      ]);
+      const told = all.filter((n) => n.status === 'queued' || n.status === 'sent');
+      expect(told.length).toBeLessThanOrEqual(4);
+      for (let i = 1; i < told.length; i++) {
+        expect(told[i]!.created_at.getTime() - told[i - 1]!.created_at.getTime()).toBeGreaterThanOrEqual(48 * HOUR);
+      }
+      expect(all.at(-1)!.created_at.getTime() - startedAtMs).toBeGreaterThanOrEqual(14 * DAY - 1000);
+      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'leave_past_due', last_decline_code: 'generic_decline' });
+      expect(await localState(ids.customerId)).toEqual({ access_state: 'grace', status: 'past_due' });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('continues the schedule where it was after the worker is restarted mid-cycle', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, { decline: 'insufficient_funds' }, 'succeed']) });
+    const first = await startWorker({ fake, maxCachedWorkflows: 0 });
+    const { handle, startedAtMs } = await startDunning(first.taskQueue, ids, { declineCode: 'insufficient_funds' });
+    await env.sleep('2 days');
+    expect(fake.payCalls).toHaveLength(1);
+    await first.stop();
+
+    const second = await startWorker({ fake, taskQueue: first.taskQueue, maxCachedWorkflows: 0 });
+    try {
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 3 });
+      const rows = await attempts(ids.invoiceId);
+      expect(rows.map((r) => [r.attempt, r.outcome])).toEqual([
+        [1, 'failed'],
+        [2, 'failed'],
+        [3, 'succeeded'],
+      ]);
+      const days = rows.map((r) => Math.round((r.attempted_at.getTime() - startedAtMs) / HOUR) / 24);
+      expect(days).toEqual([1, 3, 5]);
+      expect(fake.payCalls.map((c) => c.idempotencyKey)).toEqual([1, 2, 3].map((n) => `dunning:${ids.invoiceId}:${n}`));
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('carries its state across its own continue-as-new without repeating an attempt', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, 'succeed']) });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: 'insufficient_funds' }, { continueAsNewAtHistoryLength: 10 });
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 2 });
+      const desc = await handle.describe();
+      expect(desc.runId).not.toBe(handle.firstExecutionRunId);
+      expect(fake.payCalls.map((c) => c.idempotencyKey)).toEqual([`dunning:${ids.invoiceId}:1`, `dunning:${ids.invoiceId}:2`]);
+      expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'payment_failed' && n.status !== 'suppressed')).toHaveLength(1);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  describe('driven by the customer workflow', () => {
+    async function startCustomer(taskQueue: string, customerId: string, first: ReturnType<typeof subscriptionEvent>, continueAsNewAfter?: number) {
+      return env.client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(customerId),
+        taskQueue,
+        args: [{ customerId, continueAsNewAfter }],
+        signal: stripeEventSignal,
+        signalArgs: [first],
+      });
+    }
+
+    async function runningChild(invoiceId: string): Promise<WorkflowHandle> {
+      const child = env.client.workflow.getHandle(dunningWorkflowId(invoiceId));
+      await eventually(async () => (await child.describe()).status.name === 'RUNNING', 20_000, `dunning:${invoiceId} to run`);
+      return child;
+    }
+
+    /**
+     * Terminates a customer workflow once it is idle. The test server leaks its time-skipping lock
+     * for a task that is in flight when its workflow is terminated, which would freeze later tests.
+     */
+    async function stopCustomer(customer: WorkflowHandle): Promise<void> {
+      await eventually(async () => {
+        const desc = await customer.describe();
+        if (desc.status.name !== 'RUNNING') return true;
+        const idle = !desc.raw.pendingWorkflowTask && (desc.raw.pendingActivities ?? []).length === 0;
+        return idle && (await customer.query(stateQuery)).queued === 0;
+      }, 20_000, 'the customer workflow to be idle').catch(() => {});
+      await customer.terminate().catch(() => {});
+    }
+
+    async function dunningSignals(child: WorkflowHandle): Promise<number> {
+      const history = await child.fetchHistory();
+      return (history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'dunningEvent').length;
+    }
+
+    it('cancels the subscription when every attempt fails and the customer workflow records it', async () => {
+      const ids = dunningIds();
+      const fake = createFakeStripe({ ...ids, pay: () => ({ decline: 'insufficient_funds' }) });
+      const worker = await startWorker({ fake, config: { DUNNING_RETRY_DAYS: '1,3', DUNNING_FINAL_ACTION: 'cancel' } });
+      const now = Math.floor(Date.now() / 1000);
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: now - 60 }));
+      try {
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 30 }));
+        const child = await runningChild(ids.invoiceId);
+        expect(await child.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'exhausted', attempts: 2 });
+
+        expect(fake.subscriptionCalls.filter((c) => c.method === 'cancel')).toEqual([
+          expect.objectContaining({ idempotencyKey: `dunning:${ids.invoiceId}:final`, params: expect.objectContaining({ prorate: false, invoice_now: false }) }),
+        ]);
+        expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'cancel' });
+        // The single writer applied Stripe's canceled subscription; access follows.
+        await eventually(async () => {
+          const local = await localState(ids.customerId);
+          return local?.status === 'canceled' && local.access_state === 'suspended';
+        }, 20_000, 'the local subscription to be canceled');
+        await eventually(async () => {
+          const state = await customer.query(stateQuery);
+          return state.subscription?.status === 'canceled' && state.dunning[0]?.state === 'exhausted';
+        }, 20_000, 'the customer workflow view');
+      } finally {
+        await stopCustomer(customer);
+        await worker.stop();
+        for (const h of [customer, env.client.workflow.getHandle(dunningWorkflowId(ids.invoiceId))]) {
+          const hist = await h.fetchHistory();
+          console.log('DBG H', h.workflowId, JSON.stringify((hist.events ?? []).map((e) => [e.eventId?.toString(), e.eventType, e.workflowExecutionSignaledEventAttributes?.signalName ?? e.activityTaskScheduledEventAttributes?.activityType?.name])));
+        }
+        const t0 = Date.now();
+        await Promise.race([env.sleep('1 hour'), new Promise((r) => setTimeout(r, 5000))]);
+        console.log('DBG sleep took', Date.now() - t0);
+      }
+    });
+
+    it('does not start a second cycle for a duplicate or second payment_failed of the same invoice', async () => {
+      const ids = dunningIds();
+      const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
+      const worker = await startWorker({ fake });
+      const now = Math.floor(Date.now() / 1000);
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: now - 60 }));
+      try {
+        const failed = invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 30 });
+        await customer.signal(stripeEventSignal, failed);
+        await customer.signal(stripeEventSignal, failed); // a redelivery
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'do_not_honor', created: now - 20 }));
+        const child = await runningChild(ids.invoiceId);
+        await eventually(async () => (await customer.query(stateQuery)).queued === 0 && (await dunningSignals(child)) === 1, 20_000, 'the second failure to join');
+        await expect(
+          env.client.workflow.start('dunningWorkflow', {
+            workflowId: dunningWorkflowId(ids.invoiceId),
+            taskQueue: worker.taskQueue,
+            workflowIdReusePolicy: 'REJECT_DUPLICATE',
+            args: [{ invoiceId: ids.invoiceId, customerId: ids.customerId, subscriptionId: ids.subscriptionId, firstFailure: { eventId: 'evt_other', declineCode: null, at: now } }],
+          }),
+        ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
+
+        expect(await child.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 1 });
+        expect((await customer.query(stateQuery)).duplicatesDropped).toBeGreaterThanOrEqual(1);
+        const [count] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`;
+        expect(count!.n).toBe(1);
+        expect(fake.payCalls).toHaveLength(1);
+        expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'payment_failed')).toHaveLength(1);
+      } finally {
+        await stopCustomer(customer);
+        await worker.stop();
+      }
+    });
+
+    it('survives the customer workflow continuing-as-new mid-cycle: same cycle, no duplicate', async () => {
+      const ids = dunningIds();
+      const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, 'succeed']) });
+      const worker = await startWorker({ fake });
+      const now = Math.floor(Date.now() / 1000);
+      await env.sleep('3 days');
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: now - 60 }), 2);
+      try {
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 30 }));
+        const child = await runningChild(ids.invoiceId);
+        console.log('DBG child running', await env.currentTimeMs(), Date.now());
+        setTimeout(async () => {
+          for (const h of [customer, child]) {
+            const hist = await h.fetchHistory();
+            console.log('DBG history', h.workflowId, JSON.stringify((hist.events ?? []).map((e) => [e.eventId?.toString(), e.eventType, e.eventTime?.seconds?.toString(), e.workflowExecutionSignaledEventAttributes?.signalName ?? e.activityTaskScheduledEventAttributes?.activityType?.name ?? e.timerStartedEventAttributes?.startToFireTimeout?.seconds?.toString(), e.workflowTaskFailedEventAttributes?.failure?.message])));
+          }
+        }, 30000);
+        await eventually(async () => (await customer.describe()).runId !== customer.signaledRunId, 20_000, 'the customer workflow to continue-as-new');
+        expect((await child.describe()).status.name).toBe('RUNNING');
+
+        // After continue-as-new the new run still knows the cycle: a second failure joins it.
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 20 }));
+        console.log('DBG customer continued');
+        await eventually(async () => (await dunningSignals(child)) === 1, 20_000, 'the second failure to reach the running cycle');
+        console.log('DBG joined');
+        await env.sleep('30 hours');
+        console.log('DBG slept');
+        expect(fake.payCalls).toHaveLength(1);
+        expect((await child.describe()).status.name).toBe('RUNNING');
+
+        expect(await child.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 2 });
+        const history = await child.fetchHistory();
+        expect((history.events ?? []).filter((e) => e.workflowExecutionStartedEventAttributes)).toHaveLength(1);
+        const [count] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`;
+        expect(count!.n).toBe(1);
+        await eventually(async () => (await customer.query(stateQuery)).dunning.find((d) => d.invoiceId === ids.invoiceId)?.state === 'recovered', 20_000, 'the parent to see the recovery');
+        expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' });
+      } finally {
+        await stopCustomer(customer);
+        await worker.stop();
+      }
+    });
+  });
+});
+
+describe('notice ledger', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('delivers a notice at most once per dedup key, even when recorded twice at the same time', async () => {
+    const delivered: string[] = [];
+    const notifier: Notifier = {
+      async deliver(notice) {
+        delivered.push(notice.dedupKey);
+        return 'sent';
+      },
+    };
+    const { sendDunningNotice } = createNotifyActivities({ sql: db.sql, notifier });
+    const ids = dunningIds();
+    const input = {
+      customerId: ids.customerId,
+      invoiceId: ids.invoiceId,
+      kind: 'update_payment_method' as const,
+      attempt: 0,
+      atMs: Date.now(),
+      policy: DEFAULT_DUNNING_POLICY,
+      payload: { maxAttempts: 4, declineCode: 'expired_card', nextAttemptAt: null, hostedInvoiceUrl: null },
+    };
+    const activity = new MockActivityEnvironment();
+    const send = (): Promise<SendNoticeResult> => activity.run(sendDunningNotice, input) as Promise<SendNoticeResult>;
+    const results = await Promise.all([send(), send()]);
+    expect(results.map((r) => r.status).sort()).toEqual(['duplicate', 'sent']);
+    expect(await send()).toMatchObject({ status: 'duplicate', previous: 'sent' });
+    expect(delivered).toEqual([`invoice:${ids.invoiceId}:update_payment_method:0`]);
+    const rows = await db.sql`SELECT status, sent_at FROM notifications WHERE invoice_id = ${ids.invoiceId}`;
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ status: 'sent' });
+    expect(rows[0]!.sent_at).not.toBeNull();
+  });
+});
+
+describe('dunningStats', () => {
+  it('computes started, recovered, exhausted, recovery rate, recovered-by-attempt and by decline code', async () => {
+    const db = await createTestDatabase();
+    try {
+      await db.sql`INSERT INTO customers (id) VALUES ('cus_stats')`;
+      const cycles: [string, string, string | null][] = [
+        ['in_a', 'recovered', 'insufficient_funds'],
+        ['in_b', 'recovered', 'insufficient_funds'],
+        ['in_c', 'exhausted', 'do_not_honor'],
+        ['in_d', 'recovered', 'stolen_card'],
+        ['in_e', 'retrying', null],
+        ['in_f', 'canceled', 'weird_new_code'],
+      ];
+      for (const [invoiceId, state, code] of cycles) {
+        await db.sql`
+          INSERT INTO dunning_cycles (invoice_id, customer_id, workflow_id, state, max_attempts, first_decline_code, ended_at)
+          VALUES (${invoiceId}, 'cus_stats', ${`dunning:${invoiceId}`}, ${state}, 4, ${code}, ${state === 'retrying' ? null : new Date()})`;
+      }
+      const attempt = (invoiceId: string, n: number, outcome: string) => db.sql`
+        INSERT INTO dunning_attempts (invoice_id, attempt, trigger, outcome, idempotency_key)
+        VALUES (${invoiceId}, ${n}, 'schedule', ${outcome}, ${`dunning:${invoiceId}:${n}`})`;
+      await attempt('in_a', 1, 'succeeded');
+      await attempt('in_b', 1, 'failed');
+      await attempt('in_b', 2, 'succeeded');
+      // in_d was paid by the customer without a successful retry of ours.
+
+      const stats = await dunningStats(db.sql);
+      expect(stats).toMatchObject({ started: 6, open: 1, recovered: 3, exhausted: 1, canceled: 1, recoveryRate: 0.75 });
+      expect(stats.recoveredByAttempt).toEqual({ '1': 1, '2': 1, none: 1 });
+      expect(stats.byDeclineCode).toEqual({
+        insufficient_funds: { started: 2, recovered: 2, exhausted: 0 },
+        do_not_honor: { started: 1, recovered: 0, exhausted: 1 },
+        stolen_card: { started: 1, recovered: 1, exhausted: 0 },
+        unknown: { started: 1, recovered: 0, exhausted: 0 },
+        other: { started: 1, recovered: 0, exhausted: 0 },
+      });
+    } finally {
+      await db.drop();
+    }
+  });
+});
