@@ -21,6 +21,7 @@ import type { Config } from '../lib/config';
 import type { Sql, TxSql } from '../lib/db';
 import { isStripeNotFound, mapStripeError } from './errors';
 
+/** Dependencies of the dunning activities (`now` for the snapshot time in tests). */
 export interface DunningDeps {
   sql: Sql;
   stripe: Pick<Stripe, 'invoices' | 'subscriptions'>;
@@ -267,4 +268,5 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
   };
 }
 
+/** The dunning activities, as registered. */
 export type DunningActivities = ReturnType<typeof createDunningActivities>;

@@ -50,6 +50,7 @@ export function createOutboxNotifier(): Notifier {
   };
 }
 
+/** Dependencies of the notice activities; `notifier` defaults to the outbox. */
 export interface NotifyDeps {
   sql: Sql;
   notifier?: Notifier;
@@ -146,4 +147,5 @@ export function createNotifyActivities({ sql, notifier = createOutboxNotifier() 
   };
 }
 
+/** The notice activities, as registered. */
 export type NotifyActivities = ReturnType<typeof createNotifyActivities>;

@@ -82,6 +82,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
     if (c.req.path.startsWith('/webhooks/')) return next();
     return bodyLimit({ maxSize: JSON_BODY_LIMIT, onError: tooLarge(JSON_BODY_LIMIT) })(c, next);
   });
+  // A NUL in a path parameter or query value can match no Postgres text and would fail the query: 400.
+  app.use('*', async (c, next) => {
+    if (c.req.url.includes('%00')) throw new ApiError(400, 'invalid_request', 'the URL contains a NUL character');
+    return next();
+  });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {

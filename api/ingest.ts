@@ -35,15 +35,23 @@ export type IngestOutcome =
 
 type Envelope = Record<string, unknown>;
 
-/** Strips NUL characters (jsonb rejects them) and drops prototype-polluting keys. */
+const JSONB_UNSAFE = /[\u0000\ud800-\udfff]/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** jsonb rejects NUL and unpaired UTF-16 surrogates (a `\ud800` escape is valid JSON): drop / replace them. */
+function jsonbSafeString(s: string): string {
+  return JSONB_UNSAFE.test(s) ? s.replace(/\u0000/g, '').replace(LONE_SURROGATE, '\ufffd') : s;
+}
+
+/** Makes a parsed payload storable as jsonb (no NUL, no lone surrogates) and drops prototype-polluting keys. */
 export function sanitizeForJsonb(value: unknown): unknown {
-  if (typeof value === 'string') return value.includes('\u0000') ? value.replace(/\u0000/g, '') : value;
+  if (typeof value === 'string') return jsonbSafeString(value);
   if (Array.isArray(value)) return value.map(sanitizeForJsonb);
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
       if (k === '__proto__' || k === 'constructor' || k === 'prototype') continue;
-      out[k.replace(/\u0000/g, '')] = sanitizeForJsonb(v);
+      out[jsonbSafeString(k)] = sanitizeForJsonb(v);
     }
     return out;
   }
@@ -74,14 +82,42 @@ function unroutedLogFields(envelope: Envelope): { eventId: unknown; customerId: 
   return { eventId: envelope.id, customerId: customer, workflowId: null };
 }
 
+/** Stripe ids are short: longer ones cannot be a btree key or a Temporal workflow id (1,000 chars). */
+const MAX_ID_LENGTH = 255;
+/** 9999-12-31T23:59:59Z, the last second Postgres and JS dates agree on. */
+const LATEST_UNIX_SECONDS = 253_402_300_799;
+
+const plausibleUnix = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= LATEST_UNIX_SECONDS;
+const stripNul = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : s);
+
+/** A verified event whose ids or time cannot be stored or routed is recorded as failed instead of dispatched. */
+function implausible(result: NormalizeResult): NormalizeResult {
+  if (result.outcome !== 'handled') return result;
+  const e = result.event;
+  const badId = (id: string) => id.length > MAX_ID_LENGTH || id.includes('\u0000');
+  const error = badId(e.customerId)
+    ? 'customer id is not a plausible Stripe id'
+    : badId(e.objectId)
+      ? 'object id is not a plausible Stripe id'
+      : !plausibleUnix(e.created)
+        ? 'created is not a plausible unix time'
+        : null;
+  return error ? { outcome: 'invalid', error, eventId: e.eventId, type: e.type } : result;
+}
+
 /** Creates the ingest service. */
 export function createIngest(deps: IngestDeps) {
   const { sql, temporal, taskQueue, logger, metrics } = deps;
 
+  /** Normalizes, then refuses what cannot be stored or routed (see `implausible`). */
+  async function normalize(envelope: Envelope): Promise<NormalizeResult> {
+    return implausible(await normalizeWithDisputeLookup(envelope));
+  }
+
   /**
    * Disputes name only the charge: find its customer locally, else ask Stripe, then normalize again.
    */
-  async function normalize(envelope: Envelope): Promise<NormalizeResult> {
+  async function normalizeWithDisputeLookup(envelope: Envelope): Promise<NormalizeResult> {
     const first = normalizeStripeEvent(envelope);
     if (first.outcome !== 'invalid' || first.error !== NO_CUSTOMER_ERROR || envelope.type !== 'charge.dispute.created') return first;
     const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
@@ -150,11 +186,12 @@ export function createIngest(deps: IngestDeps) {
       const eventId = typeof envelope.id === 'string' ? envelope.id : null;
       if (!eventId) throw new Error('ingestVerified requires an envelope with an id');
       const type = typeof envelope.type === 'string' ? envelope.type : 'unknown';
-      const created = typeof envelope.created === 'number' && Number.isFinite(envelope.created) ? envelope.created : Date.now() / 1000;
+      // Text columns reject NUL and a Date must be representable: never let the payload make the INSERT fail.
+      const created = plausibleUnix(envelope.created) ? envelope.created : Date.now() / 1000;
       const truncated = rawBytes > deps.payloadStoreLimitBytes;
       const stored = sanitizeForJsonb(truncated ? truncatedPayload(envelope, rawBytes) : envelope);
       const status = result.outcome === 'handled' ? 'received' : result.outcome === 'ignored' ? 'ignored' : 'failed';
-      const lastError = result.outcome === 'invalid' ? result.error.slice(0, 2000) : null;
+      const lastError = result.outcome === 'invalid' ? stripNul(result.error).slice(0, 2000) : null;
       const customerId = result.outcome === 'handled' ? result.event.customerId : null;
       const objectId = result.outcome === 'handled' ? result.event.objectId : null;
 
@@ -163,7 +200,7 @@ export function createIngest(deps: IngestDeps) {
           event_id, type, api_version, livemode, stripe_created_at, customer_id, object_id, status,
           payload, payload_truncated, payload_bytes, last_error)
         VALUES (
-          ${eventId}, ${type.slice(0, 200)}, ${typeof envelope.api_version === 'string' ? envelope.api_version.slice(0, 100) : null},
+          ${eventId}, ${stripNul(type).slice(0, 200)}, ${typeof envelope.api_version === 'string' ? stripNul(envelope.api_version).slice(0, 100) : null},
           ${envelope.livemode === true}, ${new Date(Math.trunc(created) * 1000)}, ${customerId}, ${objectId}, ${status},
           ${sql.json(stored as never)}, ${truncated}, ${rawBytes}, ${lastError})
         ON CONFLICT (event_id) DO UPDATE SET attempts = webhook_events.attempts + 1, last_received_at = now()

@@ -85,7 +85,11 @@ export function prng(seed: number): () => number {
 }
 
 const FIXTURE = path.join(__dirname, '..', 'test', 'fixtures', 'events', 'customer.subscription.updated.json');
-const STATUSES = ['active', 'past_due', 'active', 'trialing'] as const;
+/**
+ * Most real `customer.subscription.updated` events change a period, a flag or metadata, not the status:
+ * one in ten flips it (which also updates the workflow's search attributes, a visibility write).
+ */
+const STATUS_FLIP_RATE = 0.1;
 
 /**
  * A fast body builder: the fixture serialized once with markers, split into literal segments, so a
@@ -157,6 +161,11 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
   let created = job.createdBase;
   const maxRequests = job.maxRequests ?? Number.POSITIVE_INFINITY;
 
+  const pastDue = new Uint8Array(job.customers);
+  const nextStatus = (c: number) => {
+    if (rand() < STATUS_FLIP_RATE) pastDue[c] = pastDue[c] ? 0 : 1;
+    return pastDue[c] ? 'past_due' : 'active';
+  };
   const nextBody = (): { body: string; eventId: string | null } => {
     if (recent.length > 0 && rand() < job.duplicateRate) {
       duplicates++;
@@ -165,7 +174,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
     const i = n;
     const c = job.roundRobin ? i % job.customers : Math.floor(rand() * job.customers);
     const eventId = `evt_${job.tag}_${i}`;
-    const body = build({ eventId, created: created++, token: `${job.customerTag ?? job.tag}C${c}`, status: STATUSES[i % STATUSES.length]!, periodEnd: 1_900_000_000 + i });
+    const body = build({ eventId, created: created++, token: `${job.customerTag ?? job.tag}C${c}`, status: nextStatus(c), periodEnd: 1_900_000_000 + i });
     fresh++;
     return { body, eventId };
   };

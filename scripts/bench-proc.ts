@@ -135,9 +135,16 @@ export interface CpuUsage {
   cores: number;
 }
 
-/** Samples CPU of named process trees; the pid functions are re-evaluated because processes restart. */
+/**
+ * Samples CPU of named process trees; the pid functions are re-evaluated because processes restart.
+ * `self` names a process counted alone (its own CPU, not its children's), e.g. the orchestrator that
+ * spawned every other server.
+ */
 export class CpuSampler {
-  constructor(private readonly roots: Record<string, () => number | null>) {}
+  constructor(
+    private readonly roots: Record<string, () => number | null>,
+    private readonly self: Record<string, number> = {},
+  ) {}
 
   snapshot(): CpuSnapshot {
     const stats = allStats();
@@ -147,7 +154,22 @@ export class CpuSampler {
       const pid = pidOf();
       trees[name] = pid ? processTree(pid, stats).reduce((a, p) => a + (byPid.get(p)?.ticks ?? 0), 0) : 0;
     }
+    for (const [name, pid] of Object.entries(this.self)) {
+      const st = readStat(pid);
+      trees[name] = st ? st.ticks - this.childTicks(pid) : 0;
+    }
     return { at: Date.now(), trees, machine: machineTicks() };
+  }
+
+  /** cutime + cstime of a process (its reaped children), to count the process alone. */
+  private childTicks(pid: number): number {
+    try {
+      const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      return Number(rest[13] ?? 0) + Number(rest[14] ?? 0);
+    } catch {
+      return 0;
+    }
   }
 
   static usage(a: CpuSnapshot, b: CpuSnapshot): CpuUsage {

@@ -82,6 +82,8 @@ export class ServiceProcess {
     private readonly env: NodeJS.ProcessEnv,
     private readonly logFile: string,
     private readonly onUnexpectedExit?: (name: string, exit: ProcessExit) => void,
+    /** Node flags passed through tsx (e.g. --cpu-prof, which NODE_OPTIONS does not allow). */
+    private readonly nodeArgs: string[] = [],
   ) {}
 
   /** The process group leader (the tsx wrapper), or null while stopped. */
@@ -102,7 +104,7 @@ export class ServiceProcess {
     if (this.child) return;
     installExitHook();
     const fd = openSync(this.logFile, 'a');
-    const child = spawn(TSX, [path.join(ROOT, this.entry)], { cwd: ROOT, env: this.env, stdio: ['ignore', fd, fd], detached: true });
+    const child = spawn(TSX, [...this.nodeArgs, path.join(ROOT, this.entry)], { cwd: ROOT, env: this.env, stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
     this.child = child;
     this.expectingExit = false;
@@ -169,6 +171,12 @@ export interface BillingStackOptions {
   stripeApiBase?: (stripeMockUrl: string) => Promise<string> | string;
   /** Extra environment for both services. */
   env?: Record<string, string>;
+  /** Extra environment for one service. */
+  apiEnv?: Record<string, string>;
+  workerEnv?: Record<string, string>;
+  /** Node flags for one service, e.g. ['--cpu-prof', '--cpu-prof-dir=…']. */
+  apiNodeArgs?: string[];
+  workerNodeArgs?: string[];
   /** Expose the worker's Prometheus metrics (SDK core: RPC counts, task latencies). */
   workerMetrics?: boolean;
   /**
@@ -203,7 +211,7 @@ export interface BillingStack {
   taskQueue: string;
   env: NodeJS.ProcessEnv;
   /** Starts one more service (e.g. the floor server) in the stack's process-group bookkeeping. */
-  spawnService(name: string, entry: string, env: Record<string, string>): ServiceProcess;
+  spawnService(name: string, entry: string, env: Record<string, string>, nodeArgs?: string[]): ServiceProcess;
   waitApiReady(timeoutMs?: number): Promise<void>;
   waitWorkerReady(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -290,13 +298,16 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       ...opts.env,
     };
     const services: ServiceProcess[] = [];
-    const spawnService = (name: string, entry: string, extra: Record<string, string>) => {
-      const svc = new ServiceProcess(name, entry, { ...env, ...extra }, path.join(dir, `${name}.log`), opts.onUnexpectedExit);
+    const spawnService = (name: string, entry: string, extra: Record<string, string>, nodeArgs: string[] = []) => {
+      const svc = new ServiceProcess(name, entry, { ...env, ...extra }, path.join(dir, `${name}.log`), opts.onUnexpectedExit, nodeArgs);
       services.push(svc);
       return svc;
     };
-    const worker = spawnService('worker', 'worker/main.ts', opts.workerMetrics ? { WORKER_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` } : {});
-    const api = spawnService('api', 'api/server.ts', { PORT: String(apiPort) });
+    const worker = spawnService('worker', 'worker/main.ts', {
+      ...(opts.workerMetrics ? { WORKER_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` } : {}),
+      ...opts.workerEnv,
+    }, opts.workerNodeArgs);
+    const api = spawnService('api', 'api/server.ts', { PORT: String(apiPort), ...opts.apiEnv }, opts.apiNodeArgs);
     cleanups.push(async () => {
       await Promise.all(services.map((s) => s.stop()));
     });

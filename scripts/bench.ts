@@ -9,10 +9,11 @@
  *        --customers N (steady-state pool) · --scale N (new customers) · --duplicates 0.1
  *        --no-floor · --no-scale · --no-reconciliation · --env KEY=VALUE (API+worker, repeatable)
  *        --temporal-journal wal|default (dev server SQLite journal; both fsync every commit)
+ *        --profile api,worker (V8 CPU profiles; the top functions are printed at the end)
  *        --out FILE · --keep (keep the temp dir)
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createSql } from '../lib/db';
@@ -39,6 +40,8 @@ interface BenchOptions {
   reconciliation: boolean;
   env: Record<string, string>;
   temporalJournal: 'wal' | 'default';
+  /** Write a V8 CPU profile of these services and print where their time went. */
+  profile: string[];
   out: string;
   keep: boolean;
 }
@@ -59,6 +62,7 @@ function parseArgs(argv: string[]): BenchOptions {
     reconciliation: true,
     env: {},
     temporalJournal: 'wal',
+    profile: [],
     out: path.join(ROOT, 'bench-results', 'latest.json'),
     keep: false,
   };
@@ -116,6 +120,9 @@ function parseArgs(argv: string[]): BenchOptions {
         opts.temporalJournal = j;
         break;
       }
+      case '--profile':
+        opts.profile = v().split(',');
+        break;
       case '--out':
         opts.out = path.resolve(v());
         break;
@@ -182,8 +189,8 @@ function histogramMean(a: Metrics, b: Metrics, base: string): number | null {
 class Meter {
   private readonly sampler: CpuSampler;
 
-  constructor(private readonly stack: BillingStack, roots: Record<string, () => number | null>) {
-    this.sampler = new CpuSampler(roots);
+  constructor(private readonly stack: BillingStack, roots: Record<string, () => number | null>, self: Record<string, number>) {
+    this.sampler = new CpuSampler(roots, self);
   }
 
   private async pg(): Promise<PgCounters> {
@@ -308,12 +315,13 @@ async function main(): Promise<void> {
   let stack: BillingStack | null = null;
   let loadgen: ChildProcess | null = null;
   let stopping = false;
-  const stopAll = async () => {
+  const stopAll = async (beforeRemoving?: () => void) => {
     if (stopping) return;
     stopping = true;
     loadgen?.kill('SIGTERM');
     for (const c of cleanups.reverse()) await c().catch((e: unknown) => log(`cleanup: ${String(e)}`));
     if (stack) await stack.stop();
+    beforeRemoving?.();
     if (!opts.keep) rmSync(dir, { recursive: true, force: true });
     else log(`kept ${dir}`);
   };
@@ -339,6 +347,8 @@ async function main(): Promise<void> {
       workerMetrics: true,
       env: opts.env,
       temporalJournal: opts.temporalJournal,
+      ...(opts.profile.includes('api') ? { apiNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles', 'api')}`] } : {}),
+      ...(opts.profile.includes('worker') ? { workerNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles', 'worker')}`] } : {}),
       stripeApiBase: async (mockUrl) => {
         fake = await startPagingStripeFake({ port: await freePort(), upstream: mockUrl });
         cleanups.push(() => fake!.stop());
@@ -390,8 +400,7 @@ async function main(): Promise<void> {
       loadgen: () => lg.pid ?? null,
       floor: () => floor?.pid ?? null,
       'stripe-mock': () => findPid(['stripe-mock', `127.0.0.1:${s.stripeMock.port}`]),
-      bench: () => process.pid,
-    });
+    }, { bench: process.pid });
 
     const apiUrl = `${s.apiUrl}/webhooks/stripe`;
     let created = 1_800_000_000;
@@ -520,7 +529,39 @@ async function main(): Promise<void> {
     process.stdout.write(renderMarkdown(report));
     log(`wrote ${path.relative(ROOT, opts.out)}`);
   } finally {
-    await stopAll();
+    await stopAll(opts.profile.length > 0 ? () => printProfiles(dir, opts.profile) : undefined);
+  }
+}
+
+/** Summarizes the largest .cpuprofile of each profiled service: self time by function and by package. */
+function printProfiles(dir: string, names: string[]): void {
+  for (const name of names) {
+    const pdir = path.join(dir, 'profiles', name);
+    if (!existsSync(pdir)) continue;
+    const files = readdirSync(pdir).map((f) => path.join(pdir, f)).sort((a, b) => statSync(b).size - statSync(a).size);
+    if (!files[0]) continue;
+    const prof = JSON.parse(readFileSync(files[0], 'utf8')) as {
+      nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+      samples: number[];
+      timeDeltas: number[];
+    };
+    const frame = new Map(prof.nodes.map((n) => [n.id, n.callFrame]));
+    const byFn = new Map<string, number>();
+    const byPkg = new Map<string, number>();
+    let total = 0;
+    prof.samples.forEach((id, i) => {
+      const f = frame.get(id)!;
+      const dt = prof.timeDeltas[i] ?? 0;
+      total += dt;
+      const where = f.url.replace(/^file:\/\//, '').replace(ROOT + '/', '');
+      const fn = `${f.functionName || '(anonymous)'} ${where}:${f.lineNumber + 1}`;
+      byFn.set(fn, (byFn.get(fn) ?? 0) + dt);
+      const pkg = /node_modules\/((@[^/]+\/)?[^/]+)/.exec(where)?.[1] ?? (where.startsWith('node:') ? 'node internals' : where === '' ? f.functionName || '(native)' : 'project code');
+      byPkg.set(pkg, (byPkg.get(pkg) ?? 0) + dt);
+    });
+    const top = (m: Map<string, number>, n: number) =>
+      [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `  ${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`).join('\n');
+    process.stdout.write(`\n### CPU profile: ${name} (${(total / 1e6).toFixed(1)} s sampled, ${path.basename(files[0])})\nby package:\n${top(byPkg, 12)}\nby function (self time):\n${top(byFn, 25)}\n`);
   }
 }
 

@@ -50,7 +50,7 @@ export interface FaultRecord {
   firedAtAcked: number;
   /** How long the component was down / the fault took, ms. */
   durationMs: number;
-  /** Non-2xx answers (or network errors) the sender saw while the fault was in progress. */
+  /** Delivery attempts started while the fault was in progress that got a non-2xx (or no) answer. */
   failedDeliveriesDuring: number;
 }
 
@@ -276,18 +276,19 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const non2xx: Record<string, number> = {};
     let acked = 0;
     let retried = 0;
-    let failuresTotal = 0;
+    const failedAttemptStarts: number[] = [];
     let next = 0;
     const burstStart = Date.now();
     const deliver = async (eventId: string) => {
       const ev = byId.get(eventId)!;
       for (let attempt = 0; ; attempt++) {
         const signature = Stripe.webhooks.generateTestHeaderString({ payload: ev.body, secret: s.webhookSecret });
+        const attemptStart = Date.now();
         const status = await post(agent, url, ev.body, signature);
         if (status >= 200 && status < 300) break;
         const key = status === 0 ? 'network error' : String(status);
         non2xx[key] = (non2xx[key] ?? 0) + 1;
-        failuresTotal++;
+        failedAttemptStarts.push(attemptStart);
         if (attempt === 0) retried++;
         if (Date.now() - burstStart > 20 * 60_000) throw new Error(`delivery of ${eventId} never acknowledged`);
         await sleep(Math.min(2000, 100 * 2 ** Math.min(attempt, 5)));
@@ -315,11 +316,12 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         while (acked < f.at * stream.deliveries.length && next < stream.deliveries.length) await sleep(50);
         const record: FaultRecord = { kind: f.kind, firedAtAcked: acked, durationMs: 0, failedDeliveriesDuring: 0 };
         faults.push(record);
-        const failuresBefore = failuresTotal;
         const started = Date.now();
         const done = () => {
-          record.durationMs = Date.now() - started;
-          record.failedDeliveriesDuring = failuresTotal - failuresBefore;
+          const ended = Date.now();
+          record.durationMs = ended - started;
+          // Attempts started while the component was down (their 503 may arrive later, after a deadline).
+          record.failedDeliveriesDuring = failedAttemptStarts.filter((t) => t >= started && t <= ended).length;
           log(`  ${f.kind} recovered after ${record.durationMs} ms (${record.failedDeliveriesDuring} failed deliveries meanwhile, retried)`);
         };
         log(`fault: ${f.kind} at ${acked}/${stream.deliveries.length} acknowledged`);
@@ -474,7 +476,7 @@ export function renderChaosReport(r: ChaosReport): string {
     `|---|---|`,
     `| unique events (handled + ignored types) | ${c.uniqueEvents} (${c.handled} + ${c.ignoredTypes}) |`,
     `| deliveries sent (incl. duplicates) | ${c.deliveries} (${c.duplicateDeliveries} duplicates), ${c.retriedDeliveries} needed retries: ${JSON.stringify(c.non2xx)} |`,
-    ...r.faults.map((f) => `| fault: ${f.kind} | at ${f.firedAtAcked}/${c.deliveries} acknowledged, ${f.durationMs} ms, ${f.failedDeliveriesDuring} failed deliveries meanwhile |`),
+    ...r.faults.map((f) => `| fault: ${f.kind} | at ${f.firedAtAcked}/${c.deliveries} acknowledged, ${f.durationMs} ms, ${f.failedDeliveriesDuring} deliveries failed meanwhile (retried) |`),
     `| unexpected process exits | ${r.unexpectedExits.length ? r.unexpectedExits.map((e) => `${e.name} (${e.code ?? e.signal})`).join(', ') : 'none'} |`,
     `| lost events (handled, not applied) | ${c.lost} |`,
     `| applied_events rows / unique handled events | ${c.applied} / ${c.handled} |`,

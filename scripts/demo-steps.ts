@@ -41,16 +41,22 @@ export interface DemoStack {
   stripeSecretKey: string;
   webhookSecret: string;
   adminToken: string;
+  /** Bearer token of the app-facing endpoints, when the API was started with API_TOKEN. */
+  apiToken?: string | null;
   /** The worker's DUNNING_RETRY_DAYS (null: the default 1,3,5,7). */
   dunningRetryDays: string | null;
 }
 
 /** Checks that a dev stack can run the demo; returns what is missing otherwise. */
-export function demoStackFrom(state: DevStackState): { ok: true; stack: DemoStack } | { ok: false; reason: string } {
+export function demoStackFrom(
+  state: DevStackState,
+  tokens: { adminToken?: string | undefined; apiToken?: string | undefined } = {},
+): { ok: true; stack: DemoStack } | { ok: false; reason: string } {
   if (!state.stripeSecretKey || !state.webhookSecret) {
     return { ok: false, reason: 'this dev stack talks to a real Stripe account (STRIPE_SECRET_KEY set); the demo only runs on the local emulators' };
   }
-  if (!state.adminToken) return { ok: false, reason: 'this dev stack uses your own ADMIN_TOKEN; start it without ADMIN_TOKEN (or stop it and let the demo start one)' };
+  const adminToken = state.adminToken ?? tokens.adminToken;
+  if (!adminToken) return { ok: false, reason: 'this dev stack uses your own ADMIN_TOKEN: run the demo with the same ADMIN_TOKEN in its environment' };
   if (!state.localstripeUrl || !state.stripeApiBase || state.localstripeUrl === state.stripeApiBase) {
     return { ok: false, reason: 'this dev stack predates the emulator gateway (no localstripeUrl in its state file): restart `npm run dev`' };
   }
@@ -65,7 +71,8 @@ export function demoStackFrom(state: DevStackState): { ok: true; stack: DemoStac
       localstripeUrl: state.localstripeUrl,
       stripeSecretKey: state.stripeSecretKey,
       webhookSecret: state.webhookSecret.split(',')[0]!.trim(),
-      adminToken: state.adminToken,
+      adminToken,
+      apiToken: tokens.apiToken ?? null,
       dunningRetryDays: state.dunningRetryDays ?? null,
     },
   };
@@ -153,7 +160,8 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
     }
     return { status: res.status, body: parsed };
   }
-  const api = (method: string, path: string, body?: unknown) => http(stack.apiUrl, method, path, body);
+  const api = (method: string, path: string, body?: unknown) =>
+    http(stack.apiUrl, method, path, body, stack.apiToken ? { Authorization: `Bearer ${stack.apiToken}` } : {});
   const admin = (method: string, path: string, body?: unknown) => http(stack.apiUrl, method, path, body, { Authorization: `Bearer ${stack.adminToken}` });
 
   /** A call to localstripe itself (form-encoded, like Stripe's API). */
@@ -333,9 +341,9 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
     ctx.base = monthly[0] ?? null;
     ctx.upgrade = monthly[1] ?? null;
     if (!ctx.base || !ctx.upgrade) throw new StepFailure('the catalog needs two monthly plans for the story');
-    return `catalog: ${plans.length} plans (GET /plans, synced from config/plans.json) created in localstripe as Plans with the catalog's price ids: ${plans
-      .map((p) => `${p.stripePriceId} ${money(p.amount, p.currency)}`)
-      .join(', ')}`;
+    const first = plans[0]!;
+    const last = plans[plans.length - 1]!;
+    return `catalog: ${plans.length} plans (GET /plans, synced from config/plans.json) created in localstripe as Plans with the catalog's ids (${first.stripePriceId} ${money(first.amount, first.currency)} … ${last.stripePriceId} ${money(last.amount, last.currency)})`;
   });
 
   // ============================================================================ 2. checkout → active
@@ -488,7 +496,7 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
     if (sentBeforeHard !== 1 || delivered.length !== 1) throw new StepFailure(`expected exactly one notice, ledger has: ${notices.map((n) => `${n.kind}/${n.status}`).join(', ') || 'none'}`);
     const noticeState = (st: string) => (st === 'canceled' ? 'queued, withdrawn at recovery' : st);
     ctx.dunningLine = `recovered after ${c.dunning.attempt} ${c.dunning.attempt === 1 ? 'retry' : 'retries'} (insufficient_funds → expired_card → new card); ${delivered.length} notice (${delivered.map((n) => `${n.kind}: ${noticeState(n.status)}`).join('; ')})${suppressed.length ? `, ${suppressed.length} more suppressed by the notice spacing (${suppressed.map((n) => n.kind).join(', ')})` : ''}`;
-    return `renewal ${draft.id} ${money(declined.amount_due, declined.currency)} declined on localstripe; fixture invoice.payment_failed insufficient_funds (soft) → dunning retrying, access ${started.accessState}, 1 notice; ${retryPart}; fixture expired_card (hard) → awaiting_payment_method; new card ${good.id} (+ fixture payment_method.attached) → retry paid → local: ${describe(c)}, dunning ${c.dunning.state} after ${c.dunning.attempt} attempts`;
+    return `renewal ${draft.id} ${money(declined.amount_due, declined.currency)} declined on localstripe; fixture invoice.payment_failed insufficient_funds (soft) → dunning retrying, access ${started.accessState}, 1 notice; ${retryPart}; fixture invoice.payment_failed expired_card (hard) → awaiting_payment_method; new card ${good.id} (+ fixture payment_method.attached) → retry paid → local: ${describe(c)}, dunning ${c.dunning.state} after ${c.dunning.attempt} attempts`;
   });
 
   async function noticesFor(invoiceId: string): Promise<{ kind: string; status: string }[]> {

@@ -25,9 +25,11 @@ async function main(): Promise<number> {
   if (state) {
     out(`[demo] using the running dev stack (${stateFileIn(dataDir)}, API ${state.apiUrl} healthy)`);
   } else {
-    out(`[demo] no dev stack running: starting scripts/dev.ts in the background (DUNNING_RETRY_DAYS=${DEMO_DUNNING_RETRY_DAYS}; log in ${dataDir}/demo-dev-stack.log)…`);
+    const retryDays = process.env.DUNNING_RETRY_DAYS ?? DEMO_DUNNING_RETRY_DAYS;
+    out(`[demo] no dev stack running: starting scripts/dev.ts in the background (DUNNING_RETRY_DAYS=${retryDays}; log in ${dataDir}/demo-dev-stack.log)…`);
     const t0 = Date.now();
-    started = await startDevStack({ env: { DUNNING_RETRY_DAYS: process.env.DUNNING_RETRY_DAYS ?? DEMO_DUNNING_RETRY_DAYS }, log: out });
+    // Always the local emulators: a Stripe key in this shell must not turn the demo into real charges.
+    started = await startDevStack({ env: { DUNNING_RETRY_DAYS: retryDays, STRIPE_SECRET_KEY: undefined, STRIPE_API_BASE: undefined, STRIPE_WEBHOOK_SECRET: undefined }, log: out });
     state = started.state;
     out(`[demo] dev stack up in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   }
@@ -44,7 +46,7 @@ async function main(): Promise<number> {
     void stopStarted().then(() => process.exit(130));
   });
 
-  const checked = demoStackFrom(state);
+  const checked = demoStackFrom(state, { adminToken: process.env.ADMIN_TOKEN, apiToken: process.env.API_TOKEN });
   if (!checked.ok) {
     out(`[demo] cannot run: ${checked.reason}`);
     await stopStarted();
@@ -54,7 +56,7 @@ async function main(): Promise<number> {
   const schedule = stack.dunningRetryDays
     ? `DUNNING_RETRY_DAYS=${stack.dunningRetryDays} (${stack.dunningRetryDays
         .split(',')
-        .map((d) => `${Math.round(Number(d) * 86_400)} s`)
+        .map((d) => (Number(d) < 1 / 24 ? `${Math.round(Number(d) * 86_400)} s` : `${Number(d)} d`))
         .join(', ')} after the first failure)`
     : 'DUNNING_RETRY_DAYS default 1,3,5,7 days: the scheduled retry is reported, not awaited (start `DUNNING_RETRY_DAYS=0.0002,0.0005,0.001 npm run dev` to see it)';
   out(`[demo] Stripe = localstripe ${stack.localstripeUrl} behind the emulator gateway ${stack.stripeApiBase}; dunning: ${schedule}`);

@@ -27,8 +27,19 @@ async function main(): Promise<void> {
     await page.screenshot({ path: list, fullPage: false });
     process.stdout.write(`saved ${list}\n`);
 
-    await page.goto(`${uiUrl}/namespaces/default/workflows/${encodeURIComponent(`customer:${customerId}`)}`, { waitUntil: 'networkidle' });
-    await page.waitForTimeout(2000);
+    // A running workflow's page keeps polling, so it never becomes network-idle: wait for its event history.
+    await page.goto(`${uiUrl}/namespaces/default/workflows/${encodeURIComponent(`customer:${customerId}`)}`, { waitUntil: 'load' });
+    await page.getByText(/event history/i).first().waitFor({ timeout: 30_000 });
+    // The Event History tab in its Compact view: one row per signal (stripeEvent, reconcile, dunning…) and activity.
+    await page.setViewportSize({ width: 1440, height: 1100 });
+    const click = async (name: RegExp) => {
+      const target = page.getByRole('link', { name }).or(page.getByRole('tab', { name })).or(page.getByRole('button', { name })).first();
+      if (await target.isVisible().catch(() => false)) await target.click();
+      await page.waitForTimeout(1500);
+    };
+    await click(/^event history/i);
+    await click(/^compact$/i);
+    await page.waitForTimeout(1500);
     const history = path.join(ROOT, 'docs', 'temporal-ui-customer-history.png');
     await page.screenshot({ path: history, fullPage: true });
     process.stdout.write(`saved ${history}\n`);

@@ -8,7 +8,7 @@ import { driftKind, type DriftField, type ReconciliationInput } from '../../doma
 import { BillingWorkflowKindKey } from '../../domain/search-attributes';
 import type { Sql } from '../../lib/db';
 import { ApiError } from '../errors';
-import { parseJsonBody, parseQuery } from '../validate';
+import { isStorableTime, parseJsonBody, parseQuery } from '../validate';
 
 /** Optional tuning of a manual run (defaults suit production). */
 export const StartReconciliationBodySchema = z
@@ -72,7 +72,7 @@ function decodeCursor(cursor: string): { startedAt: Date; id: string } {
   try {
     const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
     const startedAt = new Date(at);
-    if (Number.isNaN(startedAt.getTime()) || typeof id !== 'string') throw new Error('bad');
+    if (!isStorableTime(startedAt) || typeof id !== 'string' || id.includes('\u0000')) throw new Error('bad');
     return { startedAt, id };
   } catch {
     throw new ApiError(400, 'invalid_cursor', 'cursor is not valid');

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Sql } from '../../lib/db';
 import { ApiError } from '../errors';
 import type { Ingest } from '../ingest';
-import { parseJsonBody, parseQuery } from '../validate';
+import { isStorableTime, parseJsonBody, parseQuery } from '../validate';
 
 const STATUSES = ['received', 'dispatched', 'applied', 'ignored', 'failed'] as const;
 
@@ -36,7 +36,7 @@ function decodeCursor(cursor: string): { receivedAt: Date; eventId: string } {
   try {
     const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
     const receivedAt = new Date(at);
-    if (Number.isNaN(receivedAt.getTime()) || typeof id !== 'string') throw new Error('bad');
+    if (!isStorableTime(receivedAt) || typeof id !== 'string' || id.includes('\u0000')) throw new Error('bad');
     return { receivedAt, eventId: id };
   } catch {
     throw new ApiError(400, 'invalid_cursor', 'cursor is not valid');

@@ -48,6 +48,11 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
     if (typeof envelope.type !== 'string') {
       return done(400, { error: 'malformed_event', message: 'event has no type' }, 'malformed_event');
     }
+    // The id is the delivery log's primary key and the type an indexed column: Postgres rejects NUL in
+    // text and over-long btree keys, so such an event could never be stored (it is not from Stripe).
+    if (envelope.id.length > 255 || envelope.id.includes('\u0000') || envelope.type.includes('\u0000')) {
+      return done(400, { error: 'malformed_event', message: 'event id or type is not a Stripe id' }, 'malformed_event');
+    }
 
     let outcome;
     try {

@@ -149,7 +149,7 @@ describe('docker-compose.yml', () => {
     const s = script('temporal-create-namespace');
     expect(s).toContain('temporal operator namespace create');
     expect(s).toContain('temporal operator search-attribute create');
-    for (const name of ['StripeCustomerId', 'SubscriptionStatus', 'PlanId', 'DunningState']) {
+    for (const name of ['StripeCustomerId', 'SubscriptionStatus', 'PlanId', 'DunningState', 'BillingWorkflowKind']) {
       expect(s).toContain(`--name ${name} --type Keyword`);
     }
   });

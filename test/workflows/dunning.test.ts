@@ -19,6 +19,7 @@ import {
   type DunningWorkflowInput,
   type DunningWorkflowResult,
 } from '../../domain/messages';
+import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from '../../domain/search-attributes';
 import { dunningStats } from '../../lib/dunning-stats';
 import {
   createFakeStripe,
@@ -154,6 +155,13 @@ describe('dunningWorkflow (time-skipping)', () => {
       expect(view.nextAttemptAt! * 1000).toBeLessThan(startedAtMs + 3 * DAY + 60_000);
       const meta = (await handle.query('__temporal_workflow_metadata')) as { currentDetails?: string };
       expect(meta.currentDetails).toBe(`attempt 1/4, next ${new Date(startedAtMs + 3 * DAY).toISOString().slice(0, 10)}`);
+      // Upserted search attributes (registered on the test server in beforeAll; it rejects unknown ones).
+      const attributes = (await handle.describe()).typedSearchAttributes;
+      expect([attributes.get(DunningStateKey), attributes.get(StripeCustomerIdKey), attributes.get(BillingWorkflowKindKey)]).toEqual([
+        'retrying',
+        ids.customerId,
+        'dunning',
+      ]);
       expect(await localState(ids.customerId)).toEqual({ access_state: 'grace', status: 'past_due' });
 
       const result = (await handle.result()) as DunningWorkflowResult;
@@ -421,8 +429,11 @@ describe('dunningWorkflow (time-skipping)', () => {
       const ids = dunningIds();
       const fake = createFakeStripe({ ...ids, pay: () => ({ decline: 'insufficient_funds' }) });
       const worker = await startWorker({ fake, config: { DUNNING_RETRY_DAYS: '1,3', DUNNING_FINAL_ACTION: 'cancel' } });
-      const now = Math.floor(Date.now() / 1000);
-      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: now - 60 }));
+      // Invoice events on the test server's clock (earlier tests moved it days ahead): they anchor the schedule.
+      // Subscription events on the real clock, like the Stripe snapshots the activities read.
+      const now = Math.floor((await env.currentTimeMs()) / 1000);
+      const realNow = Math.floor(Date.now() / 1000);
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 }));
       try {
         await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 30 }));
         const child = await runningChild(ids.invoiceId);
@@ -444,13 +455,6 @@ describe('dunningWorkflow (time-skipping)', () => {
       } finally {
         await stopCustomer(customer);
         await worker.stop();
-        for (const h of [customer, env.client.workflow.getHandle(dunningWorkflowId(ids.invoiceId))]) {
-          const hist = await h.fetchHistory();
-          console.log('DBG H', h.workflowId, JSON.stringify((hist.events ?? []).map((e) => [e.eventId?.toString(), e.eventType, e.workflowExecutionSignaledEventAttributes?.signalName ?? e.activityTaskScheduledEventAttributes?.activityType?.name])));
-        }
-        const t0 = Date.now();
-        await Promise.race([env.sleep('1 hour'), new Promise((r) => setTimeout(r, 5000))]);
-        console.log('DBG sleep took', Date.now() - t0);
       }
     });
 
@@ -458,8 +462,11 @@ describe('dunningWorkflow (time-skipping)', () => {
       const ids = dunningIds();
       const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
       const worker = await startWorker({ fake });
-      const now = Math.floor(Date.now() / 1000);
-      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: now - 60 }));
+      // Invoice events on the test server's clock (earlier tests moved it days ahead): they anchor the schedule.
+      // Subscription events on the real clock, like the Stripe snapshots the activities read.
+      const now = Math.floor((await env.currentTimeMs()) / 1000);
+      const realNow = Math.floor(Date.now() / 1000);
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 }));
       try {
         const failed = invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 30 });
         await customer.signal(stripeEventSignal, failed);
@@ -488,33 +495,35 @@ describe('dunningWorkflow (time-skipping)', () => {
       }
     });
 
+    // Keep this the last test that skips time: when a child completes after its parent run continued-as-new,
+    // the Java test server keeps a time-skipping lock, so nothing may need skipped time afterwards.
     it('survives the customer workflow continuing-as-new mid-cycle: same cycle, no duplicate', async () => {
       const ids = dunningIds();
       const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, 'succeed']) });
       const worker = await startWorker({ fake });
-      const now = Math.floor(Date.now() / 1000);
-      await env.sleep('3 days');
-      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: now - 60 }), 2);
+      // Invoice events on the test server's clock (earlier tests moved it days ahead): they anchor the schedule.
+      // Subscription events on the real clock, like the Stripe snapshots the activities read.
+      const now = Math.floor((await env.currentTimeMs()) / 1000);
+      const realNow = Math.floor(Date.now() / 1000);
+      // Continue-as-new after 4 applied items: the subscription, the failure, the cycle's first subscription
+      // sync (a reconcile signal) and the second failure, sent once the cycle waits on its timer.
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 }), 4);
       try {
         await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 30 }));
         const child = await runningChild(ids.invoiceId);
-        console.log('DBG child running', await env.currentTimeMs(), Date.now());
-        setTimeout(async () => {
-          for (const h of [customer, child]) {
-            const hist = await h.fetchHistory();
-            console.log('DBG history', h.workflowId, JSON.stringify((hist.events ?? []).map((e) => [e.eventId?.toString(), e.eventType, e.eventTime?.seconds?.toString(), e.workflowExecutionSignaledEventAttributes?.signalName ?? e.activityTaskScheduledEventAttributes?.activityType?.name ?? e.timerStartedEventAttributes?.startToFireTimeout?.seconds?.toString(), e.workflowTaskFailedEventAttributes?.failure?.message])));
-          }
-        }, 30000);
+        await eventually(async () => {
+          const events = (await child.fetchHistory()).events ?? [];
+          return events.some((e) => e.timerStartedEventAttributes) && (await customer.query(stateQuery)).queued === 0;
+        }, 20_000, 'the cycle to wait for retry 1');
+
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 20 }));
         await eventually(async () => (await customer.describe()).runId !== customer.signaledRunId, 20_000, 'the customer workflow to continue-as-new');
         expect((await child.describe()).status.name).toBe('RUNNING');
 
-        // After continue-as-new the new run still knows the cycle: a second failure joins it.
-        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 20 }));
-        console.log('DBG customer continued');
-        await eventually(async () => (await dunningSignals(child)) === 1, 20_000, 'the second failure to reach the running cycle');
-        console.log('DBG joined');
+        // The new run still knows the cycle: a third failure joins it instead of starting another.
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', ...ids, declineCode: 'insufficient_funds', created: now - 10 }));
+        await eventually(async () => (await dunningSignals(child)) === 2, 20_000, 'both later failures to reach the running cycle');
         await env.sleep('30 hours');
-        console.log('DBG slept');
         expect(fake.payCalls).toHaveLength(1);
         expect((await child.describe()).status.name).toBe('RUNNING');
 
@@ -524,7 +533,11 @@ describe('dunningWorkflow (time-skipping)', () => {
         const [count] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`;
         expect(count!.n).toBe(1);
         await eventually(async () => (await customer.query(stateQuery)).dunning.find((d) => d.invoiceId === ids.invoiceId)?.state === 'recovered', 20_000, 'the parent to see the recovery');
-        expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' });
+        // The parent applies Stripe's active subscription from its queue, after the progress signal's handler ran.
+        await eventually(async () => {
+          const local = await localState(ids.customerId);
+          return local?.access_state === 'active' && local.status === 'active';
+        }, 20_000, 'the local state to be active again');
       } finally {
         await stopCustomer(customer);
         await worker.stop();
