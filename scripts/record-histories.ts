@@ -11,7 +11,7 @@ import { NativeConnection, Runtime, Worker, DefaultLogger, bundleWorkflowCode } 
 import { createActivities } from '../activities';
 import { normalizeStripeEvent } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
-import { stateQuery, stripeEventSignal, reconcileSignal } from '../domain/messages';
+import { changePlanUpdate, stateQuery, stripeEventSignal, reconcileSignal } from '../domain/messages';
 import { loadConfig } from '../lib/config';
 import { createSql } from '../lib/db';
 import { migrate } from '../lib/migrate';
@@ -93,10 +93,47 @@ async function main(): Promise<void> {
         },
       });
       await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 6);
-      await save(client, handle.workflowId, handle.signaledRunId, 'customer-lifecycle-run1');
+      await save(client, handle.workflowId, handle.signaledRunId, 'v2-customer-lifecycle-run1');
       const latest = await client.workflow.getHandle(handle.workflowId).describe();
-      await save(client, handle.workflowId, latest.runId, 'customer-lifecycle-run2');
+      await save(client, handle.workflowId, latest.runId, 'v2-customer-lifecycle-run2');
       await client.workflow.getHandle(handle.workflowId).terminate('recorded');
+
+      // Scenario 2 (current code): plan catalog loaded, a downgrade Update, a payment failure that
+      // starts a dunning child, and the invoice paid that ends it.
+      await sql`
+        INSERT INTO plans (id, stripe_price_id, name, amount, currency, interval, rank) VALUES
+          ('pro-monthly', 'price_ProMonthly', 'Pro', 2900, 'usd', 'month', 20),
+          ('basic-monthly', 'price_BasicMonthly', 'Basic', 900, 'usd', 'month', 10)
+        ON CONFLICT (id) DO NOTHING`;
+      const s2 = uniqueFixture('customer.created', { token: 'RecDunning' });
+      const env2 = ['customer.created', 'customer.subscription.created']
+        .map((t) => uniqueFixture(t, { token: s2.token }).envelope)
+        .map((e) => {
+          const n = normalizeStripeEvent(e);
+          if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
+          return n.event;
+        });
+      const h2 = await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(s2.customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId: s2.customerId }],
+        signal: stripeEventSignal,
+        signalArgs: [env2[0]!],
+      });
+      await h2.signal(stripeEventSignal, env2[1]!);
+      await waitFor(async () => (await h2.query(stateQuery)).applied >= 2);
+      await h2.executeUpdate(changePlanUpdate, { args: [{ planId: 'basic-monthly', requestId: 'record-downgrade-1' }] });
+      const failed = uniqueFixture('invoice.payment_failed', { token: s2.token }).envelope;
+      const paid = uniqueFixture('invoice.paid', { token: s2.token }).envelope;
+      for (const e of [failed, paid]) {
+        const n = normalizeStripeEvent(e);
+        if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
+        await h2.signal(stripeEventSignal, n.event);
+        await waitFor(async () => (await h2.query(stateQuery)).lastEventId === e.id);
+      }
+      await new Promise((r) => setTimeout(r, 3000));
+      await save(client, h2.workflowId, h2.signaledRunId, 'v2-customer-plan-change-dunning');
+      await client.workflow.getHandle(h2.workflowId).terminate('recorded');
     });
     await nativeConnection.close();
     await connection.close();

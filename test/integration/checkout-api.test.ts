@@ -215,7 +215,7 @@ describe('checkout and subscription HTTP API', () => {
       const res = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'basic-monthly' });
       expect(res.status).toBe(200);
       const body = (await res.json()) as { kind: string; amountDueNow: number; amountDueNext: number; effectiveAt: number };
-      const end = await db.sql`SELECT extract(epoch FROM current_period_end)::int AS t FROM subscriptions WHERE customer_id = ${customerId}`;
+      const end = await db.sql`SELECT floor(extract(epoch FROM current_period_end))::int AS t FROM subscriptions WHERE customer_id = ${customerId}`;
       expect(body).toMatchObject({ kind: 'downgrade', amountDueNow: 0, amountDueNext: 900, effectiveAt: end[0]!.t });
     });
   });
