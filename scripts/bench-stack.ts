@@ -174,6 +174,10 @@ export interface BillingStackOptions {
   /** Extra environment for one service. */
   apiEnv?: Record<string, string>;
   workerEnv?: Record<string, string>;
+  /** The worker's entry point (default worker/main.ts; the bench's experiments use scripts/bench-worker-variant.ts). */
+  workerEntry?: string;
+  /** The API's entry point (default api/server.ts; experiments use scripts/bench-api-variant.ts). */
+  apiEntry?: string;
   /** Node flags for one service, e.g. ['--cpu-prof', '--cpu-prof-dir=…']. */
   apiNodeArgs?: string[];
   workerNodeArgs?: string[];
@@ -185,6 +189,8 @@ export interface BillingStackOptions {
    * several times. 'default': the CLI's own default (rollback journal), for before/after comparisons.
    */
   temporalJournal?: 'wal' | 'default';
+  /** Server-side eager activity dispatch (the task comes back with the workflow task completion). */
+  temporalEagerActivities?: boolean;
   /** Restart API or worker automatically if they exit on their own. */
   supervise?: boolean;
   onUnexpectedExit?: (name: string, exit: ProcessExit) => void;
@@ -252,7 +258,10 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
         port: temporalPort,
         dbFile: path.join(dir, 'temporal', 'temporal.db'),
         logDir: dir,
-        extraArgs: temporalSqliteArgs(opts.temporalJournal ?? 'wal'),
+        extraArgs: [
+          ...temporalSqliteArgs(opts.temporalJournal ?? 'wal'),
+          ...(opts.temporalEagerActivities ? ['--dynamic-config-value', 'system.enableActivityEagerExecution=true'] : []),
+        ],
       }).then((h) => {
         cleanups.push(() => h.stop());
         onEmergency(() => h.kill('SIGKILL'));
@@ -303,11 +312,11 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       services.push(svc);
       return svc;
     };
-    const worker = spawnService('worker', 'worker/main.ts', {
+    const worker = spawnService('worker', opts.workerEntry ?? 'worker/main.ts', {
       ...(opts.workerMetrics ? { WORKER_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` } : {}),
       ...opts.workerEnv,
     }, opts.workerNodeArgs);
-    const api = spawnService('api', 'api/server.ts', { PORT: String(apiPort), ...opts.apiEnv }, opts.apiNodeArgs);
+    const api = spawnService('api', opts.apiEntry ?? 'api/server.ts', { PORT: String(apiPort), ...opts.apiEnv }, opts.apiNodeArgs);
     cleanups.push(async () => {
       await Promise.all(services.map((s) => s.stop()));
     });

@@ -10,11 +10,16 @@
  *        --no-floor · --no-scale · --no-reconciliation · --env KEY=VALUE (API+worker, repeatable)
  *        --temporal-journal wal|default (dev server SQLite journal; both fsync every commit)
  *        --profile api,worker (V8 CPU profiles; the top functions are printed at the end)
+ *        --eager-activities (dev server: system.enableActivityEagerExecution=true)
+ *        --worker-options '{"maxCachedWorkflows":2000}' · --local-activities (experiments, via
+ *        scripts/bench-worker-variant.ts: worker/main.ts and workflows/ stay unchanged)
+ *        --native-client (experiment: the API's Temporal client on a NativeConnection, scripts/bench-api-variant.ts)
  *        --out FILE · --keep (keep the temp dir)
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import v8 from 'node:v8';
 import path from 'node:path';
 import { createSql } from '../lib/db';
 import { benchCustomerId, summarize, type LatencySummary, type LoadJob, type LoadResult } from './bench-load';
@@ -40,6 +45,11 @@ interface BenchOptions {
   reconciliation: boolean;
   env: Record<string, string>;
   temporalJournal: 'wal' | 'default';
+  temporalEagerActivities: boolean;
+  /** Experiments through scripts/bench-worker-variant.ts (worker/main.ts itself is unchanged). */
+  workerOptions: Record<string, unknown> | null;
+  localActivities: boolean;
+  nativeClient: boolean;
   /** Write a V8 CPU profile of these services and print where their time went. */
   profile: string[];
   out: string;
@@ -55,13 +65,17 @@ function parseArgs(argv: string[]): BenchOptions {
     concurrency: [8, 32, 64],
     rates: [100, 300],
     customers: quick ? 300 : 2000,
-    scale: quick ? 1000 : 10_000,
+    scale: quick ? 500 : 10_000,
     duplicateRate: 0.1,
     floor: true,
     scalePhase: true,
     reconciliation: true,
     env: {},
     temporalJournal: 'wal',
+    temporalEagerActivities: false,
+    workerOptions: null,
+    localActivities: false,
+    nativeClient: false,
     profile: [],
     out: path.join(ROOT, 'bench-results', 'latest.json'),
     keep: false,
@@ -120,6 +134,18 @@ function parseArgs(argv: string[]): BenchOptions {
         opts.temporalJournal = j;
         break;
       }
+      case '--eager-activities':
+        opts.temporalEagerActivities = true;
+        break;
+      case '--worker-options':
+        opts.workerOptions = JSON.parse(v()) as Record<string, unknown>;
+        break;
+      case '--native-client':
+        opts.nativeClient = true;
+        break;
+      case '--local-activities':
+        opts.localActivities = true;
+        break;
       case '--profile':
         opts.profile = v().split(',');
         break;
@@ -223,7 +249,8 @@ class Meter {
     let rpc: Record<string, number> | null = null;
     if (s.wm && wm) {
       rpc = {};
-      for (const [k, v] of metricDelta(s.wm, wm, /^temporal_request(_total)?\{/)) {
+      // Unary RPCs (temporal_request) and long polls (temporal_long_request), by operation.
+      for (const [k, v] of metricDelta(s.wm, wm, /^temporal_(long_)?request(_total)?\{/)) {
         const op = /operation="([^"]+)"/.exec(k)?.[1] ?? 'other';
         rpc[op] = (rpc[op] ?? 0) + per(v);
       }
@@ -248,8 +275,10 @@ function bottleneck(r: PhaseResources, requestsPerSec: number): string {
   const fmt = (list: [string, number][]) => list.map(([n, p]) => `${n} ${Math.round(p)}%`).join(', ');
   const perReq = (x: number) => (requestsPerSec > 0 ? Math.round((x / requestsPerSec) * 10) / 10 : 0);
   const rpcTotal = r.workerRpcPerSec ? Object.values(r.workerRpcPerSec).reduce((a, b) => a + b, 0) : 0;
+  const wft = r.workerRpcPerSec?.RespondWorkflowTaskCompleted ?? 0;
+  const act = r.workerRpcPerSec?.RespondActivityTaskCompleted ?? 0;
   const io = `${r.pgCommitsPerSec} PG commits/s (${perReq(r.pgCommitsPerSec)}/req), ${r.walSyncsPerSec} WAL fsyncs/s${
-    r.workerRpcPerSec ? `, worker ${Math.round(rpcTotal)} Temporal RPCs/s (${perReq(rpcTotal)}/req)` : ''
+    r.workerRpcPerSec ? `, worker ${Math.round(rpcTotal)} Temporal RPCs/s incl. polls (${Math.round(wft)} workflow tasks/s, ${Math.round(act)} activities/s)` : ''
   }`;
   const oneCore = procs.find(([name, p]) => p >= 90 && (name === 'api' || name === 'floor' || name === 'loadgen'));
   if (r.cpu.machineBusyPct >= 85) {
@@ -347,6 +376,17 @@ async function main(): Promise<void> {
       workerMetrics: true,
       env: opts.env,
       temporalJournal: opts.temporalJournal,
+      temporalEagerActivities: opts.temporalEagerActivities,
+      ...(opts.nativeClient ? { apiEntry: 'scripts/bench-api-variant.ts', apiEnv: { BENCH_NATIVE_CLIENT: '1' } } : {}),
+      ...(opts.workerOptions || opts.localActivities
+        ? {
+            workerEntry: 'scripts/bench-worker-variant.ts',
+            workerEnv: {
+              BENCH_WORKER_OPTIONS: JSON.stringify(opts.workerOptions ?? {}),
+              BENCH_LOCAL_ACTIVITIES: opts.localActivities ? '1' : '0',
+            },
+          }
+        : {}),
       ...(opts.profile.includes('api') ? { apiNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles', 'api')}`] } : {}),
       ...(opts.profile.includes('worker') ? { workerNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles', 'worker')}`] } : {}),
       stripeApiBase: async (mockUrl) => {
@@ -497,7 +537,7 @@ async function main(): Promise<void> {
         workerRssMb: mb(mem?.rssKb),
         workerPeakRssMb: mb(mem?.hwmKb),
         workerRssBeforeMb: mb(before?.rssKb),
-        workerTuning: workerTuning(),
+        workerTuning: { ...workerTuning(), ...Object.fromEntries(Object.entries(opts.workerOptions ?? {}).map(([k, v]) => [k, `${JSON.stringify(v)} (override)`])), ...(opts.localActivities ? { customerDbActivities: 'local (experiment)' } : {}) },
         resources: res,
       };
       log(`  ${live.count} live customer workflows; worker RSS ${scale.workerRssMb} MB (peak ${scale.workerPeakRssMb} MB)`);
@@ -652,12 +692,18 @@ async function runReconciliation(s: BillingStack, fake: PagingStripeFake, meter:
   }
 }
 
+/** The Worker.create options set in worker/main.ts (read from its source), SDK defaults where unset. */
 function workerTuning(): Record<string, string> {
   const src = readFileSync(path.join(ROOT, 'worker', 'main.ts'), 'utf8');
   const out: Record<string, string> = {};
   for (const key of ['maxCachedWorkflows', 'maxConcurrentWorkflowTaskExecutions', 'maxConcurrentActivityTaskExecutions', 'maxConcurrentWorkflowTaskPolls', 'maxConcurrentActivityTaskPolls', 'workflowThreadPoolSize']) {
-    const m = new RegExp(`${key}:\\s*([^,\\n]+)`).exec(src);
+    const m = new RegExp(`^\\s*${key}:\\s*([^,\\n]+)`, 'm').exec(src);
     if (m) out[key] = m[1]!.trim();
+  }
+  if (!out.maxCachedWorkflows) {
+    // The SDK's default with reuseV8Context: 600 workflows per GiB of heap above 200 MiB (same node, same machine).
+    const heapMiB = v8.getHeapStatistics().heap_size_limit / 2 ** 20;
+    out.maxCachedWorkflows = `SDK default ${Math.max(Math.floor((Math.max(heapMiB - 200, 0) * 600) / 1024), 10)} (heap limit ${Math.round(heapMiB)} MiB)`;
   }
   return out;
 }

@@ -41,7 +41,9 @@ async function main(): Promise<void> {
     activities: createActivities({ sql, stripe, config, temporalClient }),
     maxConcurrentWorkflowTaskExecutions: 100,
     maxConcurrentActivityTaskExecutions: 100,
-    maxCachedWorkflows: 5000,
+    // No fixed maxCachedWorkflows: a cached customer workflow costs ~1 MB (npm run bench: worker RSS
+    // 0.58 → 3.05 GB from 100 to 2,600 cached), so 5,000 meant ~5 GB, past Node's default 4 GB heap and
+    // most containers. The SDK sizes the cache from the heap limit instead (~600 per GB of --max-old-space-size).
   });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE }, 'worker started');
   // Runtime's default shutdownSignals (SIGINT, SIGTERM) drain the worker gracefully.

@@ -1,0 +1,16 @@
+/**
+ * Bench-only API entry: runs api/server.ts unchanged, but with BENCH_NATIVE_CLIENT=1 its Temporal client
+ * talks over a NativeConnection (the SDK's Rust core, as the worker does) instead of grpc-js, to measure
+ * the client-side cost of signal-with-start before anyone edits lib/temporal.ts.
+ */
+import { Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+
+if (process.env.BENCH_NATIVE_CLIENT === '1') {
+  // createTemporalClient (lib/temporal.ts) calls Connection.connect: hand it a NativeConnection instead.
+  Connection.connect = (async (options?: { address?: string }) =>
+    NativeConnection.connect({ address: options?.address ?? '127.0.0.1:7233' })) as unknown as typeof Connection.connect;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+require('../api/server');
