@@ -82,8 +82,11 @@ function unroutedLogFields(envelope: Envelope): { eventId: unknown; customerId: 
   return { eventId: envelope.id, customerId: customer, workflowId: null };
 }
 
-/** Stripe ids are short: longer ones cannot be a btree key or a Temporal workflow id (1,000 chars). */
-const MAX_ID_LENGTH = 255;
+/**
+ * Stripe ids are short printable ASCII (`cus_…`, `sub_…`). Anything else cannot be a btree key (too
+ * long), a Postgres text (NUL) or a Temporal workflow id / search attribute (invalid UTF-8, over 1,000 chars).
+ */
+const PLAUSIBLE_ID = /^[\x21-\x7e]{1,255}$/;
 /** 9999-12-31T23:59:59Z, the last second Postgres and JS dates agree on. */
 const LATEST_UNIX_SECONDS = 253_402_300_799;
 
@@ -94,7 +97,7 @@ const stripNul = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '')
 function implausible(result: NormalizeResult): NormalizeResult {
   if (result.outcome !== 'handled') return result;
   const e = result.event;
-  const badId = (id: string) => id.length > MAX_ID_LENGTH || id.includes('\u0000');
+  const badId = (id: string) => !PLAUSIBLE_ID.test(id);
   const error = badId(e.customerId)
     ? 'customer id is not a plausible Stripe id'
     : badId(e.objectId)

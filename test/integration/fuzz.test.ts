@@ -137,8 +137,8 @@ describe('fuzzing the HTTP surface', () => {
   beforeAll(async () => {
     [webhookDb, jsonDb] = await Promise.all([createTestDatabase(), createTestDatabase()]);
     client = await testClient();
-    // FUZZ_LOG=1 shows the server's own error lines (the cause behind a 5xx).
-    const logger = process.env.FUZZ_LOG ? createLogger({ level: 'error' }) : undefined;
+    // FUZZ_LOG=1 shows the server's own warning and error lines (the cause behind a 5xx).
+    const logger = process.env.FUZZ_LOG ? createLogger({ level: 'warn' }) : undefined;
     webhookApp = buildTestApp({ sql: webhookDb.sql, temporal: client, config, ...(logger ? { logger } : {}) }).app;
     jsonApp = buildTestApp({ sql: jsonDb.sql, temporal: client, config, ...(logger ? { logger } : {}) }).app;
   });
