@@ -14,7 +14,7 @@
  *        --worker-options '{"maxCachedWorkflows":2000}' · --local-activities (experiments, via
  *        scripts/bench-worker-variant.ts: worker/main.ts and workflows/ stay unchanged)
  *        --native-client (experiment: the API's Temporal client on a NativeConnection, scripts/bench-api-variant.ts)
- *        --out FILE · --keep (keep the temp dir)
+ *        --out FILE · --keep (keep the temp dir) · --render [FILE] (re-print the markdown of a JSON result)
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -337,6 +337,12 @@ interface ReconciliationRow {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === '--render') {
+    // Re-print the markdown of an earlier run (default bench-results/latest.json) without running anything.
+    const file = path.resolve(process.argv[3] ?? path.join(ROOT, 'bench-results', 'latest.json'));
+    process.stdout.write(renderMarkdown(JSON.parse(readFileSync(file, 'utf8')) as Report));
+    return;
+  }
   const opts = parseArgs(process.argv.slice(2));
   const log = (s: string) => process.stderr.write(`[bench] ${s}\n`);
   const dir = tempDir('billing-bench');
@@ -822,6 +828,28 @@ function renderMarkdown(r: Report): string {
   for (const e of r.e2e) row(`e2e ${e.offeredPerSec}/s`, e.resources);
   if (r.scale) row('scale (create + drain)', r.scale.resources);
   if (rc.resources) row('reconciliation', rc.resources);
+  lines.push('');
+
+  lines.push('### Targets (issue 8, 2-core machine)', '');
+  lines.push('| target | measured | met |', '|---|---|---|');
+  const fast = r.ack.filter((a) => a.result.latencyMs.p99 < 50);
+  const bestFast = fast.sort((a, b) => b.result.okPerSecond - a.result.okPerSecond)[0];
+  const best = [...r.ack].sort((a, b) => b.result.okPerSecond - a.result.okPerSecond)[0];
+  if (best) {
+    const shown = bestFast ?? best;
+    const ok = !!bestFast && bestFast.result.okPerSecond >= 1000;
+    lines.push(
+      `| ack ≥ 1,000 webhooks/s with p99 < 50 ms | ${bestFast ? `${n0(bestFast.result.okPerSecond)}/s with p99 < 50 ms (c=${bestFast.concurrency})` : `no level had p99 < 50 ms; best ${n0(shown.result.okPerSecond)}/s at p99 ${ms(shown.result.latencyMs.p99)} ms (c=${shown.concurrency})`} | ${ok ? 'yes' : `no (${Math.round((shown.result.okPerSecond / 1000) * 100)}% of the rate)`} |`,
+    );
+  }
+  const at100 = r.e2e.find((e) => e.offeredPerSec === 100);
+  if (at100) lines.push(`| end-to-end p99 < 500 ms at 100/s | p99 ${ms(at100.lagMs.p99)} ms (achieved ${n0(at100.result.okPerSecond)}/s) | ${at100.lagMs.p99 < 500 && at100.notApplied === 0 ? 'yes' : `no (${(at100.lagMs.p99 / 500).toFixed(1)}× the budget)`} |`);
+  const ratios = r.ratios.map((x) => x.throughput).filter((x): x is number => x !== null);
+  if (ratios.length) {
+    const lo = Math.round(Math.min(...ratios) * 100);
+    const hi = Math.round(Math.max(...ratios) * 100);
+    lines.push(`| ≥ 50% of the floor | ${lo === hi ? `${lo}%` : `${lo}–${hi}%`} of the floor's throughput | ${Math.min(...ratios) >= 0.5 ? 'yes' : 'no'} |`);
+  }
   lines.push('');
 
   lines.push('### What limits each number', '');
