@@ -46,6 +46,19 @@ class TieDetected extends Error {}
 const toTs = (s: number | null): Date | null => (s === null ? null : new Date(s * 1000));
 const toUnix = (d: Date | null): number | null => (d === null ? null : Math.floor(d.getTime() / 1000));
 
+/** Sets customers.access_state from the current subscription, held at 'grace' while a dunning cycle is open. */
+export async function refreshAccessState(tx: TxSql, customerId: string): Promise<void> {
+  const [row] = await tx<{ status: SubscriptionStatus | null; in_dunning: boolean }[]>`
+    SELECT
+      (SELECT status FROM subscriptions WHERE customer_id = ${customerId}
+       ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC, updated_at DESC
+       LIMIT 1) AS status,
+      EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning`;
+  let access = accessStateFor(row?.status ?? null);
+  if (row?.in_dunning && (access === 'active' || access === 'grace')) access = 'grace';
+  await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
+}
+
 /** Creates the database activities. */
 export function createBillingDbActivities({ sql }: BillingDbDeps) {
   async function currentSubscription(tx: Tx | Sql, customerId: string): Promise<LocalSubscription | null> {
@@ -81,15 +94,6 @@ export function createBillingDbActivities({ sql }: BillingDbDeps) {
 
   async function ensureCustomer(tx: Tx, customerId: string): Promise<void> {
     await tx`INSERT INTO customers (id) VALUES (${customerId}) ON CONFLICT (id) DO NOTHING`;
-  }
-
-  async function refreshAccessState(tx: Tx, customerId: string): Promise<void> {
-    const sub = await currentSubscription(tx, customerId);
-    const openCycles = await tx<{ n: number }[]>`
-      SELECT count(*)::int AS n FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL`;
-    let access = accessStateFor(sub?.status ?? null);
-    if ((openCycles[0]?.n ?? 0) > 0 && (access === 'active' || access === 'grace')) access = 'grace';
-    await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
   }
 
   async function writeSubscription(

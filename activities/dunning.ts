@@ -5,7 +5,6 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
-import type { SubscriptionStatus } from '../domain/billing-event';
 import { DUNNING_FINAL_ACTION_METADATA_KEY, type DunningCycleState } from '../domain/dunning-cycle';
 import {
   DEFAULT_DUNNING_POLICY,
@@ -16,7 +15,7 @@ import {
 } from '../domain/dunning-policy';
 import type { SubscriptionSnapshot } from '../domain/messages';
 import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
-import { accessStateFor } from '../domain/subscription-state';
+import { refreshAccessState } from './billing-db';
 import type { Config } from '../lib/config';
 import type { Sql, TxSql } from '../lib/db';
 import { isStripeNotFound, mapStripeError } from './errors';
@@ -48,18 +47,6 @@ const toTs = (ms: number | null): Date | null => (ms === null ? null : new Date(
 
 /** Creates the dunning activities. */
 export function createDunningActivities({ sql, stripe, config, now = () => Date.now() }: DunningDeps) {
-  async function refreshAccessState(tx: TxSql, customerId: string): Promise<void> {
-    // The same rule as billing-db: the current subscription's access, held at 'grace' while a cycle is open.
-    const [row] = await tx<{ status: SubscriptionStatus | null; in_dunning: boolean }[]>`
-      SELECT
-        (SELECT status FROM subscriptions WHERE customer_id = ${customerId}
-         ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC, updated_at DESC
-         LIMIT 1) AS status,
-        EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning`;
-    let access = accessStateFor(row?.status ?? null);
-    if (row?.in_dunning && (access === 'active' || access === 'grace')) access = 'grace';
-    await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
-  }
 
   function snapshotOf(sub: unknown): SubscriptionSnapshot | null {
     return subscriptionSnapshotFromStripe(sub, Math.floor(now() / 1000));
