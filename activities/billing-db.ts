@@ -43,6 +43,12 @@ type Tx = TxSql;
 
 class TieDetected extends Error {}
 
+class BatchTie extends Error {
+  constructor(readonly index: number) {
+    super(`same-second tie at batch index ${index}`);
+  }
+}
+
 const toTs = (s: number | null): Date | null => (s === null ? null : new Date(s * 1000));
 const toUnix = (d: Date | null): number | null => (d === null ? null : Math.floor(d.getTime() / 1000));
 
@@ -170,29 +176,55 @@ export function createBillingDbActivities({ sql }: BillingDbDeps) {
     async applyBillingEvent(event: BillingEvent, opts: ApplyEventOptions = {}): Promise<ApplyEventResult> {
       try {
         const outcome = await sql.begin(async (tx) => {
-          const inserted = await tx`
-            INSERT INTO applied_events (event_id, customer_id, type, outcome)
-            VALUES (${event.eventId}, ${event.customerId}, ${event.type}, 'applied')
-            ON CONFLICT (event_id) DO NOTHING
-            RETURNING event_id`;
-          if (inserted.length === 0) return 'duplicate' as const;
-          await ensureCustomer(tx, event.customerId);
-          const result = await applyByKind(tx, event, opts);
-          if (result !== 'applied') {
-            await tx`UPDATE applied_events SET outcome = ${result} WHERE event_id = ${event.eventId}`;
-          }
-          await tx`
-            UPDATE webhook_events SET status = 'applied', applied_at = now(), last_error = NULL
-            WHERE event_id = ${event.eventId} AND status <> 'applied'`;
+          const result = await applyInTx(tx, event, opts);
           await refreshAccessState(tx, event.customerId);
           return result;
         });
-        logEvent('info', 'event applied', { eventId: event.eventId, customerId: event.customerId, type: event.type, outcome });
+        logApplied(event, outcome);
         return { outcome, subscription: await currentSubscription(sql, event.customerId) };
       } catch (err) {
         if (err instanceof TieDetected) return { outcome: 'tie', subscription: await currentSubscription(sql, event.customerId) };
         throw err;
       }
+    },
+
+    /**
+     * Applies a run of one customer's events in order, in ONE transaction (one commit for the batch),
+     * each exactly once under the same rules as applyBillingEvent. Returns one result per event applied;
+     * if event k ties with the stored watermark (same second), events before k are committed, the result
+     * for k is `tie` and the rest are not attempted: the workflow settles the tie and resubmits them.
+     */
+    async applyBillingEvents(events: BillingEvent[]): Promise<ApplyEventResult[]> {
+      if (events.length === 0) return [];
+      const customerId = events[0]!.customerId;
+      if (events.some((e) => e.customerId !== customerId)) throw new Error('applyBillingEvents: a batch holds one customer');
+      const applyFirst = (n: number) =>
+        sql.begin(async (tx) => {
+          const out: { outcome: ApplyEventResult['outcome']; subscription: LocalSubscription | null }[] = [];
+          for (let i = 0; i < n; i++) {
+            let outcome: Awaited<ReturnType<typeof applyInTx>>;
+            try {
+              outcome = await applyInTx(tx, events[i]!, {});
+            } catch (err) {
+              if (err instanceof TieDetected) throw new BatchTie(i);
+              throw err;
+            }
+            out.push({ outcome, subscription: await currentSubscription(tx, customerId) });
+          }
+          await refreshAccessState(tx, customerId);
+          return out;
+        });
+      let results: ApplyEventResult[];
+      try {
+        results = await applyFirst(events.length);
+      } catch (err) {
+        if (!(err instanceof BatchTie)) throw err;
+        // The whole transaction rolled back: commit the events before the tie, report the tie.
+        results = err.index > 0 ? await applyFirst(err.index) : [];
+        results.push({ outcome: 'tie', subscription: await currentSubscription(sql, customerId) });
+      }
+      results.forEach((r, i) => r.outcome !== 'tie' && logApplied(events[i]!, r.outcome));
+      return results;
     },
 
     /**
@@ -247,6 +279,29 @@ export function createBillingDbActivities({ sql }: BillingDbDeps) {
       return currentSubscription(sql, customerId);
     },
   };
+
+  /** The body of applying one event inside a transaction (the caller refreshes the access state). */
+  async function applyInTx(tx: Tx, event: BillingEvent, opts: ApplyEventOptions): Promise<'applied' | 'duplicate' | 'stale' | 'noop'> {
+    const inserted = await tx`
+      INSERT INTO applied_events (event_id, customer_id, type, outcome)
+      VALUES (${event.eventId}, ${event.customerId}, ${event.type}, 'applied')
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING event_id`;
+    if (inserted.length === 0) return 'duplicate';
+    await ensureCustomer(tx, event.customerId);
+    const result = await applyByKind(tx, event, opts);
+    if (result !== 'applied') {
+      await tx`UPDATE applied_events SET outcome = ${result} WHERE event_id = ${event.eventId}`;
+    }
+    await tx`
+      UPDATE webhook_events SET status = 'applied', applied_at = now(), last_error = NULL
+      WHERE event_id = ${event.eventId} AND status <> 'applied'`;
+    return result;
+  }
+
+  function logApplied(event: BillingEvent, outcome: string): void {
+    logEvent('info', 'event applied', { eventId: event.eventId, customerId: event.customerId, type: event.type, outcome });
+  }
 
   async function applyByKind(tx: Tx, e: BillingEvent, opts: ApplyEventOptions): Promise<'applied' | 'stale' | 'noop'> {
     const d = e.data;

@@ -11,8 +11,8 @@
  *        --temporal-journal wal|default (dev server SQLite journal; both fsync every commit)
  *        --profile api,worker (V8 CPU profiles; the top functions are printed at the end)
  *        --eager-activities (dev server: system.enableActivityEagerExecution=true)
- *        --worker-options '{"maxCachedWorkflows":2000}' · --local-activities (experiments, via
- *        scripts/bench-worker-variant.ts: worker/main.ts and workflows/ stay unchanged)
+ *        --worker-options '{"maxCachedWorkflows":2000}' (experiment, via scripts/bench-worker-variant.ts:
+ *        worker/main.ts stays unchanged)
  *        --native-client (experiment: the API's Temporal client on a NativeConnection, scripts/bench-api-variant.ts)
  *        --out FILE · --keep (keep the temp dir) · --render [FILE] (re-print the markdown of a JSON result)
  */
@@ -48,7 +48,6 @@ interface BenchOptions {
   temporalEagerActivities: boolean;
   /** Experiments through scripts/bench-worker-variant.ts (worker/main.ts itself is unchanged). */
   workerOptions: Record<string, unknown> | null;
-  localActivities: boolean;
   nativeClient: boolean;
   /** Write a V8 CPU profile of these services and print where their time went. */
   profile: string[];
@@ -74,7 +73,6 @@ function parseArgs(argv: string[]): BenchOptions {
     temporalJournal: 'wal',
     temporalEagerActivities: false,
     workerOptions: null,
-    localActivities: false,
     nativeClient: false,
     profile: [],
     out: path.join(ROOT, 'bench-results', 'latest.json'),
@@ -142,9 +140,6 @@ function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--native-client':
         opts.nativeClient = true;
-        break;
-      case '--local-activities':
-        opts.localActivities = true;
         break;
       case '--profile':
         opts.profile = v().split(',');
@@ -384,14 +379,8 @@ async function main(): Promise<void> {
       temporalJournal: opts.temporalJournal,
       temporalEagerActivities: opts.temporalEagerActivities,
       ...(opts.nativeClient ? { apiEntry: 'scripts/bench-api-variant.ts', apiEnv: { BENCH_NATIVE_CLIENT: '1' } } : {}),
-      ...(opts.workerOptions || opts.localActivities
-        ? {
-            workerEntry: 'scripts/bench-worker-variant.ts',
-            workerEnv: {
-              BENCH_WORKER_OPTIONS: JSON.stringify(opts.workerOptions ?? {}),
-              BENCH_LOCAL_ACTIVITIES: opts.localActivities ? '1' : '0',
-            },
-          }
+      ...(opts.workerOptions
+        ? { workerEntry: 'scripts/bench-worker-variant.ts', workerEnv: { BENCH_WORKER_OPTIONS: JSON.stringify(opts.workerOptions) } }
         : {}),
       ...(opts.profile.includes('api') ? { apiNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles', 'api')}`] } : {}),
       ...(opts.profile.includes('worker') ? { workerNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles', 'worker')}`] } : {}),
@@ -543,7 +532,7 @@ async function main(): Promise<void> {
         workerRssMb: mb(mem?.rssKb),
         workerPeakRssMb: mb(mem?.hwmKb),
         workerRssBeforeMb: mb(before?.rssKb),
-        workerTuning: { ...workerTuning(), ...Object.fromEntries(Object.entries(opts.workerOptions ?? {}).map(([k, v]) => [k, `${JSON.stringify(v)} (override)`])), ...(opts.localActivities ? { customerDbActivities: 'local (experiment)' } : {}) },
+        workerTuning: { ...workerTuning(), ...Object.fromEntries(Object.entries(opts.workerOptions ?? {}).map(([k, v]) => [k, `${JSON.stringify(v)} (override)`])) },
         resources: res,
       };
       log(`  ${live.count} live customer workflows; worker RSS ${scale.workerRssMb} MB (peak ${scale.workerPeakRssMb} MB)`);

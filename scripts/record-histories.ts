@@ -1,6 +1,7 @@
 /**
  * Records real histories of the customer workflow into test/fixtures/histories/ for the replay test.
- * Run after a deliberate, patched() change has landed: `npx tsx scripts/record-histories.ts`.
+ * Run after a deliberate, patched() change has landed: `npx tsx scripts/record-histories.ts`. It writes
+ * the current generation (v3-*: batched local-activity apply); older generations stay as recorded.
  * It starts its own PostgreSQL and Temporal dev server, runs scripted scenarios with the real
  * database activities (Stripe faked at the boundary) and saves each history as JSON.
  */
@@ -93,9 +94,9 @@ async function main(): Promise<void> {
         },
       });
       await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 6);
-      await save(client, handle.workflowId, handle.signaledRunId, 'v2-customer-lifecycle-run1');
+      await save(client, handle.workflowId, handle.signaledRunId, 'v3-customer-lifecycle-run1');
       const latest = await client.workflow.getHandle(handle.workflowId).describe();
-      await save(client, handle.workflowId, latest.runId, 'v2-customer-lifecycle-run2');
+      await save(client, handle.workflowId, latest.runId, 'v3-customer-lifecycle-run2');
       await client.workflow.getHandle(handle.workflowId).terminate('recorded');
 
       // Scenario 2 (current code): plan catalog loaded, a downgrade Update, a payment failure that
@@ -132,7 +133,7 @@ async function main(): Promise<void> {
         await waitFor(async () => (await h2.query(stateQuery)).lastEventId === e.id);
       }
       await new Promise((r) => setTimeout(r, 3000));
-      await save(client, h2.workflowId, h2.signaledRunId, 'v2-customer-plan-change-dunning');
+      await save(client, h2.workflowId, h2.signaledRunId, 'v3-customer-plan-change-dunning');
       await client.workflow.getHandle(h2.workflowId).terminate('recorded');
     });
     await nativeConnection.close();

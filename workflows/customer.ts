@@ -12,7 +12,9 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   log,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   startChild,
   upsertSearchAttributes,
@@ -35,14 +37,30 @@ import {
   type ReconcileRequest,
 } from '../domain/messages';
 import { DunningStateKey, PlanIdKey, SubscriptionStatusKey } from '../domain/search-attributes';
-import type { LocalSubscription } from '../activities/billing-db';
-import { installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';
+import type { ApplyEventResult, LocalSubscription } from '../activities/billing-db';
+import { PLAN_CHANGE_CATALOG_PATCH, installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';
 
 const db = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   // A Postgres outage must not fail the workflow: retry until it is back.
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
+
+/**
+ * The same Postgres activities run as local activities (in the workflow task, no activity task
+ * round trip through the server), and events queued together are applied in one batch. Runs started
+ * before LOCAL_APPLY_PATCH keep the regular activities above.
+ */
+const dbLocal = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+});
+
+/** patched() id of the batched local-activity apply path (workflows/customer.ts). */
+export const LOCAL_APPLY_PATCH = 'customer-local-batch-apply';
+
+/** At most this many queued events are applied in one transaction. */
+export const APPLY_BATCH_MAX = 100;
 
 const stripeRead = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
@@ -79,8 +97,21 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
   let processedThisRun = 0;
   const published = { status: '', planId: '', dunning: '' };
 
+  // Decided once per run, before its first command: histories from before the patch replay unchanged.
+  const batched = patched(LOCAL_APPLY_PATCH);
+  // Batched runs ask every patch before their first local activity. A patch asked right after one can
+  // land in the next workflow task (seen when a continued-as-new run's first task completes with only
+  // the local activity's marker), and replay, which resolves that activity from the earlier task,
+  // would then not see the marker: nondeterminism. Found by test/workflows/replay.test.ts (v3 run2).
+  const catalogPatched = batched ? patched(PLAN_CHANGE_CATALOG_PATCH) : undefined;
+  const store = batched ? dbLocal : db;
+  /** Events taken off the queue whose apply has not finished (batched runs only). */
+  let inFlight: string[] = [];
+
   const isKnown = (eventId: string) =>
-    recent.includes(eventId) || queue.some((q) => q.kind === 'event' && q.event.eventId === eventId);
+    recent.includes(eventId) ||
+    (batched && inFlight.includes(eventId)) ||
+    queue.some((q) => q.kind === 'event' && q.event.eventId === eventId);
 
   setHandler(stripeEventSignal, (event) => {
     if (!event || typeof event.eventId !== 'string' || event.customerId !== customerId) {
@@ -166,21 +197,52 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     if (recent.length > RECENT_EVENT_IDS_LIMIT) recent.splice(0, recent.length - RECENT_EVENT_IDS_LIMIT);
   }
 
-  async function applyEvent(event: BillingEvent): Promise<void> {
-    let result = await db.applyBillingEvent(event, {});
+  /** Applies one event; `first` is the result of an apply already made (a batch that stopped at a tie). */
+  async function applyEvent(event: BillingEvent, first?: ApplyEventResult): Promise<void> {
+    let result = first ?? (await store.applyBillingEvent(event, {}));
     if (result.outcome === 'tie' && event.data.kind === 'subscription') {
       // Two events in the same second: the payload cannot tell which is newer, so ask Stripe.
       try {
         const snapshot = await stripeRead.fetchSubscription({ subscriptionId: event.data.subscriptionId, customerId });
         result = snapshot
-          ? await db.applySubscriptionSnapshot({ snapshot, eventId: event.eventId, eventType: event.type, eventCreated: event.created })
-          : await db.applyBillingEvent(event, { tieBreak: 'precedence' });
+          ? await store.applySubscriptionSnapshot({ snapshot, eventId: event.eventId, eventType: event.type, eventCreated: event.created })
+          : await store.applyBillingEvent(event, { tieBreak: 'precedence' });
       } catch (err) {
         if (!(err instanceof ActivityFailure)) throw err;
         log.warn('re-fetch failed; settling same-second tie by status precedence', { eventId: event.eventId });
-        result = await db.applyBillingEvent(event, { tieBreak: 'precedence' });
+        result = await store.applyBillingEvent(event, { tieBreak: 'precedence' });
       }
     }
+    await afterApply(event, result);
+  }
+
+  /** Applies the events at the head of the queue in one local-activity transaction, then their effects in order. */
+  async function applyEventBatch(events: BillingEvent[]): Promise<number> {
+    inFlight = events.map((e) => e.eventId);
+    const results = await dbLocal.applyBillingEvents(events);
+    for (let i = 0; i < results.length; i++) {
+      const result = results[i]!;
+      if (result.outcome === 'tie') {
+        // Settle this event on its own; the events after it go back to the head of the queue.
+        await applyEvent(events[i]!, result);
+        queue.unshift(...events.slice(i + 1).map((event) => ({ kind: 'event' as const, event })));
+        inFlight = [];
+        return i + 1;
+      }
+      await afterApply(events[i]!, result);
+    }
+    inFlight = [];
+    return events.length;
+  }
+
+  /** Takes the run of events at the head of the queue (up to APPLY_BATCH_MAX). */
+  function takeEventRun(): BillingEvent[] {
+    const events: BillingEvent[] = [];
+    while (events.length < APPLY_BATCH_MAX && queue[0]?.kind === 'event') events.push((queue.shift() as { event: BillingEvent }).event);
+    return events;
+  }
+
+  async function afterApply(event: BillingEvent, result: ApplyEventResult): Promise<void> {
     if (result.outcome === 'duplicate') counters.duplicatesDropped++;
     else if (result.outcome === 'stale') counters.staleDropped++;
     else counters.applied++;
@@ -275,19 +337,19 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
 
   async function applyReconcile(request: ReconcileRequest): Promise<void> {
     if (request.subscription) {
-      const result = await db.applySubscriptionSnapshot({ snapshot: request.subscription, eventId: null, eventType: null, eventCreated: null });
+      const result = await store.applySubscriptionSnapshot({ snapshot: request.subscription, eventId: null, eventType: null, eventCreated: null });
       subscription = result.subscription;
     } else {
-      await db.flagSubscriptionForReview({ subscriptionId: request.subscriptionId, reason: `not found in Stripe (reconciliation ${request.runId})` });
+      await store.flagSubscriptionForReview({ subscriptionId: request.subscriptionId, reason: `not found in Stripe (reconciliation ${request.runId})` });
     }
-    await db.markDriftRepaired({ runId: request.runId, objectId: request.subscriptionId, repaired: request.subscription !== null });
+    await store.markDriftRepaired({ runId: request.runId, objectId: request.subscriptionId, repaired: request.subscription !== null });
     counters.applied++;
   }
 
   // Rebuild the view from Postgres (fresh start or continue-as-new).
-  subscription = await db.loadLocalSubscription(customerId);
+  subscription = await store.loadLocalSubscription(customerId);
   publish();
-  await planChange.init();
+  await planChange.init(catalogPatched);
 
   for (;;) {
     await condition(() => queue.length > 0 || shouldContinueAsNew());
@@ -303,6 +365,11 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
         planChange: planChange.carry(),
         continueAsNewAfter: input.continueAsNewAfter,
       });
+    }
+    if (batched && queue[0]?.kind === 'event') {
+      processedThisRun += await applyEventBatch(takeEventRun());
+      publish();
+      continue;
     }
     const item = queue.shift();
     if (!item) continue;

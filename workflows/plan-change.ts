@@ -70,12 +70,18 @@ export interface PlanChangeContext {
   setSubscription(s: LocalSubscription | null): void;
 }
 
+/** patched() id of loading the plan catalog at workflow start. */
+export const PLAN_CHANGE_CATALOG_PATCH = 'plan-change-catalog';
+
 export interface PlanChangeHandlers {
   view(): PlanChangeView | null;
   carry(): PlanChangeCarry;
   onEventApplied(event: BillingEvent): Promise<void>;
-  /** Loads the plan catalog; call once the subscription is loaded. Validators defer until then. */
-  init(): Promise<void>;
+  /**
+   * Loads the plan catalog; call once the subscription is loaded. Validators defer until then.
+   * `catalogPatched`: the caller's earlier patched(PLAN_CHANGE_CATALOG_PATCH), if it asked already.
+   */
+  init(catalogPatched?: boolean): Promise<void>;
 }
 
 type ScheduledChange = { planId: string; effectiveAt: number | null };
@@ -447,9 +453,9 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
   return {
     view: () => change,
     carry: () => ({ inFlight: change, completed: completed.slice(-COMPLETED_REQUESTS_LIMIT), expected }),
-    async init() {
+    async init(catalogPatched) {
       // Histories recorded before the plan catalog existed scheduled nothing here; those runs load it on first use.
-      if (patched('plan-change-catalog')) catalog = await db.loadPlanCatalog();
+      if (catalogPatched ?? patched(PLAN_CHANGE_CATALOG_PATCH)) catalog = await db.loadPlanCatalog();
       ready = true;
     },
     async onEventApplied(event) {

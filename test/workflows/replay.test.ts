@@ -13,9 +13,19 @@ const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 
 describe('replaying recorded customer workflow histories against the current code', () => {
   it('has recorded histories to replay', () => {
-    expect(files.length).toBeGreaterThanOrEqual(5);
+    expect(files.length).toBeGreaterThanOrEqual(8);
     // Histories recorded before the plan-change-catalog patch must keep replaying.
     expect(files.filter((f) => f.startsWith('v1-'))).toHaveLength(2);
+    // … and those recorded before the customer-local-batch-apply patch (regular activity per event).
+    expect(files.filter((f) => f.startsWith('v2-'))).toHaveLength(3);
+    // The current generation: events applied in batches by local activities, behind the patch marker.
+    const current = files.filter((f) => f.startsWith('v3-'));
+    expect(current).toHaveLength(3);
+    for (const f of current) {
+      const { history } = JSON.parse(readFileSync(path.join(DIR, f), 'utf8'));
+      const markers = history.events.map((e: any) => e.markerRecordedEventAttributes?.markerName).filter(Boolean);
+      expect(markers).toContain('core_local_activity');
+    }
   });
 
   it.each(files.map((f) => [f]))('%s replays without nondeterminism', async (file) => {
