@@ -8,7 +8,7 @@ import Stripe from 'stripe';
 import { DUNNING_FINAL_ACTION_METADATA_KEY, type DunningCycleState } from '../domain/dunning-cycle';
 import {
   DEFAULT_DUNNING_POLICY,
-  DunningPolicySchema,
+  validateDunningPolicy,
   parseRetrySchedule,
   type DeclineClass,
   type DunningPolicy,
@@ -56,11 +56,13 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
     /** The dunning policy from configuration (DUNNING_RETRY_DAYS, DUNNING_FINAL_ACTION). */
     async getDunningPolicy(): Promise<DunningPolicy> {
       try {
-        return DunningPolicySchema.parse({
+        const checked = validateDunningPolicy({
           ...DEFAULT_DUNNING_POLICY,
           retryDaysAfterFailure: parseRetrySchedule(config.DUNNING_RETRY_DAYS),
           finalAction: config.DUNNING_FINAL_ACTION,
         });
+        if (!checked.ok) throw new Error(checked.error);
+        return checked.policy;
       } catch (err) {
         // A bad setting does not heal by retrying: fail fast and let the workflow fall back loudly.
         throw ApplicationFailure.create({

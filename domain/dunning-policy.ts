@@ -2,7 +2,6 @@
  * Dunning policy: decline codes → next step, retry schedule math, and the notice rules that keep a
  * customer from being spammed. Pure: no I/O, no clock, safe to import from workflows.
  */
-import { z } from 'zod';
 
 const DAY_MS = 86_400_000;
 
@@ -79,21 +78,49 @@ export function classifyDecline(code: string | null | undefined): DeclineClass {
   return Object.hasOwn(DECLINE_CODES, key) ? (DECLINE_CODES[key] as DeclineClass) : 'soft';
 }
 
-/** Schema of a dunning policy (validate config-derived policies with it). */
-export const DunningPolicySchema = z.object({
-  /** Days after the cycle's first failure at which retry k happens; strictly increasing, positive. */
-  retryDaysAfterFailure: z
-    .array(z.number().positive().finite())
-    .min(1)
-    .refine((days) => days.every((d, i) => i === 0 || d > (days[i - 1] as number)), {
-      message: 'retryDaysAfterFailure must be strictly increasing',
-    }),
-  finalAction: z.enum(['cancel', 'mark_unpaid', 'leave_past_due']),
-  noticeMinIntervalMs: z.number().int().nonnegative(),
-  maxNoticesPerCycle: z.number().int().nonnegative(),
-});
+/** What a dunning cycle does once every retry failed. */
+export const FINAL_ACTIONS = ['cancel', 'mark_unpaid', 'leave_past_due'] as const;
+
 /** Retry schedule, final action and notice limits for one dunning cycle. */
-export type DunningPolicy = z.infer<typeof DunningPolicySchema>;
+export interface DunningPolicy {
+  /** Days after the cycle's first failure at which retry k happens; strictly increasing, positive. */
+  retryDaysAfterFailure: number[];
+  finalAction: (typeof FINAL_ACTIONS)[number];
+  noticeMinIntervalMs: number;
+  maxNoticesPerCycle: number;
+}
+
+/**
+ * Validates a policy (config-derived, or merged with a per-cycle override). Hand-written rather than
+ * zod: this module is part of the workflow bundle, and every new workflow instance re-runs the bundle's
+ * module initialization, where zod's alone was ~10% of the worker's workflow-thread CPU (npm run bench).
+ */
+export function validateDunningPolicy(value: unknown): { ok: true; policy: DunningPolicy } | { ok: false; error: string } {
+  if (!value || typeof value !== 'object') return { ok: false, error: 'policy must be an object' };
+  const p = value as Record<string, unknown>;
+  const days = p.retryDaysAfterFailure;
+  if (!Array.isArray(days) || days.length === 0) return { ok: false, error: 'retryDaysAfterFailure must be a non-empty array' };
+  if (!days.every((d) => typeof d === 'number' && Number.isFinite(d) && d > 0)) {
+    return { ok: false, error: 'retryDaysAfterFailure must hold positive finite numbers' };
+  }
+  if (!days.every((d, i) => i === 0 || d > (days[i - 1] as number))) return { ok: false, error: 'retryDaysAfterFailure must be strictly increasing' };
+  if (!FINAL_ACTIONS.includes(p.finalAction as DunningPolicy['finalAction'])) {
+    return { ok: false, error: `finalAction must be one of ${FINAL_ACTIONS.join(', ')}` };
+  }
+  for (const key of ['noticeMinIntervalMs', 'maxNoticesPerCycle'] as const) {
+    const v = p[key];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return { ok: false, error: `${key} must be a non-negative integer` };
+  }
+  return {
+    ok: true,
+    policy: {
+      retryDaysAfterFailure: [...(days as number[])],
+      finalAction: p.finalAction as DunningPolicy['finalAction'],
+      noticeMinIntervalMs: p.noticeMinIntervalMs as number,
+      maxNoticesPerCycle: p.maxNoticesPerCycle as number,
+    },
+  };
+}
 
 /** Retry after 1, 3, 5, 7 days; mark unpaid when exhausted; at most 4 notices, 48 h apart. */
 export const DEFAULT_DUNNING_POLICY: Readonly<DunningPolicy> = Object.freeze({

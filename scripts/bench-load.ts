@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import Stripe from 'stripe';
+import { Client, Connection } from '@temporalio/client';
 
 /** One load phase, sent from the orchestrator. */
 export interface LoadJob {
@@ -35,6 +36,11 @@ export interface LoadJob {
   seed: number;
   /** Return [eventId, epoch ms of the scheduled send] for every fresh event answered 2xx. */
   recordSends?: boolean;
+  /**
+   * The hand-over alone: instead of POSTing, signal-with-start `bench-ceiling:<customer>` on this
+   * Temporal server (a task queue no worker polls), with a signal of the size of a normalized event.
+   */
+  temporal?: { address: string; taskQueue: string };
 }
 
 export interface LatencySummary {
@@ -179,11 +185,32 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
     return { body, eventId };
   };
 
+  const temporal = job.temporal ? new Client({ connection: await Connection.connect({ address: job.temporal.address }) }) : null;
+  /** The hand-over alone: one signal-with-start per body, 200 if it succeeded. */
+  const signalOne = async (body: string, eventId: string | null): Promise<number> => {
+    const customer = /"customer":"([^"]+)"/.exec(body)?.[1] ?? 'unknown';
+    try {
+      // Its own workflow type, so counts of live customer workflows do not include these.
+      await temporal!.workflow.signalWithStart('benchCeilingWorkflow', {
+        workflowId: `bench-ceiling:${customer}`,
+        taskQueue: job.temporal!.taskQueue,
+        args: [{ customerId: customer }],
+        signal: 'stripeEvent',
+        // About the size of a normalized BillingEvent.
+        signalArgs: [{ eventId: eventId ?? 'dup', customerId: customer, data: body.slice(0, 600) }],
+      });
+      return 200;
+    } catch {
+      return 503;
+    }
+  };
+
   const sendOne = async (scheduledAt: number): Promise<void> => {
     const { body, eventId } = nextBody();
     n++;
-    const signature = Stripe.webhooks.generateTestHeaderString({ payload: body, secret: job.secret });
-    const status = await post(agent, url, body, signature);
+    const status = temporal
+      ? await signalOne(body, eventId)
+      : await post(agent, url, body, Stripe.webhooks.generateTestHeaderString({ payload: body, secret: job.secret }));
     const ms = performance.now() - scheduledAt;
     if (status >= 200 && status < 300) {
       ok++;
@@ -232,6 +259,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
   }
   const elapsedMs = performance.now() - started;
   agent.destroy();
+  await temporal?.connection.close();
   return {
     tag: job.tag,
     elapsedMs: Math.round(elapsedMs),

@@ -7,7 +7,7 @@
  *
  * Flags: --quick · --ack-seconds N · --e2e-seconds N · --concurrency 8,32,64 · --rates 100,300
  *        --customers N (steady-state pool) · --scale N (new customers) · --duplicates 0.1
- *        --no-floor · --no-scale · --no-reconciliation · --env KEY=VALUE (API+worker, repeatable)
+ *        --no-floor · --no-ceiling (Temporal alone) · --no-scale · --no-reconciliation · --env KEY=VALUE (API+worker, repeatable)
  *        --temporal-journal wal|default (dev server SQLite journal; both fsync every commit)
  *        --profile api,worker (V8 CPU profiles; the top functions are printed at the end)
  *        --eager-activities (dev server: system.enableActivityEagerExecution=true)
@@ -41,6 +41,8 @@ interface BenchOptions {
   scale: number;
   duplicateRate: number;
   floor: boolean;
+  /** Measure signal-with-start alone against the same Temporal server. */
+  ceiling: boolean;
   scalePhase: boolean;
   reconciliation: boolean;
   env: Record<string, string>;
@@ -62,11 +64,12 @@ function parseArgs(argv: string[]): BenchOptions {
     ackSeconds: quick ? 5 : 20,
     e2eSeconds: quick ? 10 : 60,
     concurrency: [8, 32, 64],
-    rates: [100, 300],
+    rates: [50, 100, 300],
     customers: quick ? 300 : 2000,
     scale: quick ? 500 : 10_000,
     duplicateRate: 0.1,
     floor: true,
+    ceiling: true,
     scalePhase: true,
     reconciliation: true,
     env: {},
@@ -113,6 +116,9 @@ function parseArgs(argv: string[]): BenchOptions {
         break;
       case '--no-floor':
         opts.floor = false;
+        break;
+      case '--no-ceiling':
+        opts.ceiling = false;
         break;
       case '--no-scale':
         opts.scalePhase = false;
@@ -481,6 +487,21 @@ async function main(): Promise<void> {
       ack.push({ concurrency: c, result: r, resources: res, drainMs, appliedPerSec, bottleneck: bottleneck(res, r.okPerSecond) });
       log(`  ${r.okPerSecond}/s, p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} ms, drained in ${drainMs} ms; ${ack.at(-1)!.bottleneck}`);
     }
+    // The hand-over alone: signal-with-start from the load generator straight to the same Temporal
+    // server (no API, no worker, no Postgres), the ceiling any design that signals per event has here.
+    const ceilingRows: AckRow[] = [];
+    if (opts.ceiling) {
+      for (const c of opts.concurrency) {
+        log(`temporal alone (signal-with-start, no worker): concurrency ${c} for ${opts.ackSeconds} s`);
+        const m0 = await meter.start();
+        const r = after(
+          await runJob(job({ url: apiUrl, mode: 'closed', concurrency: c, durationMs: opts.ackSeconds * 1000, tag: `t${c}`, customerTag: POOL, customers: opts.customers, duplicateRate: opts.duplicateRate, temporal: { address: s.temporal.address, taskQueue: 'bench-ceiling-no-worker' } })),
+        );
+        const res = await meter.end(m0);
+        ceilingRows.push({ concurrency: c, result: r, resources: res, drainMs: null, appliedPerSec: null, bottleneck: bottleneck(res, r.okPerSecond) });
+        log(`  ${r.okPerSecond}/s, p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} ms; ${ceilingRows.at(-1)!.bottleneck}`);
+      }
+    }
     if (floor) {
       for (const c of opts.concurrency) {
         log(`floor: concurrency ${c} for ${opts.ackSeconds} s`);
@@ -551,6 +572,7 @@ async function main(): Promise<void> {
       options: { ...opts, out: path.relative(ROOT, opts.out) },
       ack: ack.map(slim),
       floor: floorRows.map(slim),
+      ceiling: ceilingRows.map(slim),
       ratios: ack.map((a) => {
         const f = floorRows.find((x) => x.concurrency === a.concurrency);
         return { concurrency: a.concurrency, throughput: f ? round2(a.result.okPerSecond / f.result.okPerSecond) : null, p99: f ? round2(a.result.latencyMs.p99 / f.result.latencyMs.p99) : null };
@@ -741,6 +763,8 @@ type Report = {
   options: BenchOptions | (Omit<BenchOptions, 'out'> & { out: string });
   ack: ReturnType<typeof slim>[];
   floor: ReturnType<typeof slim>[];
+  /** Older result files have no ceiling rows. */
+  ceiling?: ReturnType<typeof slim>[];
   ratios: { concurrency: number; throughput: number | null; p99: number | null }[];
   e2e: (Omit<E2eRow, 'result'> & { result: Omit<LoadResult, 'sends'> & { sends?: undefined } })[];
   scale: ScaleRow | null;
@@ -767,16 +791,21 @@ function renderMarkdown(r: Report): string {
   );
 
   lines.push('### Ack path (POST → 2xx: stored in Postgres and signalled to Temporal), closed loop', '');
-  lines.push('| concurrency | ours webhooks/s | p50 ms | p95 ms | p99 ms | non-2xx | floor webhooks/s | floor p50 / p99 ms | ours / floor | backlog applied in | applied/s |');
-  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| concurrency | ours webhooks/s | p50 ms | p95 ms | p99 ms | non-2xx | floor webhooks/s | floor p50 / p99 ms | ours / floor | Temporal alone signals/s | Temporal alone p50 / p99 ms | ours / Temporal alone | backlog applied in | applied/s |');
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const a of r.ack) {
     const f = r.floor.find((x) => x.concurrency === a.concurrency);
+    const t = r.ceiling?.find((x) => x.concurrency === a.concurrency);
     const ratio = r.ratios.find((x) => x.concurrency === a.concurrency);
     lines.push(
-      `| ${a.concurrency} | ${n0(a.result.okPerSecond)} | ${ms(a.result.latencyMs.p50)} | ${ms(a.result.latencyMs.p95)} | ${ms(a.result.latencyMs.p99)} | ${failures(a.result)} | ${f ? n0(f.result.okPerSecond) : '–'} | ${f ? `${ms(f.result.latencyMs.p50)} / ${ms(f.result.latencyMs.p99)}` : '–'} | ${ratio?.throughput !== null && ratio?.throughput !== undefined ? `${Math.round(ratio.throughput * 100)}%` : '–'} | ${a.drainMs === null ? 'timeout' : `${(a.drainMs / 1000).toFixed(1)} s`} | ${a.appliedPerSec === null ? '–' : n0(a.appliedPerSec)} |`,
+      `| ${a.concurrency} | ${n0(a.result.okPerSecond)} | ${ms(a.result.latencyMs.p50)} | ${ms(a.result.latencyMs.p95)} | ${ms(a.result.latencyMs.p99)} | ${failures(a.result)} | ${f ? n0(f.result.okPerSecond) : '–'} | ${f ? `${ms(f.result.latencyMs.p50)} / ${ms(f.result.latencyMs.p99)}` : '–'} | ${ratio?.throughput !== null && ratio?.throughput !== undefined ? `${Math.round(ratio.throughput * 100)}%` : '–'} | ${t ? n0(t.result.okPerSecond) : '–'} | ${t ? `${ms(t.result.latencyMs.p50)} / ${ms(t.result.latencyMs.p99)}` : '–'} | ${t ? `${Math.round((a.result.okPerSecond / t.result.okPerSecond) * 100)}%` : '–'} | ${a.drainMs === null ? 'timeout' : `${(a.drainMs / 1000).toFixed(1)} s`} | ${a.appliedPerSec === null ? '–' : n0(a.appliedPerSec)} |`,
     );
   }
-  lines.push('', '"backlog applied in": time after the load stopped until every acknowledged event was applied by the worker; "applied/s": fresh events ÷ (load + backlog time).', '');
+  lines.push(
+    '',
+    '"floor": a bare endpoint that verifies the signature and inserts the row. "Temporal alone": signal-with-start from the load generator straight to the same Temporal dev server (no API, no worker, no Postgres), the ceiling of any design that hands each event to Temporal before answering. "backlog applied in": time after the load stopped until every acknowledged event was applied by the worker; "applied/s": fresh events ÷ (load + backlog time).',
+    '',
+  );
 
   lines.push('### End to end (POST → state applied in Postgres), open loop at a fixed offered rate', '');
   lines.push('| offered/s | achieved 2xx/s | non-2xx | ack p50 / p99 ms | e2e p50 ms | e2e p95 ms | e2e p99 ms | e2e max ms | received→applied p99 ms | not applied |');
@@ -814,6 +843,7 @@ function renderMarkdown(r: Report): string {
   };
   for (const a of r.ack) row(`ack c=${a.concurrency}`, a.resources);
   for (const f of r.floor) row(`floor c=${f.concurrency}`, f.resources);
+  for (const t of r.ceiling ?? []) row(`Temporal alone c=${t.concurrency}`, t.resources);
   for (const e of r.e2e) row(`e2e ${e.offeredPerSec}/s`, e.resources);
   if (r.scale) row('scale (create + drain)', r.scale.resources);
   if (rc.resources) row('reconciliation', rc.resources);
@@ -839,11 +869,19 @@ function renderMarkdown(r: Report): string {
     const hi = Math.round(Math.max(...ratios) * 100);
     lines.push(`| ≥ 50% of the floor | ${lo === hi ? `${lo}%` : `${lo}–${hi}%`} of the floor's throughput | ${Math.min(...ratios) >= 0.5 ? 'yes' : 'no'} |`);
   }
+  const ceilingBest = [...(r.ceiling ?? [])].sort((a, b) => b.result.okPerSecond - a.result.okPerSecond)[0];
+  const ceilingLow = [...(r.ceiling ?? [])].sort((a, b) => a.concurrency - b.concurrency)[0];
+  if (ceilingBest && ceilingLow) {
+    lines.push(
+      `| (context) Temporal alone on this machine | best ${n0(ceilingBest.result.okPerSecond)} signals/s (c=${ceilingBest.concurrency}); p99 ${ms(ceilingLow.result.latencyMs.p99)} ms already at c=${ceilingLow.concurrency} | ${ceilingBest.result.okPerSecond < 1000 || ceilingLow.result.latencyMs.p99 >= 50 ? 'the ack target is beyond this server even with nothing else running' : 'the server alone meets the ack target'} |`,
+    );
+  }
   lines.push('');
 
   lines.push('### What limits each number', '');
   for (const a of r.ack) lines.push(`- ack c=${a.concurrency}: ${a.bottleneck}.${wfNote(a.resources)}`);
   for (const f of r.floor) lines.push(`- floor c=${f.concurrency}: ${f.bottleneck}.`);
+  for (const t of r.ceiling ?? []) lines.push(`- Temporal alone c=${t.concurrency}: ${t.bottleneck}.`);
   for (const e of r.e2e) lines.push(`- e2e ${e.offeredPerSec}/s: ${e.bottleneck}.${wfNote(e.resources)}`);
   if (r.scale) lines.push(`- scale: ${bottleneck(r.scale.resources, r.scale.createdPerSec)}.${wfNote(r.scale.resources)}`);
   if (rc.available && rc.resources) {

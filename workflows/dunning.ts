@@ -38,10 +38,10 @@ import {
 } from '../domain/dunning-cycle';
 import {
   DEFAULT_DUNNING_POLICY,
-  DunningPolicySchema,
   classifyDecline,
   formatDunningDetails,
   nextDunningStep,
+  validateDunningPolicy,
   type DeclineClass,
   type DunningPolicy,
   type NoticeKind,
@@ -355,9 +355,9 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     }
     if (!input.policyOverride) return base;
     const overrides = Object.fromEntries(Object.entries(input.policyOverride).filter(([, v]) => v !== undefined));
-    const merged = DunningPolicySchema.safeParse({ ...base, ...overrides });
-    if (merged.success) return merged.data;
-    log.error('invalid policyOverride ignored', { invoiceId, error: merged.error.message });
+    const merged = validateDunningPolicy({ ...base, ...overrides });
+    if (merged.ok) return merged.policy;
+    log.error('invalid policyOverride ignored', { invoiceId, error: merged.error });
     return base;
   }
 

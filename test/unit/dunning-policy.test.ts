@@ -3,7 +3,7 @@ import {
   classifyDecline,
   DECLINE_CODES,
   DEFAULT_DUNNING_POLICY,
-  DunningPolicySchema,
+  validateDunningPolicy,
   formatDunningDetails,
   mayNotify,
   nextDunningStep,
@@ -118,7 +118,7 @@ describe('DEFAULT_DUNNING_POLICY', () => {
       noticeMinIntervalMs: 48 * HOUR,
       maxNoticesPerCycle: 4,
     });
-    expect(DunningPolicySchema.safeParse(DEFAULT_DUNNING_POLICY).success).toBe(true);
+    expect(validateDunningPolicy(DEFAULT_DUNNING_POLICY)).toEqual({ ok: true, policy: DEFAULT_DUNNING_POLICY });
   });
 
   it('cannot be mutated by a caller', () => {
@@ -127,7 +127,24 @@ describe('DEFAULT_DUNNING_POLICY', () => {
   });
 
   it('rejects a schedule that is not strictly increasing', () => {
-    expect(DunningPolicySchema.safeParse(policy({ retryDaysAfterFailure: [1, 3, 3] })).success).toBe(false);
+    expect(validateDunningPolicy(policy({ retryDaysAfterFailure: [1, 3, 3] }))).toEqual({ ok: false, error: 'retryDaysAfterFailure must be strictly increasing' });
+  });
+
+  it.each([
+    ['an empty schedule', { retryDaysAfterFailure: [] }, /non-empty/],
+    ['a non-finite day', { retryDaysAfterFailure: [1, Infinity] }, /positive finite/],
+    ['a zero day', { retryDaysAfterFailure: [0, 1] }, /positive finite/],
+    ['an unknown final action', { finalAction: 'delete_customer' }, /finalAction must be one of/],
+    ['a fractional notice cap', { maxNoticesPerCycle: 1.5 }, /maxNoticesPerCycle/],
+    ['a negative notice interval', { noticeMinIntervalMs: -1 }, /noticeMinIntervalMs/],
+  ])('rejects %s', (_name, override, message) => {
+    const result = validateDunningPolicy({ ...DEFAULT_DUNNING_POLICY, ...override });
+    expect(result.ok).toBe(false);
+    expect(!result.ok && result.error).toMatch(message);
+  });
+
+  it('rejects what is not an object', () => {
+    expect(validateDunningPolicy(null)).toEqual({ ok: false, error: 'policy must be an object' });
   });
 });
 
