@@ -186,9 +186,12 @@ export interface BillingStackOptions {
   /**
    * SQLite journal of the Temporal dev server's db file. 'wal' (default): write-ahead log with
    * synchronous=FULL — every commit is still fsynced, but once instead of the rollback journal's
-   * several times. 'default': the CLI's own default (rollback journal), for before/after comparisons.
+   * several times. 'wal-normal': write-ahead log with synchronous=NORMAL — no fsync per commit, only at
+   * checkpoints: survives a killed process, but the last commits can be lost if the machine loses power
+   * (a sensitivity run: what the engine does when Temporal's persistence is not fsync-bound).
+   * 'default': the CLI's own default (rollback journal), for before/after comparisons.
    */
-  temporalJournal?: 'wal' | 'default';
+  temporalJournal?: TemporalJournal;
   /** Server-side eager activity dispatch (the task comes back with the workflow task completion). */
   temporalEagerActivities?: boolean;
   /** Restart API or worker automatically if they exit on their own. */
@@ -381,9 +384,12 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
   }
 }
 
+export type TemporalJournal = 'wal' | 'wal-normal' | 'default';
+
 /** Command-line flags for the dev server's SQLite journal (see BillingStackOptions.temporalJournal). */
-export function temporalSqliteArgs(journal: 'wal' | 'default'): string[] {
-  return journal === 'wal' ? ['--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=full'] : [];
+export function temporalSqliteArgs(journal: TemporalJournal): string[] {
+  if (journal === 'default') return [];
+  return ['--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', `synchronous=${journal === 'wal' ? 'full' : 'normal'}`];
 }
 
 /** Resolves after ms. */

@@ -8,7 +8,8 @@
  * Flags: --quick · --ack-seconds N · --e2e-seconds N · --concurrency 8,32,64 · --rates 100,300
  *        --customers N (steady-state pool) · --scale N (new customers) · --duplicates 0.1
  *        --no-floor · --no-ceiling (Temporal alone) · --no-scale · --no-reconciliation · --env KEY=VALUE (API+worker, repeatable)
- *        --temporal-journal wal|default (dev server SQLite journal; both fsync every commit)
+ *        --temporal-journal wal|wal-normal|default (dev server SQLite: wal and default fsync every commit;
+ *        wal-normal only at checkpoints, a sensitivity run)
  *        --profile api,worker (V8 CPU profiles; the top functions are printed at the end)
  *        --eager-activities (dev server: system.enableActivityEagerExecution=true)
  *        --worker-options '{"maxCachedWorkflows":2000}' (experiment, via scripts/bench-worker-variant.ts:
@@ -25,7 +26,7 @@ import { createSql } from '../lib/db';
 import { benchCustomerId, summarize, type LatencySummary, type LoadJob, type LoadResult } from './bench-load';
 import { createFloorSchema } from './bench-floor';
 import { CpuSampler, findPid, heaviestProcess, postmasterPid, type CpuSnapshot, type CpuUsage } from './bench-proc';
-import { sleep, startBillingStack, type BillingStack, type ServiceProcess } from './bench-stack';
+import { sleep, startBillingStack, type BillingStack, type ServiceProcess, type TemporalJournal } from './bench-stack';
 import { startPagingStripeFake, type FakeSubscription, type PagingStripeFake } from './bench-stripe-fake';
 import { ROOT, TOOLS_BIN, freePort, tempDir, waitForPort } from './stack';
 
@@ -46,7 +47,7 @@ interface BenchOptions {
   scalePhase: boolean;
   reconciliation: boolean;
   env: Record<string, string>;
-  temporalJournal: 'wal' | 'default';
+  temporalJournal: TemporalJournal;
   temporalEagerActivities: boolean;
   /** Experiments through scripts/bench-worker-variant.ts (worker/main.ts itself is unchanged). */
   workerOptions: Record<string, unknown> | null;
@@ -134,7 +135,7 @@ function parseArgs(argv: string[]): BenchOptions {
       }
       case '--temporal-journal': {
         const j = v();
-        if (j !== 'wal' && j !== 'default') throw new Error('--temporal-journal is wal or default');
+        if (j !== 'wal' && j !== 'wal-normal' && j !== 'default') throw new Error('--temporal-journal is wal, wal-normal or default');
         opts.temporalJournal = j;
         break;
       }
@@ -779,6 +780,12 @@ const failures = (r: { failures: Record<string, number>; skipped: number }) => {
   return f.length ? f.join(' ') : '0';
 };
 
+const JOURNAL_NOTE: Record<TemporalJournal, string> = {
+  wal: 'WAL, synchronous=FULL (fsync per commit)',
+  'wal-normal': 'WAL, synchronous=NORMAL (fsync at checkpoints only: survives a killed process, not a power loss)',
+  default: 'rollback journal (CLI default, fsync per commit)',
+};
+
 function renderMarkdown(r: Report): string {
   const o = r.options;
   const lines: string[] = [];
@@ -786,7 +793,7 @@ function renderMarkdown(r: Report): string {
   lines.push(
     `Machine: ${r.machine.cores} × ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB RAM, ${r.machine.kernel} (load average at start ${r.machine.loadAverageAtStart.join(' / ')}).`,
     `Versions: Node ${r.versions.node} · ${r.versions.temporalCli} · PostgreSQL ${r.versions.postgres} (${r.versions.postgresDurability}) · @temporalio/* ${r.versions.temporalSdk} · stripe ${r.versions.stripeNode} · hono ${r.versions.hono} · postgres.js ${r.versions.postgresJs}.`,
-    `Load: signed \`customer.subscription.updated\` webhooks from a separate process, ${Math.round(o.duplicateRate * 100)}% duplicates (re-signed redeliveries), ${n0(o.customers)} steady-state customers with live workflows; ack phases ${o.ackSeconds} s, end-to-end phases ${o.e2eSeconds} s. Run at ${r.generatedAt}.`,
+    `Load: signed \`customer.subscription.updated\` webhooks from a separate process, ${Math.round(o.duplicateRate * 100)}% duplicates (re-signed redeliveries), ${n0(o.customers)} steady-state customers with live workflows; ack phases ${o.ackSeconds} s, end-to-end phases ${o.e2eSeconds} s. Temporal dev server SQLite: ${JOURNAL_NOTE[o.temporalJournal]}. Run at ${r.generatedAt}.`,
     '',
   );
 

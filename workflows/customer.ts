@@ -349,7 +349,7 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
   // Rebuild the view from Postgres (fresh start or continue-as-new).
   subscription = await store.loadLocalSubscription(customerId);
   publish();
-  await planChange.init(catalogPatched);
+  await planChange.init(catalogPatched, batched);
 
   for (;;) {
     await condition(() => queue.length > 0 || shouldContinueAsNew());

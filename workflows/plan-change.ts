@@ -9,7 +9,7 @@
  * then clears the pending plan). The local plan and cancel fields change only through webhooks; this
  * workflow, the single writer, sets and clears only the pending-plan marker.
  */
-import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { LocalSubscription } from '../activities/billing-db';
 import type { BillingEvent } from '../domain/billing-event';
@@ -31,6 +31,12 @@ import type { Plan } from '../domain/plans';
 const db = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   // A Postgres outage must not fail a change Stripe already made: retry until it is back.
+  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+});
+
+/** The same reads as local activities (customer runs after the customer-local-batch-apply patch). */
+const dbLocal = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
 
@@ -79,9 +85,10 @@ export interface PlanChangeHandlers {
   onEventApplied(event: BillingEvent): Promise<void>;
   /**
    * Loads the plan catalog; call once the subscription is loaded. Validators defer until then.
-   * `catalogPatched`: the caller's earlier patched(PLAN_CHANGE_CATALOG_PATCH), if it asked already.
+   * `catalogPatched`: the caller's earlier patched(PLAN_CHANGE_CATALOG_PATCH), if it asked already;
+   * `local`: load it with a local activity (runs that use local activities for Postgres).
    */
-  init(catalogPatched?: boolean): Promise<void>;
+  init(catalogPatched?: boolean, local?: boolean): Promise<void>;
 }
 
 type ScheduledChange = { planId: string; effectiveAt: number | null };
@@ -453,9 +460,9 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
   return {
     view: () => change,
     carry: () => ({ inFlight: change, completed: completed.slice(-COMPLETED_REQUESTS_LIMIT), expected }),
-    async init(catalogPatched) {
+    async init(catalogPatched, local) {
       // Histories recorded before the plan catalog existed scheduled nothing here; those runs load it on first use.
-      if (catalogPatched ?? patched(PLAN_CHANGE_CATALOG_PATCH)) catalog = await db.loadPlanCatalog();
+      if (catalogPatched ?? patched(PLAN_CHANGE_CATALOG_PATCH)) catalog = await (local ? dbLocal : db).loadPlanCatalog();
       ready = true;
     },
     async onEventApplied(event) {

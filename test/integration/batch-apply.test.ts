@@ -86,6 +86,53 @@ describe('batched apply of queued events', () => {
     await expect(applyBillingEvents([a[0]!, b[0]!])).rejects.toThrow(/one customer/);
   });
 
+  it('retries a failing batch (a database outage) inside the worker until it commits, then applies it once', async () => {
+    const config = testConfig();
+    const activities = realActivities(db.sql, config);
+    const { token, customerId } = uniqueFixture('customer.subscription.updated');
+    const events = subscriptionEvents(token, [
+      { created: 1_770_002_000, status: 'active' },
+      { created: 1_770_002_010, status: 'past_due' },
+    ]);
+    let calls = 0;
+    const client = await testClient();
+    const worker = await startTestWorker({
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      activities: {
+        ...activities,
+        async applyBillingEvents(batch: BillingEvent[]) {
+          if (++calls <= 2) throw new Error('connect ECONNREFUSED (simulated outage)');
+          return activities.applyBillingEvents(batch);
+        },
+      },
+    });
+    const handle = await client.workflow.signalWithStart('customerWorkflow', {
+      workflowId: customerWorkflowId(customerId),
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      args: [{ customerId }],
+      signal: stripeEventSignal,
+      signalArgs: [events[0]!],
+    });
+    await handle.signal(stripeEventSignal, events[1]!);
+    try {
+      const state = await eventually(async () => {
+        const s = await handle.query(stateQuery);
+        return s.applied >= 2 && s;
+      });
+      expect(state.subscription?.status).toBe('past_due');
+      expect(calls).toBeGreaterThanOrEqual(3);
+      const [count] = await db.sql<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${db.sql(events.map((e) => e.eventId))}`;
+      expect(count?.n).toBe(2);
+      const history = await handle.fetchHistory();
+      expect(history.events!.some((e) => e.workflowTaskFailedEventAttributes)).toBe(false);
+    } finally {
+      await handle.terminate('test done').catch(() => {});
+      await worker.stop();
+      await client.connection.close();
+    }
+  });
+
   it('the workflow applies a burst in fewer batches than events, in order, settling a tie inside it', async () => {
     const config = testConfig();
     const activities = realActivities(db.sql, config);

@@ -647,7 +647,7 @@ describe('operability and security', () => {
         workflowId: `customer:${customerId}`,
         type: 'customer.subscription.created',
         outcome: 'applied',
-        activityType: 'applyBillingEvent',
+        activityType: 'applyBillingEvents',
         taskToken: '[redacted]',
       });
       // SDK lines (worker lifecycle) go through the same pino logger.
@@ -657,7 +657,8 @@ describe('operability and security', () => {
       const text = await eventually(async () => {
         const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
         const body = await res.text();
-        return res.ok && body.includes('temporal_activity_execution_latency') ? body : null;
+        // The customer workflow's Postgres writes are local activities: their latency series proves the apply ran here.
+        return res.ok && body.includes('temporal_local_activity_execution_latency') ? body : null;
       }, 15_000, 'worker Prometheus metrics');
       expect(text).toContain(`task_queue="${taskQueue}"`);
       expect(text).toMatch(/temporal_workflow_completed|temporal_workflow_task_execution_latency|temporal_worker_task_slots_available/);
