@@ -280,11 +280,16 @@ function bottleneck(r: PhaseResources, requestsPerSec: number): string {
   const wft = r.workerRpcPerSec?.RespondWorkflowTaskCompleted ?? 0;
   const act = r.workerRpcPerSec?.RespondActivityTaskCompleted ?? 0;
   const io = `${r.pgCommitsPerSec} PG commits/s (${perReq(r.pgCommitsPerSec)}/req), ${r.walSyncsPerSec} WAL fsyncs/s${
-    r.workerRpcPerSec ? `, worker ${Math.round(rpcTotal)} Temporal RPCs/s incl. polls (${Math.round(wft)} workflow tasks/s, ${Math.round(act)} activities/s)` : ''
+    r.workerRpcPerSec && rpcTotal >= 1
+      ? `, worker ${Math.round(rpcTotal)} Temporal RPCs/s incl. polls (${Math.round(wft)} workflow tasks/s, ${Math.round(act)} activity tasks/s; Postgres writes are local activities)`
+      : ''
   }`;
-  const oneCore = procs.find(([name, p]) => p >= 90 && (name === 'api' || name === 'floor' || name === 'loadgen'));
+  const oneCore = procs.find(([name, p]) => p >= 90 && (name === 'api' || name === 'floor' || name === 'loadgen' || name === 'temporal'));
   if (r.cpu.machineBusyPct >= 85) {
     return `CPU: machine ${r.cpu.machineBusyPct}% busy (${fmt(procs.slice(0, 4))}, other ${Math.round(r.cpu.other)}% of a core); ${io}`;
+  }
+  if (oneCore?.[0] === 'temporal') {
+    return `one core: the Temporal dev server at ${Math.round(oneCore[1])}% of a core (its SQLite persistence has a single writer) while the machine is ${r.cpu.machineBusyPct}% busy; ${io}`;
   }
   if (oneCore) return `one core: ${oneCore[0]} event loop at ${Math.round(oneCore[1])}%; ${io}`;
   return `not CPU-bound (machine ${r.cpu.machineBusyPct}% busy: ${fmt(procs.slice(0, 3))}): waiting on round trips — ${io}`;
@@ -886,10 +891,12 @@ function renderMarkdown(r: Report): string {
   lines.push('');
 
   lines.push('### What limits each number', '');
-  for (const a of r.ack) lines.push(`- ack c=${a.concurrency}: ${a.bottleneck}.${wfNote(a.resources)}`);
-  for (const f of r.floor) lines.push(`- floor c=${f.concurrency}: ${f.bottleneck}.`);
-  for (const t of r.ceiling ?? []) lines.push(`- Temporal alone c=${t.concurrency}: ${t.bottleneck}.`);
-  for (const e of r.e2e) lines.push(`- e2e ${e.offeredPerSec}/s: ${e.bottleneck}.${wfNote(e.resources)}`);
+  // Recomputed from the stored measurements, so --render applies the current analysis to old results.
+  const why = (x: { resources: PhaseResources; result: { okPerSecond: number } }) => bottleneck(x.resources, x.result.okPerSecond);
+  for (const a of r.ack) lines.push(`- ack c=${a.concurrency}: ${why(a)}.${wfNote(a.resources)}`);
+  for (const f of r.floor) lines.push(`- floor c=${f.concurrency}: ${why(f)}.`);
+  for (const t of r.ceiling ?? []) lines.push(`- Temporal alone c=${t.concurrency}: ${why(t)}.`);
+  for (const e of r.e2e) lines.push(`- e2e ${e.offeredPerSec}/s: ${why(e)}.${wfNote(e.resources)}`);
   if (r.scale) lines.push(`- scale: ${bottleneck(r.scale.resources, r.scale.createdPerSec)}.${wfNote(r.scale.resources)}`);
   if (rc.available && rc.resources) {
     const floorSec = rc.stripePages! / rc.rateLimitPerSecond!;
