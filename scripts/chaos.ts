@@ -17,7 +17,8 @@ import type { SubscriptionStatus } from '../domain/billing-event';
 import { loadFixtureText } from '../test/fixtures';
 import { prng } from './bench-load';
 import { sleep, startBillingStack, stopActiveStacks, type BillingStack, type ProcessExit } from './bench-stack';
-import { tempDir } from './stack';
+import { startPagingStripeFake, type PagingStripeFake } from './bench-stripe-fake';
+import { freePort, tempDir } from './stack';
 
 export type FaultKind = 'worker-kill' | 'temporal-restart' | 'postgres-restart';
 
@@ -72,6 +73,9 @@ export interface ChaosReport {
     webhookRows: number;
     notifications: number;
     distinctNotificationKeys: number;
+    expectedNotifications: number;
+    deliveredNotifications: number;
+    suppressedNotifications: number;
     customersChecked: number;
     stateMismatches: number;
   };
@@ -90,6 +94,10 @@ interface Expected {
   name: string | null;
   invoice: { id: string; status: string; amountPaid: number } | null;
   accessState: string;
+  /** Stripe's subscription id (served, in its final state, by the Stripe fake). */
+  subscriptionId: string;
+  /** A payment failed on a second invoice: one dunning cycle opens and sends exactly one notice. */
+  dunning: boolean;
 }
 
 interface Stream {
@@ -130,6 +138,8 @@ export function buildStream(opts: { events: number; customers: number; duplicate
     if (n >= 5) plan.push('invoice.finalized', 'invoice.paid');
     if (n >= 4 && rand() < 0.6) plan.push(IGNORED_TYPES[Math.floor(rand() * IGNORED_TYPES.length)]!);
     if (n >= 3) plan.push('customer.updated');
+    // Every tenth customer with room: a payment fails on a second invoice, which opens a dunning cycle.
+    if (n >= 6 && c % 10 === 5) plan.push('invoice.payment_failed');
     while (plan.length < n) plan.push(rand() < 0.2 ? 'customer.updated' : 'customer.subscription.updated');
     // Random order in time, except that the invoice is finalized before it is paid.
     for (let i = plan.length - 1; i > 0; i--) {
@@ -144,6 +154,9 @@ export function buildStream(opts: { events: number; customers: number; duplicate
     let email: string | null = null;
     let name: string | null = null;
     let invoice: Expected['invoice'] = null;
+    let subscriptionId = '';
+    let lastSubEvent = -1;
+    const dunning = plan.includes('invoice.payment_failed');
     for (const type of plan) {
       created += 1 + Math.floor(rand() * 3);
       if (type === 'customer.subscription.updated') {
@@ -151,11 +164,16 @@ export function buildStream(opts: { events: number; customers: number; duplicate
         env.id = id('sub');
         env.created = created;
         const o = env.data.object;
-        o.status = SUB_STATUSES[Math.floor(rand() * SUB_STATUSES.length)];
+        // Canceled is terminal at Stripe: a customer whose payment fails keeps a live subscription (a
+        // 'canceled' event would end its dunning cycle before the notice, whatever order it arrives in).
+        const statuses = dunning ? SUB_STATUSES.filter((x) => x !== 'canceled') : SUB_STATUSES;
+        o.status = statuses[Math.floor(rand() * statuses.length)];
         o.items.data[0].price.id = o.items.data[0].plan.id = PRICES[Math.floor(rand() * PRICES.length)];
         o.cancel_at_period_end = rand() < 0.3;
         o.items.data[0].current_period_end = 1_800_000_000 + Math.floor(rand() * 1_000_000);
         sub = { status: o.status, priceId: o.items.data[0].price.id, cancelAtPeriodEnd: o.cancel_at_period_end, currentPeriodEnd: o.items.data[0].current_period_end };
+        subscriptionId = o.id;
+        lastSubEvent = events.length;
         events.push({ id: env.id, body: JSON.stringify(env), handled: true });
       } else if (type === 'customer.updated') {
         const env = fixture(type, token);
@@ -173,6 +191,15 @@ export function buildStream(opts: { events: number; customers: number; duplicate
         env.data.object.status = type === 'invoice.paid' ? 'paid' : 'open';
         if (type === 'invoice.paid') invoice = { id: env.data.object.id, status: 'paid', amountPaid: env.data.object.amount_paid };
         events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+      } else if (type === 'invoice.payment_failed') {
+        const env = fixture(type, token);
+        env.id = id('failed');
+        // The failure happened now: the cycle's first retry is a day away, so within the run it only
+        // opens the cycle, holds access at 'grace' and sends its one "payment failed" notice.
+        env.created = Math.floor(Date.now() / 1000);
+        env.data.object.id = `in_${token}Failed01`;
+        env.data.object.status = 'open';
+        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
       } else {
         // A type this engine does not act on: stored as 'ignored', acknowledged, never applied.
         const env = { id: id('ign'), object: 'event', api_version: '2025-03-31.basil', created, livemode: false, type, data: { object: { id: `obj_${token}_${k}`, object: type.split('.')[0], customer: customerId } } };
@@ -187,9 +214,21 @@ export function buildStream(opts: { events: number; customers: number; duplicate
       env.created = created;
       const o = env.data.object;
       sub = { status: o.status, priceId: o.items.data[0].price.id, cancelAtPeriodEnd: o.cancel_at_period_end, currentPeriodEnd: o.items.data[0].current_period_end };
+      subscriptionId = o.id;
+      lastSubEvent = events.length;
       events.push({ id: env.id, body: JSON.stringify(env), handled: true });
     }
-    expected.push({ customerId, subscription: sub, email, name, invoice, accessState: accessStateFor(sub.status) });
+    if (dunning) {
+      // A failed renewal leaves the subscription past_due (as Stripe does): its latest event says so.
+      const last = JSON.parse(events[lastSubEvent]!.body);
+      last.data.object.status = 'past_due';
+      events[lastSubEvent]!.body = JSON.stringify(last);
+      sub.status = 'past_due';
+    }
+    const access = accessStateFor(sub.status);
+    // As refreshAccessState: an open dunning cycle holds an active customer at 'grace'.
+    const accessState = dunning && (access === 'active' || access === 'grace') ? 'grace' : access;
+    expected.push({ customerId, subscription: sub, email, name, invoice, accessState, subscriptionId, dunning });
   }
   const ids = events.map((e) => e.id);
   const deliveries = [...ids, ...ids.filter(() => rand() < opts.duplicateRate)];
@@ -255,10 +294,28 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   const unexpectedExits: ChaosReport['unexpectedExits'] = [];
 
   let stack: BillingStack | null = null;
+  let fake: PagingStripeFake | null = null;
   try {
     stack = await startBillingStack({
       dir,
       log,
+      // Stripe's side of the story for reads (a dunning cycle syncs the subscription it failed on):
+      // each subscription in its final state, the one the events lead to; the rest goes to stripe-mock.
+      stripeApiBase: async (mockUrl) => {
+        fake = await startPagingStripeFake({ port: await freePort(), upstream: mockUrl });
+        fake.setSubscriptions(
+          stream.expected.map((e) => ({
+            id: e.subscriptionId,
+            customer: e.customerId,
+            status: e.subscription.status,
+            priceId: e.subscription.priceId,
+            currentPeriodStart: null,
+            currentPeriodEnd: e.subscription.currentPeriodEnd,
+            cancelAtPeriodEnd: e.subscription.cancelAtPeriodEnd,
+          })),
+        );
+        return fake.url;
+      },
       fastPostgres: options.fastPostgres ?? false,
       supervise: true,
       onUnexpectedExit: (name: string, exit: ProcessExit) => {
@@ -388,9 +445,29 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const notApplied = handled.filter((id) => statusOf.has(id) && statusOf.get(id) !== 'applied');
     if (notApplied.length) violations.push(`${notApplied.length} handled events whose delivery-log status is not 'applied', e.g. ${notApplied.slice(0, 3).map((id) => `${id}=${statusOf.get(id)}`).join(', ')}`);
 
+    // Notices: exactly one per opened dunning cycle, none for anyone else (the dunning child workflows
+    // send them after their events were applied, so wait for them first).
+    const dunningCustomers = new Set(stream.expected.filter((e) => e.dunning).map((e) => e.customerId));
+    // Delivered = queued in the outbox or sent; 'suppressed' rows are the caps deciding not to send.
+    const countNotices = () =>
+      s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM notifications WHERE status IN ('queued', 'sent')`.then((r) => r[0]!.n, () => -1);
+    const noticeDeadline = Date.now() + o.drainTimeoutMs;
+    while ((await countNotices()) < dunningCustomers.size && Date.now() < noticeDeadline) await sleep(250);
+    await sleep(1000); // a late second notice would show up now
     const [notif] = await s.sql<{ total: number; distinct_keys: number }[]>`
       SELECT count(*)::int AS total, count(DISTINCT dedup_key)::int AS distinct_keys FROM notifications`;
     if (notif!.total !== notif!.distinct_keys) violations.push(`notifications: ${notif!.total} rows but ${notif!.distinct_keys} distinct dedup keys`);
+    const perCustomer = await s.sql<{ customer_id: string; n: number }[]>`
+      SELECT customer_id, count(*)::int AS n FROM notifications WHERE status IN ('queued', 'sent') GROUP BY customer_id`;
+    const [suppressedRow] = await s.sql<{ suppressed: number }[]>`
+      SELECT count(*)::int AS suppressed FROM notifications WHERE status = 'suppressed'`;
+    const suppressed = suppressedRow?.suppressed ?? 0;
+    const noticeProblems = [
+      ...perCustomer.filter((r) => !dunningCustomers.has(r.customer_id)).map((r) => `${r.customer_id}: ${r.n} notice(s) without a failed payment`),
+      ...perCustomer.filter((r) => dunningCustomers.has(r.customer_id) && r.n !== 1).map((r) => `${r.customer_id}: ${r.n} notices for one failure`),
+      ...[...dunningCustomers].filter((c) => !perCustomer.some((r) => r.customer_id === c)).map((c) => `${c}: no notice for its failed payment`),
+    ];
+    if (noticeProblems.length) violations.push(`notifications: ${noticeProblems.length} customers wrong, e.g. ${noticeProblems.slice(0, 3).join('; ')}`);
 
     // Final state of every customer vs. the same events applied in order without faults.
     const customerIds = stream.expected.map((e) => e.customerId);
@@ -455,6 +532,9 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         webhookRows: rows.length,
         notifications: notif!.total,
         distinctNotificationKeys: notif!.distinct_keys,
+        expectedNotifications: dunningCustomers.size,
+        deliveredNotifications: perCustomer.reduce((a, r) => a + r.n, 0),
+        suppressedNotifications: suppressed,
         customersChecked: stream.expected.length,
         stateMismatches: mismatches,
       },
@@ -466,6 +546,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     return report;
   } finally {
     if (stack) await stack.stop();
+    await (fake as PagingStripeFake | null)?.stop();
     if (!options.keep && violations.length === 0) rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -485,7 +566,8 @@ export function renderChaosReport(r: ChaosReport): string {
     `| applied_events rows / unique handled events | ${c.applied} / ${c.handled} |`,
     `| applied rows for non-handled events | ${c.unexpectedApplied} |`,
     `| ignored-type events not recorded as ignored | ${c.notIgnored} |`,
-    `| notifications / distinct dedup keys | ${c.notifications} / ${c.distinctNotificationKeys} |`,
+    `| notifications: rows / distinct dedup keys | ${c.notifications} / ${c.distinctNotificationKeys} |`,
+    `| notices delivered / expected (one per opened dunning cycle) / suppressed by the caps | ${c.deliveredNotifications} / ${c.expectedNotifications} / ${c.suppressedNotifications} |`,
     `| customers whose final state ≠ fault-free result | ${c.stateMismatches} of ${c.customersChecked} |`,
     `| time: stack / burst / drain after burst | ${(r.timings.stackMs / 1000).toFixed(1)} s / ${(r.timings.burstMs / 1000).toFixed(1)} s / ${(r.timings.drainMs / 1000).toFixed(1)} s |`,
     '',

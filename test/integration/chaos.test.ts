@@ -27,6 +27,9 @@ describe('chaos: faults in the middle of a webhook burst', () => {
     expect(report.counts.notIgnored).toBe(0);
     expect(report.counts.stateMismatches).toBe(0);
     expect(report.counts.notifications).toBe(report.counts.distinctNotificationKeys);
+    // One notice per opened dunning cycle, across the faults (the per-customer check is a violation above).
+    expect(report.counts.deliveredNotifications).toBe(report.counts.expectedNotifications);
+    expect(report.counts.expectedNotifications).toBeGreaterThan(0);
     // The stream really had what the checks are about.
     expect(report.counts.duplicateDeliveries).toBeGreaterThan(0);
     expect(report.counts.ignoredTypes).toBeGreaterThan(0);
