@@ -167,7 +167,8 @@ describe('the reconciliation schedule and admin API', () => {
     const done = await eventually(async () => {
       const res = await app.request(`/admin/reconciliations/${encodeURIComponent(runId)}`, { headers: auth });
       const body = (await res.json()) as Record<string, unknown>;
-      return res.status === 200 && body.status === 'succeeded' ? body : null;
+      // The run records 'succeeded' in its last activity and completes just after: wait for both.
+      return res.status === 200 && body.status === 'succeeded' && body.workflowStatus === 'COMPLETED' ? body : null;
     }, 30_000, 'the run to finish');
     expect(done).toMatchObject({
       runId,
