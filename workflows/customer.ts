@@ -14,7 +14,6 @@ import {
   log,
   patched,
   proxyActivities,
-  proxyLocalActivities,
   setHandler,
   startChild,
   upsertSearchAttributes,
@@ -39,22 +38,15 @@ import {
 import { DunningStateKey, PlanIdKey, SubscriptionStatusKey } from '../domain/search-attributes';
 import type { ApplyEventResult, LocalSubscription } from '../activities/billing-db';
 import { PLAN_CHANGE_CATALOG_PATCH, installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';
-
-const db = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  // A Postgres outage must not fail the workflow: retry until it is back.
-  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
-});
+import { localPostgresActivities, postgresActivities } from './postgres-activities';
 
 /**
- * The same Postgres activities run as local activities (in the workflow task, no activity task
- * round trip through the server), and events queued together are applied in one batch. Runs started
- * before LOCAL_APPLY_PATCH keep the regular activities above.
+ * Runs after LOCAL_APPLY_PATCH call the Postgres activities as local activities (in the workflow task,
+ * no activity task round trip through the server) and apply events queued together in one batch; runs
+ * started before it keep the regular activities.
  */
-const dbLocal = proxyLocalActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
-});
+const db = postgresActivities;
+const dbLocal = localPostgresActivities;
 
 /** patched() id of the batched local-activity apply path (workflows/customer.ts). */
 export const LOCAL_APPLY_PATCH = 'customer-local-batch-apply';

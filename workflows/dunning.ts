@@ -59,12 +59,10 @@ import {
   type SubscriptionSnapshot,
 } from '../domain/messages';
 import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from '../domain/search-attributes';
+import { postgresActivities } from './postgres-activities';
 
 /** Postgres: retried until it is back; a database outage must not end a cycle. */
-const db = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
-});
+const db = postgresActivities;
 
 /** Stripe writes with business idempotency keys: the retry window stays under Stripe's 24 h key retention. */
 const stripeWrite = proxyActivities<Activities>({

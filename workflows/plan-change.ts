@@ -9,7 +9,7 @@
  * then clears the pending plan). The local plan and cancel fields change only through webhooks; this
  * workflow, the single writer, sets and clears only the pending-plan marker.
  */
-import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { LocalSubscription } from '../activities/billing-db';
 import type { BillingEvent } from '../domain/billing-event';
@@ -27,18 +27,10 @@ import {
 } from '../domain/messages';
 import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
 import type { Plan } from '../domain/plans';
+import { localPostgresActivities, postgresActivities } from './postgres-activities';
 
-const db = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  // A Postgres outage must not fail a change Stripe already made: retry until it is back.
-  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
-});
-
-/** The same reads as local activities (customer runs after the customer-local-batch-apply patch). */
-const dbLocal = proxyLocalActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
-});
+const db = postgresActivities;
+const dbLocal = localPostgresActivities;
 
 const stripeWrite = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',

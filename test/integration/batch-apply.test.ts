@@ -35,6 +35,11 @@ function subscriptionEvents(token: string, steps: { created: number; status: str
 describe('batched apply of queued events', () => {
   let db: TestDatabase;
 
+  /** Which of these events have an applied_events row. */
+  const appliedIds = async (events: BillingEvent[]) =>
+    (await db.sql<{ event_id: string }[]>`
+      SELECT event_id FROM applied_events WHERE event_id IN ${db.sql(events.map((e) => e.eventId))}`).map((r) => r.event_id);
+
   beforeAll(async () => {
     db = await createTestDatabase();
   });
@@ -55,9 +60,7 @@ describe('batched apply of queued events', () => {
     const results = await applyBillingEvents([...events, events[1]!]);
     expect(results.map((r) => r.outcome)).toEqual(['applied', 'applied', 'stale', 'applied', 'duplicate']);
     expect(results.map((r) => r.subscription?.status)).toEqual(['active', 'past_due', 'past_due', 'active', 'active']);
-    const rows = await db.sql<{ event_id: string; outcome: string }[]>`
-      SELECT event_id, outcome FROM applied_events WHERE event_id IN ${db.sql(events.map((e) => e.eventId))}`;
-    expect(rows).toHaveLength(4);
+    expect(await appliedIds(events)).toHaveLength(4);
     // A second delivery of the whole batch changes nothing.
     expect((await applyBillingEvents(events)).map((r) => r.outcome)).toEqual(['duplicate', 'duplicate', 'duplicate', 'duplicate']);
   });
@@ -74,9 +77,7 @@ describe('batched apply of queued events', () => {
     const results = await applyBillingEvents(events);
     expect(results.map((r) => r.outcome)).toEqual(['applied', 'applied', 'tie']);
     expect(results[2]!.subscription?.status).toBe('past_due');
-    const applied = await db.sql<{ event_id: string }[]>`
-      SELECT event_id FROM applied_events WHERE event_id IN ${db.sql(events.map((e) => e.eventId))}`;
-    expect(applied.map((r) => r.event_id).sort()).toEqual([events[0]!.eventId, events[1]!.eventId].sort());
+    expect((await appliedIds(events)).sort()).toEqual([events[0]!.eventId, events[1]!.eventId].sort());
   });
 
   it('rejects a batch that mixes customers', async () => {
@@ -121,9 +122,7 @@ describe('batched apply of queued events', () => {
       });
       expect(state.subscription?.status).toBe('past_due');
       expect(calls).toBeGreaterThanOrEqual(3);
-      const [count] = await db.sql<{ n: number }[]>`
-        SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${db.sql(events.map((e) => e.eventId))}`;
-      expect(count?.n).toBe(2);
+      expect(await appliedIds(events)).toHaveLength(2);
       const history = await handle.fetchHistory();
       expect(history.events!.some((e) => e.workflowTaskFailedEventAttributes)).toBe(false);
     } finally {
@@ -179,9 +178,7 @@ describe('batched apply of queued events', () => {
       expect(refetched).toBe(1);
       expect(batchSizes.reduce((a, b) => a + b, 0)).toBe(30 + (30 - 20 - 1)); // the events after the tie are resubmitted
       expect(batchSizes.length).toBeLessThan(10);
-      const [count] = await db.sql<{ n: number }[]>`
-        SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${db.sql(events.map((e) => e.eventId))}`;
-      expect(count?.n).toBe(30);
+      expect(await appliedIds(events)).toHaveLength(30);
       // The batched path is recorded as local-activity markers, not activity tasks.
       const history = await handle.fetchHistory();
       expect(history.events!.some((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')).toBe(true);
