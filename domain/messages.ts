@@ -70,6 +70,8 @@ export interface CustomerWorkflowState {
   dunning: DunningView[];
   planChange: PlanChangeView | null;
   queued: number;
+  /** Events set aside by a data error in this workflow's lifetime (listed at /admin/webhook-events?status=quarantined). */
+  quarantined?: number;
   applied: number;
   duplicatesDropped: number;
   staleDropped: number;
@@ -123,7 +125,37 @@ export type DunningEvent =
   | { kind: 'payment_failed'; eventId: string; declineCode: string | null; at: number }
   | { kind: 'paid'; eventId: string; at: number }
   | { kind: 'payment_method_updated'; eventId: string; paymentMethodId: string | null; at: number }
-  | { kind: 'subscription_ended'; eventId: string; at: number };
+  | { kind: 'subscription_ended'; eventId: string; at: number }
+  | { kind: 'invoice_closed'; eventId: string; at: number; status: 'voided' | 'uncollectible' };
+
+/**
+ * Dunning child → customer workflow: what the cycle did, for the parent (the single writer of the
+ * customer's billing rows) to record. Sent after every step; the parent writes it in order.
+ */
+export interface DunningReport {
+  invoiceId: string;
+  subscriptionId: string | null;
+  /** The failure that opened the cycle (creates the row if the cycle was started outside an event, e.g. by ops). */
+  firstDeclineCode: string | null;
+  startedAtMs: number;
+  state: string;
+  attemptsMade: number;
+  maxAttempts: number;
+  nextAttemptAtMs: number | null;
+  lastDeclineCode: string | null;
+  declineClass: string;
+  finalAction: 'cancel' | 'mark_unpaid' | 'leave_past_due' | null;
+  /** Set once: the cycle ended at this time. */
+  endedAtMs: number | null;
+  /** The off-session retry this report is about, if any. */
+  attempt: {
+    attempt: number;
+    trigger: 'schedule' | 'payment_method' | 'manual';
+    outcome: 'succeeded' | 'failed' | 'requires_action' | 'invoice_closed' | 'error';
+    declineCode: string | null;
+    atMs: number;
+  } | null;
+}
 
 export const dunningEventSignal = defineSignal<[DunningEvent]>('dunningEvent');
 export const dunningStateQuery = defineQuery<DunningView>('dunningState');
@@ -156,3 +188,6 @@ export interface DunningWorkflowResult {
   outcome: 'recovered' | 'exhausted' | 'canceled';
   attempts: number;
 }
+
+/** Dunning child → customer workflow: a report to record (runs after the dunning-reports-to-parent patch). */
+export const dunningReportSignal = defineSignal<[DunningReport]>('dunningReport');

@@ -24,19 +24,23 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { BillingEvent } from '../domain/billing-event';
 import { dunningWorkflowId } from '../domain/ids';
+import type { Effect, StartDunningEffect } from '../domain/billing/effects';
 import {
   dunningEventSignal,
   dunningProgressSignal,
+  dunningReportSignal,
   reconcileSignal,
   stateQuery,
   stripeEventSignal,
   type CustomerWorkflowState,
   type DunningEvent,
+  type DunningReport,
   type DunningView,
   type ReconcileRequest,
 } from '../domain/messages';
 import { DunningStateKey, PlanIdKey, SubscriptionStatusKey } from '../domain/search-attributes';
-import type { ApplyEventResult, LocalSubscription } from '../activities/billing-db';
+import type { ApplyEventResult } from '../activities/billing-db';
+import type { LocalSubscription } from '../domain/billing/state';
 import { PLAN_CHANGE_CATALOG_PATCH, installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
 
@@ -50,6 +54,13 @@ const dbLocal = localPostgresActivities;
 
 /** patched() id of the batched local-activity apply path (workflows/customer.ts). */
 export const LOCAL_APPLY_PATCH = 'customer-local-batch-apply';
+
+/**
+ * patched() id of effects as data (runs after LOCAL_APPLY_PATCH only): the apply returns each event's
+ * effects — recorded with its state, replayed on a re-run — and this loop runs them idempotently;
+ * update handlers and dunning cycles hand their writes to this loop; quarantined events are not remembered.
+ */
+export const EFFECTS_PATCH = 'customer-effects-as-data';
 
 /** At most this many queued events are applied in one transaction. */
 export const APPLY_BATCH_MAX = 100;
@@ -68,21 +79,31 @@ export interface CustomerWorkflowInput {
   customerId: string;
   recentEventIds?: string[];
   pending?: QueueItem[];
-  counters?: { applied: number; duplicatesDropped: number; staleDropped: number };
+  counters?: { applied: number; duplicatesDropped: number; staleDropped: number; quarantined?: number };
   dunning?: DunningView[];
   planChange?: PlanChangeCarry;
   /** Tests: continue-as-new after this many applied items instead of waiting for the server's hint. */
   continueAsNewAfter?: number;
 }
 
-type QueueItem = { kind: 'event'; event: BillingEvent } | { kind: 'reconcile'; request: ReconcileRequest };
+type QueueItem =
+  | { kind: 'event'; event: BillingEvent }
+  | { kind: 'reconcile'; request: ReconcileRequest }
+  | { kind: 'dunning_report'; report: DunningReport };
+
+/** A write handed to the main loop by an update handler (never carried: handlers finish before continue-as-new). */
+interface Command {
+  run(): Promise<unknown>;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
 
 /** The per-customer entity workflow. */
 export async function customerWorkflow(input: CustomerWorkflowInput): Promise<void> {
   const { customerId } = input;
   const recent: string[] = [...(input.recentEventIds ?? [])];
   const queue: QueueItem[] = [...(input.pending ?? [])];
-  const counters = { applied: 0, duplicatesDropped: 0, staleDropped: 0, ...input.counters };
+  const counters = { applied: 0, duplicatesDropped: 0, staleDropped: 0, quarantined: 0, ...input.counters };
   const dunning = new Map<string, DunningView>((input.dunning ?? []).map((d) => [d.invoiceId, d]));
   let subscription: LocalSubscription | null = null;
   let lastEventId: string | null = null;
@@ -96,6 +117,8 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
   // the local activity's marker), and replay, which resolves that activity from the earlier task,
   // would then not see the marker: nondeterminism. Found by test/workflows/replay.test.ts (v3 run2).
   const catalogPatched = batched ? patched(PLAN_CHANGE_CATALOG_PATCH) : undefined;
+  const effectsPatched = batched ? patched(EFFECTS_PATCH) : false;
+  const commands: Command[] = [];
   const store = batched ? dbLocal : db;
   /** Events taken off the queue whose apply has not finished (batched runs only). */
   let inFlight: string[] = [];
@@ -128,8 +151,27 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     publish();
   });
 
+  setHandler(dunningReportSignal, (report) => {
+    if (!report || typeof report.invoiceId !== 'string' || typeof report.state !== 'string') return;
+    dunning.set(report.invoiceId, viewOfReport(report));
+    queue.push({ kind: 'dunning_report', report });
+    publish();
+  });
+
+  /**
+   * Runs `work` in the main loop, between applies (effects-as-data runs): the loop is the only place
+   * that writes the customer's rows. Older runs run it in place, as they always did.
+   */
+  function inLoop<T>(work: () => Promise<T>): Promise<T> {
+    if (!effectsPatched) return work();
+    return new Promise<T>((resolve, reject) => {
+      commands.push({ run: work, resolve: resolve as (v: unknown) => void, reject });
+    });
+  }
+
   const planChange = installPlanChangeHandlers({
     customerId,
+    inLoop,
     carried: input.planChange,
     getSubscription: () => subscription,
     setSubscription: (s) => {
@@ -152,6 +194,7 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     dunning: [...dunning.values()],
     planChange: planChange.view(),
     queued: queue.length,
+    quarantined: counters.quarantined,
     applied: counters.applied,
     duplicatesDropped: counters.duplicatesDropped,
     staleDropped: counters.staleDropped,
@@ -247,6 +290,124 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     }
   }
 
+  // ---- effects as data (EFFECTS_PATCH) ----------------------------------------------------------
+
+  /** Applies the events at the head of the queue in one transaction, then each event's effects, in order. */
+  async function applyBatchWithEffects(events: BillingEvent[]): Promise<number> {
+    inFlight = events.map((e) => e.eventId);
+    const results = await dbLocal.applyBillingEvents(events);
+    for (let i = 0; i < results.length; i++) {
+      const result = results[i]!;
+      if (result.outcome === 'tie') {
+        await afterApplyWithEffects(events[i]!, await settleTie(events[i]!));
+        // The events after the tie were not attempted: back to the head of the queue, in order.
+        queue.unshift(...events.slice(i + 1).map((event) => ({ kind: 'event' as const, event })));
+        inFlight = [];
+        return i + 1;
+      }
+      await afterApplyWithEffects(events[i]!, result);
+    }
+    inFlight = [];
+    return events.length;
+  }
+
+  /** Two subscription events in the same second: the payload cannot tell which is newer, so ask Stripe. */
+  async function settleTie(event: BillingEvent): Promise<ApplyEventResult> {
+    if (event.data.kind !== 'subscription') return dbLocal.applyBillingEvent(event, { tieBreak: 'precedence' });
+    try {
+      const snapshot = await stripeRead.fetchSubscription({ subscriptionId: event.data.subscriptionId, customerId });
+      if (snapshot) {
+        const result = await dbLocal.applySubscriptionSnapshot({ snapshot, customerId, eventId: event.eventId, eventType: event.type, eventCreated: event.created });
+        if (result.outcome !== 'refused') return result;
+      }
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.warn('re-fetch failed; settling same-second tie by status precedence', { eventId: event.eventId });
+    }
+    return dbLocal.applyBillingEvent(event, { tieBreak: 'precedence' });
+  }
+
+  /**
+   * Counts the outcome and runs the event's effects — the ones recorded with it, also when this apply
+   * found it applied already (a re-run after a commit). A quarantined event is not remembered, so a
+   * replay after a fix is applied.
+   */
+  async function afterApplyWithEffects(event: BillingEvent, result: ApplyEventResult): Promise<void> {
+    subscription = result.subscription;
+    lastEventId = event.eventId;
+    if (result.outcome === 'quarantined') {
+      counters.quarantined++;
+      log.warn('event quarantined; the customer\'s later events go on', { eventId: event.eventId, type: event.type, error: result.error });
+      return;
+    }
+    if (result.outcome === 'duplicate') counters.duplicatesDropped++;
+    else if (result.outcome === 'stale') counters.staleDropped++;
+    else counters.applied++;
+    remember(event.eventId);
+    await runEffects(result.effects ?? []);
+    // State-based: confirms a plan change when the applied state shows it, whichever apply wrote it.
+    await planChange.onEventApplied(event);
+  }
+
+  /** Runs effects in order; each is idempotent by its key (child workflow id, the child's event-id dedup). */
+  async function runEffects(effects: Effect[]): Promise<void> {
+    for (const effect of effects) {
+      switch (effect.kind) {
+        case 'start_dunning':
+          await startDunningCycle(effect);
+          break;
+        case 'signal_dunning':
+          await signalDunning(effect.invoiceId, effect.event);
+          break;
+        case 'end_dunning': {
+          await signalDunning(effect.invoiceId, effect.event);
+          const view = dunning.get(effect.invoiceId);
+          if (view && !isTerminalView(view)) dunning.set(effect.invoiceId, { ...view, state: effect.reason === 'paid' ? 'recovered' : 'canceled', nextAttemptAt: null });
+          break;
+        }
+      }
+    }
+    if (effects.length > 0) publish();
+  }
+
+  async function startDunningCycle(effect: StartDunningEffect): Promise<void> {
+    const { invoiceId, subscriptionId, failure } = effect;
+    try {
+      await startChild('dunningWorkflow', {
+        workflowId: dunningWorkflowId(invoiceId),
+        args: [{ invoiceId, customerId, subscriptionId, firstFailure: failure }],
+        // The cycle must outlive this run's continue-as-new.
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      });
+    } catch (err) {
+      // Started already (this effect re-run after a crash, or before a continue-as-new): the same cycle.
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError || err instanceof ChildWorkflowFailure)) throw err;
+      log.info('dunning cycle already started', { invoiceId });
+    }
+    if (!dunning.has(invoiceId)) {
+      dunning.set(invoiceId, { invoiceId, state: 'retrying', attempt: 0, maxAttempts: 0, nextAttemptAt: null, lastDeclineCode: failure.declineCode });
+    }
+  }
+
+  /** Records the dunning reports queued at the head of the queue, in one transaction. */
+  async function recordReports(): Promise<number> {
+    const reports: DunningReport[] = [];
+    while (reports.length < APPLY_BATCH_MAX && queue[0]?.kind === 'dunning_report') reports.push((queue.shift() as { report: DunningReport }).report);
+    await dbLocal.recordDunningReports({ customerId, reports });
+    return reports.length;
+  }
+
+  async function runCommands(): Promise<void> {
+    for (let c = commands.shift(); c; c = commands.shift()) {
+      try {
+        c.resolve(await c.run());
+      } catch (err) {
+        c.reject(err);
+      }
+    }
+  }
+
   async function routeToDunning(event: BillingEvent): Promise<void> {
     const d = event.data;
     if (d.kind === 'invoice') {
@@ -280,6 +441,21 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
         await signalDunning(view.invoiceId, { kind: 'subscription_ended', eventId: event.eventId, at: event.created });
       }
     }
+  }
+
+  function isTerminalView(v: DunningView): boolean {
+    return ['recovered', 'exhausted', 'canceled'].includes(v.state);
+  }
+
+  function viewOfReport(r: DunningReport): DunningView {
+    return {
+      invoiceId: r.invoiceId,
+      state: r.state,
+      attempt: r.attemptsMade,
+      maxAttempts: r.maxAttempts,
+      nextAttemptAt: r.nextAttemptAtMs === null ? null : Math.floor(r.nextAttemptAtMs / 1000),
+      lastDeclineCode: r.lastDeclineCode,
+    };
   }
 
   function openCycles(): DunningView[] {
@@ -328,6 +504,15 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
   }
 
   async function applyReconcile(request: ReconcileRequest): Promise<void> {
+    if (request.subscription && effectsPatched) {
+      // Refused when the object belongs to another customer (never written); its drift stays flagged.
+      const result = await store.applySubscriptionSnapshot({ snapshot: request.subscription, customerId, eventId: null, eventType: null, eventCreated: null });
+      subscription = result.subscription;
+      await runEffects(result.effects ?? []);
+      await store.markDriftRepaired({ runId: request.runId, objectId: request.subscriptionId, repaired: result.outcome !== 'refused' });
+      counters.applied++;
+      return;
+    }
     if (request.subscription) {
       const result = await store.applySubscriptionSnapshot({ snapshot: request.subscription, eventId: null, eventType: null, eventCreated: null });
       subscription = result.subscription;
@@ -344,10 +529,23 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
   await planChange.init(catalogPatched, batched);
 
   for (;;) {
-    await condition(() => queue.length > 0 || shouldContinueAsNew());
+    await condition(() => queue.length > 0 || commands.length > 0 || shouldContinueAsNew());
+    if (commands.length > 0) {
+      await runCommands();
+      publish();
+      continue;
+    }
     if (shouldContinueAsNew()) {
       // Let in-flight update handlers (plan changes) finish first; unprocessed events travel along.
-      await condition(allHandlersFinished);
+      if (effectsPatched) {
+        // Handlers may be waiting on this loop for their writes: run those while they finish.
+        while (!allHandlersFinished()) {
+          await condition(() => commands.length > 0 || allHandlersFinished());
+          await runCommands();
+        }
+      } else {
+        await condition(allHandlersFinished);
+      }
       await continueAsNew<typeof customerWorkflow>({
         customerId,
         recentEventIds: recent,
@@ -358,6 +556,16 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
         continueAsNewAfter: input.continueAsNewAfter,
       });
     }
+    if (effectsPatched && queue[0]?.kind === 'event') {
+      processedThisRun += await applyBatchWithEffects(takeEventRun());
+      publish();
+      continue;
+    }
+    if (queue[0]?.kind === 'dunning_report') {
+      processedThisRun += await recordReports();
+      publish();
+      continue;
+    }
     if (batched && queue[0]?.kind === 'event') {
       processedThisRun += await applyEventBatch(takeEventRun());
       publish();
@@ -366,7 +574,7 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     const item = queue.shift();
     if (!item) continue;
     if (item.kind === 'event') await applyEvent(item.event);
-    else await applyReconcile(item.request);
+    else if (item.kind === 'reconcile') await applyReconcile(item.request);
     processedThisRun++;
     publish();
   }

@@ -21,6 +21,7 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -50,9 +51,11 @@ import { customerWorkflowId, dunningWorkflowId } from '../domain/ids';
 import {
   dunningEventSignal,
   dunningProgressSignal,
+  dunningReportSignal,
   dunningStateQuery,
   reconcileSignal,
   type DunningEvent,
+  type DunningReport,
   type DunningView,
   type DunningWorkflowInput,
   type DunningWorkflowResult,
@@ -84,7 +87,20 @@ const notices = proxyActivities<Activities>({
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
 });
 
-const EVENT_KINDS: ReadonlySet<string> = new Set(['payment_failed', 'paid', 'payment_method_updated', 'subscription_ended']);
+/** Reaches the customer workflow when a plain signal cannot (it is not running): retried for a day. */
+const parentSignal = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  scheduleToCloseTimeout: '1 day',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '5 minutes' },
+});
+
+const EVENT_KINDS: ReadonlySet<string> = new Set(['payment_failed', 'paid', 'payment_method_updated', 'subscription_ended', 'invoice_closed']);
+
+/**
+ * patched() id: the cycle writes no billing rows itself. It reports every step to its customer workflow
+ * (the single writer), which records it; the cycle row was opened by the apply that decided it.
+ */
+export const DUNNING_REPORTS_PATCH = 'dunning-reports-to-parent';
 const SEEN_EVENT_IDS_LIMIT = 200;
 
 /** Cycle state carried over continue-as-new (plain JSON: arrays, no Sets). */
@@ -129,6 +145,10 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
       };
   let reported = '';
   let publishedState = '';
+  // Asked before the first command, so a replay of an older history takes the same branch.
+  const reportsToParent = patched(DUNNING_REPORTS_PATCH);
+  /** The attempt made since the last report (reports-to-parent runs). */
+  let unreportedAttempt: DunningReport['attempt'] = null;
 
   setHandler(dunningEventSignal, (event) => {
     if (!event || typeof event.eventId !== 'string' || !EVENT_KINDS.has(event.kind)) {
@@ -140,7 +160,12 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
   });
   setHandler(dunningStateQuery, () => view());
 
-  if (!carried) {
+  if (!carried && reportsToParent) {
+    s.policy = await loadPolicy();
+    await report(null);
+    // Stripe has moved the subscription to past_due; mirror it even if that webhook never comes.
+    await syncSubscription(undefined);
+  } else if (!carried) {
     s.policy = await loadPolicy();
     await db.openDunningCycle({
       invoiceId,
@@ -194,6 +219,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
         case 'paid':
           return 'recovered';
         case 'subscription_ended':
+        case 'invoice_closed':
           return 'canceled';
         case 'payment_method_updated':
           s.retryNow = true;
@@ -258,7 +284,8 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     }
     s.attemptsMade = attemptNo;
     s.lastAttemptAtMs = atMs;
-    await db.recordDunningAttempt({ invoiceId, attempt: attemptNo, trigger, outcome: result.outcome, declineCode: result.declineCode, atMs });
+    if (reportsToParent) unreportedAttempt = { attempt: attemptNo, trigger, outcome: result.outcome, declineCode: result.declineCode, atMs };
+    else await db.recordDunningAttempt({ invoiceId, attempt: attemptNo, trigger, outcome: result.outcome, declineCode: result.declineCode, atMs });
     switch (result.outcome) {
       case 'succeeded':
         return 'recovered';
@@ -331,14 +358,12 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
       }
     }
     if (!current) return;
+    const request = { runId: dunningWorkflowId(invoiceId), subscriptionId, subscription: current };
     try {
-      await getExternalWorkflowHandle(customerWorkflowId(customerId)).signal(reconcileSignal, {
-        runId: dunningWorkflowId(invoiceId),
-        subscriptionId,
-        subscription: current,
-      });
+      await getExternalWorkflowHandle(customerWorkflowId(customerId)).signal(reconcileSignal, request);
     } catch {
-      await db.applySubscriptionSnapshot({ snapshot: current, eventId: null, eventType: null, eventCreated: null });
+      if (reportsToParent) await toParentByActivity({ customerId, reconcile: request });
+      else await db.applySubscriptionSnapshot({ snapshot: current, eventId: null, eventType: null, eventCreated: null });
     }
   }
 
@@ -391,7 +416,45 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     }
   }
 
+  /**
+   * Tells the customer workflow what the cycle did, for it to record: a workflow-to-workflow signal,
+   * or signal-with-start through an activity when the customer workflow is not running.
+   */
+  async function report(finalAction: DunningPolicy['finalAction'] | null): Promise<void> {
+    const r: DunningReport = {
+      invoiceId,
+      subscriptionId,
+      firstDeclineCode: input.firstFailure.declineCode,
+      startedAtMs: failedAtMs,
+      state: s.state,
+      attemptsMade: s.attemptsMade,
+      maxAttempts: s.policy.retryDaysAfterFailure.length,
+      nextAttemptAtMs: s.nextAttemptAtMs,
+      lastDeclineCode: s.lastDeclineCode,
+      declineClass: s.declineClass,
+      finalAction,
+      endedAtMs: isTerminalDunningState(s.state) ? Date.now() : null,
+      attempt: unreportedAttempt,
+    };
+    unreportedAttempt = null;
+    try {
+      await getExternalWorkflowHandle(customerWorkflowId(customerId)).signal(dunningReportSignal, r);
+    } catch {
+      await toParentByActivity({ customerId, report: r });
+    }
+  }
+
+  async function toParentByActivity(payload: Parameters<Activities['signalCustomerWorkflow']>[0]): Promise<void> {
+    try {
+      await parentSignal.signalCustomerWorkflow(payload);
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.error('could not reach the customer workflow; reconciliation will converge the records', { invoiceId, customerId, error: err.message });
+    }
+  }
+
   async function record(finalAction: DunningPolicy['finalAction'] | null): Promise<void> {
+    if (reportsToParent) return report(finalAction);
     await db.recordDunningProgress({
       invoiceId,
       customerId,
@@ -428,6 +491,8 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
       publishedState = v.state;
     }
     setCurrentDetails(details(v));
+    // Reports carry the view to the customer workflow (record() runs before every publish()).
+    if (reportsToParent) return;
     const key = JSON.stringify(v);
     if (key === reported) return;
     reported = key;

@@ -11,7 +11,7 @@
  */
 import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import type { LocalSubscription } from '../activities/billing-db';
+import type { LocalSubscription } from '../domain/billing/state';
 import type { BillingEvent } from '../domain/billing-event';
 import {
   cancelPendingPlanChangeUpdate,
@@ -66,6 +66,8 @@ export interface PlanChangeContext {
   carried: PlanChangeCarry | undefined;
   getSubscription(): LocalSubscription | null;
   setSubscription(s: LocalSubscription | null): void;
+  /** Runs a write of the customer's rows in the customer workflow's main loop (the single writer). */
+  inLoop<T>(work: () => Promise<T>): Promise<T>;
 }
 
 /** patched() id of loading the plan catalog at workflow start. */
@@ -305,8 +307,10 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
       toInterval: to.interval,
     });
     const effectiveAt = out.effectiveAt ?? sub.currentPeriodEnd;
-    await db.setPendingPlanChange({ subscriptionId: sub.id, planId: to.id, effectiveAt });
-    ctx.setSubscription(await db.loadLocalSubscription(customerId));
+    await ctx.inLoop(async () => {
+      await db.setPendingPlanChange({ subscriptionId: sub.id, planId: to.id, effectiveAt });
+      ctx.setSubscription(await db.loadLocalSubscription(customerId));
+    });
     const base = { requestId, kind: 'downgrade' as const, fromPlanId: from.id, toPlanId: to.id, invoiceId: null };
     change = { ...base, status: 'scheduled', effectiveAt, scheduleId: out.scheduleId };
     return { ...base, status: 'scheduled', effectiveAt, message: `${to.name} starts at ${iso(effectiveAt)}, the end of the current period; nothing is refunded now` };
@@ -320,8 +324,10 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
       scheduleId: change?.status === 'scheduled' ? (change.scheduleId ?? null) : null,
       step,
     });
-    await db.clearPendingPlanChange({ subscriptionId: sub.id, planId: scheduled.planId });
-    ctx.setSubscription(await db.loadLocalSubscription(customerId));
+    await ctx.inLoop(async () => {
+      await db.clearPendingPlanChange({ subscriptionId: sub.id, planId: scheduled.planId });
+      ctx.setSubscription(await db.loadLocalSubscription(customerId));
+    });
     if (change?.status === 'scheduled') settle('canceled', `the scheduled change to ${scheduled.planId} was canceled (request ${requestId})`);
   }
 

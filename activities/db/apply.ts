@@ -1,0 +1,253 @@
+/**
+ * The apply transaction: for each event, under the customer's advisory lock, read the facts, run the
+ * reducer (domain/billing/reducer.ts), then write the rows, the cycle changes, applied_events and the
+ * effects together. Re-applying an applied event returns the effects recorded for it, so a re-run
+ * after a commit (a crash, a timeout, a failed read) runs them again; each effect is idempotent by key.
+ * A data error quarantines only the event that caused it (a savepoint per event).
+ */
+import { BillingEventSchema, type BillingEvent } from '../../domain/billing-event';
+import type { Effect } from '../../domain/billing/effects';
+import { reduceBillingEvent, reduceSubscriptionSnapshot, type ReduceOptions, type Reduction } from '../../domain/billing/reducer';
+import type { BillingSlice, LocalSubscription } from '../../domain/billing/state';
+import type { SubscriptionSnapshot } from '../../domain/messages';
+import type { Sql, TxSql } from '../../lib/db';
+import { logEvent } from '../event-log';
+import { ensureCustomer, loadCustomerWatermark, refreshAccessState, writeCustomer } from './customers';
+import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
+import { loadEffects, storeEffects } from './effects';
+import { DataError, describeError, isDataError, quarantineEvent } from './failure-policy';
+import { loadInvoiceFact, writeInvoice } from './invoices';
+import { writeChargeRefund, writeCheckoutSession, writeDispute, writePaymentMethod } from './records';
+import { countInActivity, lockCustomer } from './shared';
+import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
+
+/** Test-only fault hooks of the apply path (chaos, simulation). */
+export interface ApplyFaults {
+  /** Called after the apply transaction committed; true makes the activity fail as if the worker died then. */
+  afterCommit?: (eventIds: readonly string[]) => boolean;
+}
+
+export interface ApplyDeps {
+  sql: Sql;
+  /** Retries in the configured dunning schedule (a new cycle row's max_attempts until the child reports). */
+  dunningMaxAttempts: number;
+  faults?: ApplyFaults;
+}
+
+export type ApplyOutcome = 'applied' | 'duplicate' | 'stale' | 'tie' | 'noop' | 'quarantined' | 'refused';
+
+/** What applying one event did. */
+export interface ApplyEventResult {
+  outcome: ApplyOutcome;
+  /** For a duplicate: the outcome recorded when it was first applied. */
+  firstOutcome?: string | null;
+  /** The effects of the event (recorded ones for a duplicate); the workflow runs them, idempotently. */
+  effects?: Effect[];
+  /** For a quarantined event: why. */
+  error?: string;
+  subscription: LocalSubscription | null;
+}
+
+export interface ApplyEventOptions extends ReduceOptions {}
+
+class TieDetected extends Error {}
+
+type OneResult = Omit<ApplyEventResult, 'subscription'>;
+
+/** Creates the apply activities' core (composed into createBillingDbActivities). */
+export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
+  /** Reads the facts the reducer needs for one event (rows locked for the transaction). */
+  async function sliceFor(tx: TxSql, event: BillingEvent): Promise<BillingSlice> {
+    const d = event.data;
+    const invoice = d.kind === 'invoice' ? await loadInvoiceFact(tx, d.invoiceId) : null;
+    const subscriptionId = d.kind === 'subscription' ? d.subscriptionId : d.kind === 'invoice' ? (d.subscriptionId ?? invoice?.subscriptionId ?? null) : null;
+    return {
+      customerId: event.customerId,
+      subscription: subscriptionId ? await loadSubscriptionFact(tx, subscriptionId) : null,
+      invoice,
+      customerWatermark: d.kind === 'customer' ? await loadCustomerWatermark(tx, event.customerId) : null,
+      cycles: await loadCycleFacts(tx, event.customerId),
+    };
+  }
+
+  async function writeRows(tx: TxSql, e: BillingEvent): Promise<void> {
+    const d = e.data;
+    switch (d.kind) {
+      case 'subscription':
+        return writeSubscription(tx, e.customerId, d, { created: e.created, eventId: e.eventId });
+      case 'invoice':
+        return writeInvoice(tx, e, d);
+      case 'customer':
+        return writeCustomer(tx, e.customerId, d, e);
+      case 'checkout_session':
+        return writeCheckoutSession(tx, e, d);
+      case 'payment_method':
+        return writePaymentMethod(tx, e, d);
+      case 'dispute':
+        return writeDispute(tx, e, d);
+      case 'charge_refund':
+        return writeChargeRefund(tx, e, d);
+    }
+  }
+
+  /** Applies one event inside the caller's transaction. Throws TieDetected (nothing written) on a same-second tie. */
+  async function applyInTx(tx: TxSql, event: BillingEvent, opts: ApplyEventOptions): Promise<OneResult> {
+    const parsed = BillingEventSchema.safeParse(event);
+    if (!parsed.success) throw new DataError(`event does not parse: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const inserted = await tx`
+      INSERT INTO applied_events (event_id, customer_id, type, outcome)
+      VALUES (${event.eventId}, ${event.customerId}, ${event.type}, 'applied')
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING event_id`;
+    if (inserted.length === 0) {
+      const [first] = await tx<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${event.eventId}`;
+      return { outcome: 'duplicate', firstOutcome: first?.outcome ?? null, effects: await loadEffects(tx, event.eventId) };
+    }
+    await ensureCustomer(tx, event.customerId);
+    const reduction: Reduction = reduceBillingEvent(await sliceFor(tx, event), event, opts);
+    if (reduction.verdict === 'tie') throw new TieDetected();
+    if (reduction.verdict === 'applied') await writeRows(tx, event);
+    await applyCycleChanges(tx, event.customerId, reduction.cycles, dunningMaxAttempts);
+    await storeEffects(tx, event.eventId, event.customerId, reduction.effects);
+    if (reduction.verdict !== 'applied') await tx`UPDATE applied_events SET outcome = ${reduction.verdict} WHERE event_id = ${event.eventId}`;
+    await tx`
+      UPDATE webhook_events SET status = 'applied', applied_at = now(), last_error = NULL
+      WHERE event_id = ${event.eventId} AND status <> 'applied'`;
+    return { outcome: reduction.verdict, effects: reduction.effects };
+  }
+
+  /**
+   * Applies `event` in a savepoint: a data error rolls back only this event and quarantines it; a tie
+   * rolls it back and is reported. Other errors abort the transaction (retried by the caller).
+   */
+  async function applyGuarded(tx: TxSql, event: BillingEvent, opts: ApplyEventOptions): Promise<OneResult> {
+    try {
+      return await tx.savepoint((sp) => applyInTx(sp, event, opts));
+    } catch (err) {
+      if (err instanceof TieDetected) return { outcome: 'tie', effects: [] };
+      if (!isDataError(err)) throw err;
+      const error = describeError(err);
+      await quarantineEvent(tx, event.eventId, error);
+      countInActivity('billing_events_quarantined', 'Events set aside by a data error in the apply path');
+      logEvent('warn', 'event quarantined: data error', { eventId: event.eventId, customerId: event.customerId, type: event.type, error });
+      return { outcome: 'quarantined', effects: [], error };
+    }
+  }
+
+  function afterCommit(eventIds: readonly string[]): void {
+    if (faults?.afterCommit?.(eventIds)) throw new Error(`injected fault after commit of ${eventIds.join(', ')}`);
+  }
+
+  function logApplied(event: BillingEvent, r: OneResult): void {
+    logEvent(r.outcome === 'quarantined' ? 'warn' : 'info', 'event applied', {
+      eventId: event.eventId,
+      customerId: event.customerId,
+      type: event.type,
+      outcome: r.outcome,
+      effects: (r.effects ?? []).map((e) => `${e.kind}:${e.target}`),
+    });
+  }
+
+  return {
+    /** Applies one normalized event exactly once; its effects come back with it (the recorded ones on a re-run). */
+    async applyBillingEvent(event: BillingEvent, opts: ApplyEventOptions = {}): Promise<ApplyEventResult> {
+      const result = await sql.begin(async (tx) => {
+        await lockCustomer(tx, event.customerId);
+        const r = await applyGuarded(tx, event, opts);
+        await refreshAccessState(tx, event.customerId);
+        return r;
+      });
+      afterCommit([event.eventId]);
+      logApplied(event, result);
+      return { ...result, subscription: await loadCurrentSubscription(sql, event.customerId) };
+    },
+
+    /**
+     * Applies a run of ONE customer's events in order, in one transaction. If event k ties with the
+     * stored watermark (same second), the events before k are committed, k is reported `tie` and the
+     * rest are not attempted: the workflow settles the tie and resubmits them.
+     */
+    async applyBillingEvents(events: BillingEvent[]): Promise<ApplyEventResult[]> {
+      if (events.length === 0) return [];
+      const customerId = events[0]!.customerId;
+      if (events.some((e) => e.customerId !== customerId)) throw new Error('applyBillingEvents: a batch holds one customer');
+      const results = await sql.begin(async (tx) => {
+        await lockCustomer(tx, customerId);
+        const out: ApplyEventResult[] = [];
+        for (const event of events) {
+          const r = await applyGuarded(tx, event, {});
+          out.push({ ...r, subscription: await loadCurrentSubscription(tx, customerId) });
+          if (r.outcome === 'tie') break;
+        }
+        await refreshAccessState(tx, customerId);
+        return out;
+      });
+      afterCommit(events.slice(0, results.length).map((e) => e.eventId));
+      results.forEach((r, i) => logApplied(events[i]!, r));
+      return results;
+    },
+
+    /**
+     * Writes a subscription object read from Stripe (the truth at fetch time) for the workflow of
+     * `customerId`. An object of another customer is refused, never written. With an eventId it
+     * settles a same-second tie for that event exactly once.
+     */
+    async applySubscriptionSnapshot(input: {
+      snapshot: SubscriptionSnapshot;
+      /** The customer of the calling workflow (required on the effects path; old runs omit it). */
+      customerId?: string;
+      eventId: string | null;
+      eventType: string | null;
+      eventCreated: number | null;
+    }): Promise<ApplyEventResult> {
+      const { snapshot, eventId } = input;
+      const owner = input.customerId ?? snapshot.customerId;
+      if (snapshot.customerId !== owner) {
+        countInActivity('billing_refetch_refused', 'Objects re-fetched from Stripe refused because they belong to another customer');
+        logEvent('warn', 'refused a Stripe object of another customer', {
+          eventId: eventId ?? 'none',
+          customerId: owner,
+          objectCustomerId: snapshot.customerId,
+          subscriptionId: snapshot.subscriptionId,
+        });
+        return { outcome: 'refused', effects: [], subscription: await loadCurrentSubscription(sql, owner) };
+      }
+      const result = await sql.begin(async (tx): Promise<OneResult> => {
+        await lockCustomer(tx, owner);
+        if (eventId) {
+          const inserted = await tx`
+            INSERT INTO applied_events (event_id, customer_id, type, outcome)
+            VALUES (${eventId}, ${owner}, ${input.eventType ?? 'refetch'}, 'refetched')
+            ON CONFLICT (event_id) DO NOTHING RETURNING event_id`;
+          if (inserted.length === 0) {
+            const [first] = await tx<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${eventId}`;
+            return { outcome: 'duplicate', firstOutcome: first?.outcome ?? null, effects: await loadEffects(tx, eventId) };
+          }
+          await tx`
+            UPDATE webhook_events SET status = 'applied', applied_at = now(), last_error = NULL
+            WHERE event_id = ${eventId} AND status <> 'applied'`;
+        }
+        await ensureCustomer(tx, owner);
+        const watermark = Math.max(snapshot.fetchedAt, input.eventCreated ?? 0);
+        const slice: BillingSlice = {
+          customerId: owner,
+          subscription: await loadSubscriptionFact(tx, snapshot.subscriptionId),
+          invoice: null,
+          customerWatermark: null,
+          cycles: await loadCycleFacts(tx, owner),
+        };
+        const reduction = reduceSubscriptionSnapshot(slice, snapshot, watermark, eventId);
+        if (reduction.verdict === 'applied') await writeSubscription(tx, owner, snapshot, { created: watermark, eventId });
+        await applyCycleChanges(tx, owner, reduction.cycles, dunningMaxAttempts);
+        if (eventId) await storeEffects(tx, eventId, owner, reduction.effects);
+        await refreshAccessState(tx, owner);
+        return { outcome: reduction.verdict === 'applied' ? 'applied' : 'stale', effects: reduction.effects };
+      });
+      if (eventId) {
+        afterCommit([eventId]);
+        logEvent('info', 'event applied from a Stripe re-fetch', { eventId, customerId: owner, type: input.eventType, outcome: result.outcome });
+      }
+      return { ...result, subscription: await loadCurrentSubscription(sql, owner) };
+    },
+  };
+}

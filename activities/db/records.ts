@@ -1,0 +1,56 @@
+/** Rows an event records without a watermark: checkout sessions, payment methods, disputes, charges. */
+import type { BillingEvent, ChargeRefundData, CheckoutSessionData, DisputeData, PaymentMethodData } from '../../domain/billing-event';
+import type { TxSql } from '../../lib/db';
+import { toTs } from './shared';
+
+export async function writeCheckoutSession(tx: TxSql, e: BillingEvent, d: CheckoutSessionData): Promise<void> {
+  const status = e.type === 'checkout.session.expired' ? 'expired' : 'complete';
+  const res = await tx`
+    UPDATE checkout_sessions SET
+      status = ${status},
+      subscription_id = COALESCE(${d.subscriptionId}, subscription_id),
+      completed_at = CASE WHEN ${status} = 'complete' THEN COALESCE(completed_at, ${toTs(e.created)}) ELSE completed_at END,
+      expired_at = CASE WHEN ${status} = 'expired' THEN COALESCE(expired_at, ${toTs(e.created)}) ELSE expired_at END
+    WHERE id = ${d.sessionId} AND status <> 'complete'
+    RETURNING id`;
+  if (res.length === 0 && d.planId) {
+    // A session created outside this API (e.g. a Payment Link) whose plan we know.
+    await tx`
+      INSERT INTO checkout_sessions (id, customer_id, plan_id, status, subscription_id, completed_at, expired_at)
+      SELECT ${d.sessionId}, ${e.customerId}, p.id, ${status}, ${d.subscriptionId},
+             ${status === 'complete' ? toTs(e.created) : null}, ${status === 'expired' ? toTs(e.created) : null}
+      FROM plans p WHERE p.id = ${d.planId}
+      ON CONFLICT (id) DO NOTHING`;
+  }
+}
+
+export async function writePaymentMethod(tx: TxSql, e: BillingEvent, d: PaymentMethodData): Promise<void> {
+  await tx`
+    INSERT INTO payment_methods (id, customer_id, type, card_brand, card_last4, attached)
+    VALUES (${d.paymentMethodId}, ${e.customerId}, ${d.type}, ${d.cardBrand}, ${d.cardLast4}, ${!d.detached})
+    ON CONFLICT (id) DO UPDATE SET attached = excluded.attached, card_brand = excluded.card_brand,
+      card_last4 = excluded.card_last4, updated_at = now()
+    WHERE payment_methods.customer_id = excluded.customer_id`;
+}
+
+export async function writeDispute(tx: TxSql, e: BillingEvent, d: DisputeData): Promise<void> {
+  await tx`
+    INSERT INTO disputes (id, customer_id, charge_id, amount, currency, reason, status)
+    VALUES (${d.disputeId}, ${e.customerId}, ${d.chargeId}, ${d.amount}, ${d.currency}, ${d.reason}, ${d.status})
+    ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = now()
+    WHERE disputes.customer_id = excluded.customer_id`;
+}
+
+export async function writeChargeRefund(tx: TxSql, e: BillingEvent, d: ChargeRefundData): Promise<void> {
+  await tx`
+    INSERT INTO charges (id, customer_id, invoice_id, amount, amount_refunded, currency, refunded)
+    VALUES (${d.chargeId}, ${e.customerId}, ${d.invoiceId}, ${d.amount}, ${d.amountRefunded}, ${d.currency}, ${d.refunded})
+    ON CONFLICT (id) DO UPDATE SET amount_refunded = GREATEST(charges.amount_refunded, excluded.amount_refunded),
+      refunded = charges.refunded OR excluded.refunded, updated_at = now()
+    WHERE charges.customer_id = excluded.customer_id`;
+  if (d.invoiceId) {
+    await tx`
+      UPDATE invoices SET amount_refunded = GREATEST(amount_refunded, ${d.amountRefunded}), updated_at = now()
+      WHERE id = ${d.invoiceId} AND customer_id = ${e.customerId}`;
+  }
+}

@@ -1,0 +1,97 @@
+/** The `subscriptions` rows: the reducer's facts, the guarded upsert, and the current subscription. */
+import type { SubscriptionStatus } from '../../domain/billing-event';
+import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
+import type { LocalSubscription, SubscriptionFact } from '../../domain/billing/state';
+import type { Sql, TxSql } from '../../lib/db';
+import { toTs, toUnix } from './shared';
+
+/** The fields of a subscription that an event or a Stripe read carries. */
+export interface SubscriptionWrite {
+  subscriptionId: string;
+  status: SubscriptionStatus;
+  priceId: string | null;
+  currentPeriodStart: number | null;
+  currentPeriodEnd: number | null;
+  cancelAtPeriodEnd: boolean;
+  canceledAt: number | null;
+  trialEnd: number | null;
+}
+
+/** The stored subscription's status and watermark, locked for the transaction. */
+export async function loadSubscriptionFact(tx: TxSql, subscriptionId: string): Promise<SubscriptionFact | null> {
+  const [row] = await tx<{ status: SubscriptionStatus; stripe_updated_at: Date; watermark_event_id: string | null }[]>`
+    SELECT status, stripe_updated_at, watermark_event_id FROM subscriptions WHERE id = ${subscriptionId} FOR UPDATE`;
+  if (!row) return null;
+  return { id: subscriptionId, status: row.status, watermark: { created: toUnix(row.stripe_updated_at) ?? 0, eventId: row.watermark_event_id } };
+}
+
+/**
+ * Upserts a subscription at a watermark. plan_id follows the price; a scheduled downgrade is cleared once
+ * Stripe shows the new plan. The WHERE keeps a snapshot read before a newer event from rolling it back.
+ */
+export async function writeSubscription(tx: TxSql, customerId: string, s: SubscriptionWrite, watermark: { created: number; eventId: string | null }): Promise<void> {
+  await tx`
+    INSERT INTO subscriptions (
+      id, customer_id, status, plan_id, price_id, current_period_start, current_period_end,
+      cancel_at_period_end, canceled_at, trial_end, stripe_updated_at, watermark_event_id)
+    VALUES (
+      ${s.subscriptionId}, ${customerId}, ${s.status},
+      (SELECT id FROM plans WHERE stripe_price_id = ${s.priceId}), ${s.priceId},
+      ${toTs(s.currentPeriodStart)}, ${toTs(s.currentPeriodEnd)}, ${s.cancelAtPeriodEnd},
+      ${toTs(s.canceledAt)}, ${toTs(s.trialEnd)}, ${toTs(watermark.created)}, ${watermark.eventId})
+    ON CONFLICT (id) DO UPDATE SET
+      status = excluded.status,
+      plan_id = excluded.plan_id,
+      price_id = excluded.price_id,
+      current_period_start = excluded.current_period_start,
+      current_period_end = excluded.current_period_end,
+      cancel_at_period_end = excluded.cancel_at_period_end,
+      canceled_at = excluded.canceled_at,
+      trial_end = excluded.trial_end,
+      pending_plan_id = CASE
+        WHEN subscriptions.pending_plan_id IS NOT DISTINCT FROM excluded.plan_id THEN NULL
+        WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN NULL
+        ELSE subscriptions.pending_plan_id END,
+      pending_plan_effective_at = CASE
+        WHEN subscriptions.pending_plan_id IS NOT DISTINCT FROM excluded.plan_id THEN NULL
+        WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN NULL
+        ELSE subscriptions.pending_plan_effective_at END,
+      needs_review = false,
+      review_reason = NULL,
+      stripe_updated_at = GREATEST(subscriptions.stripe_updated_at, excluded.stripe_updated_at),
+      watermark_event_id = excluded.watermark_event_id,
+      updated_at = now()
+    -- Never move a subscription to another customer: the row stays with the customer that owns it.
+    WHERE subscriptions.stripe_updated_at <= excluded.stripe_updated_at
+      AND subscriptions.customer_id = excluded.customer_id`;
+}
+
+/** The customer's current local subscription (domain/billing/current-subscription.ts). */
+export async function loadCurrentSubscription(tx: TxSql | Sql, customerId: string): Promise<LocalSubscription | null> {
+  const rows = await tx<
+    {
+      id: string;
+      status: SubscriptionStatus;
+      plan_id: string | null;
+      price_id: string | null;
+      current_period_end: Date | null;
+      cancel_at_period_end: boolean;
+      pending_plan_id: string | null;
+      stripe_updated_at: Date | null;
+      updated_at: Date | null;
+    }[]
+  >`
+    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, stripe_updated_at, updated_at
+    FROM subscriptions WHERE customer_id = ${customerId}`;
+  const r = pickCurrentSubscription(rows.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
+  if (!r) return null;
+  return {
+    id: r.id,
+    status: r.status,
+    planId: r.plan_id,
+    priceId: r.price_id,
+    currentPeriodEnd: toUnix(r.current_period_end),
+    cancelAtPeriodEnd: r.cancel_at_period_end,
+    pendingPlanId: r.pending_plan_id,
+  };
+}

@@ -1,0 +1,37 @@
+/**
+ * Effects are data: what must follow from a state transition, decided by the reducer, stored with the
+ * state in one transaction (`applied_effects`), and run by the customer workflow idempotently by key.
+ */
+import type { DunningEvent } from '../messages';
+
+/** Open a dunning cycle for a failed, unpaid invoice: child workflow `dunning:<invoiceId>` (started once). */
+export interface StartDunningEffect {
+  kind: 'start_dunning';
+  target: string;
+  invoiceId: string;
+  subscriptionId: string;
+  failure: { eventId: string; declineCode: string | null; at: number };
+}
+
+/** Tell an open cycle something new (another failure, a new payment method); deduped by event id in the child. */
+export interface SignalDunningEffect {
+  kind: 'signal_dunning';
+  target: string;
+  invoiceId: string;
+  event: DunningEvent;
+}
+
+/** End an open cycle: its invoice was paid, voided or written off, or its subscription ended. */
+export interface EndDunningEffect {
+  kind: 'end_dunning';
+  target: string;
+  invoiceId: string;
+  reason: 'paid' | 'voided' | 'uncollectible' | 'subscription_ended';
+  event: DunningEvent;
+}
+
+export type Effect = StartDunningEffect | SignalDunningEffect | EndDunningEffect;
+export type EffectKind = Effect['kind'];
+
+/** The idempotency key of an effect within its event: `<kind>:<target>`. */
+export const effectKey = (e: Pick<Effect, 'kind' | 'target'>): string => `${e.kind}:${e.target}`;
