@@ -28,7 +28,15 @@ import { webhookRoutes } from './routes/webhooks';
 export interface AppDeps {
   config: Pick<
     Config,
-    'STRIPE_WEBHOOK_SECRET' | 'ADMIN_TOKEN' | 'API_TOKEN' | 'WEBHOOK_MAX_BODY_BYTES' | 'TEMPORAL_TASK_QUEUE' | 'TEMPORAL_NAMESPACE' | 'TEMPORAL_UI_URL' | 'CHECKOUT_SUCCESS_WINDOW_HOURS'
+    | 'STRIPE_WEBHOOK_SECRET'
+    | 'ADMIN_TOKEN'
+    | 'API_TOKEN'
+    | 'WEBHOOK_MAX_BODY_BYTES'
+    | 'TEMPORAL_TASK_QUEUE'
+    | 'TEMPORAL_NAMESPACE'
+    | 'TEMPORAL_UI_URL'
+    | 'CHECKOUT_SUCCESS_WINDOW_HOURS'
+    | 'STUCK_DISPATCH_THRESHOLD_MS'
   >;
   sql: Sql;
   temporal: Client;
@@ -109,6 +117,12 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const appliedLag = createAppliedLagCollector({ sql: deps.sql, metrics: deps.metrics });
   app.get('/metrics', async (c) => {
     deps.metrics.oldestUndispatchedAge.set(await deps.ingest.oldestUndispatchedAgeSeconds().catch(() => 0));
+    const inbox = await deps.ingest.inboxHealth(deps.config.STUCK_DISPATCH_THRESHOLD_MS).catch(() => null);
+    if (inbox) {
+      deps.metrics.webhookEventsQuarantined.set(inbox.quarantined);
+      deps.metrics.webhookEventsStuck.set(inbox.stuck);
+      deps.metrics.webhookEventsStuckOldestAge.set(inbox.stuckOldestAgeSeconds);
+    }
     await appliedLag.collect().catch((err: unknown) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'applied-lag scrape failed'));
     await updateReconciliationGauges(deps.sql, deps.metrics).catch(() => {});
     await updateDunningGauges(deps.sql, deps.metrics).catch(() => {});
@@ -132,7 +146,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.route('/', checkoutRoutes({ sql: deps.sql, stripe: deps.stripe }));
 
   app.use('/admin/*', bearerAuth({ token: deps.config.ADMIN_TOKEN, realm: 'admin', whenUnset: 'hide' }));
-  app.route('/', adminWebhookRoutes({ sql: deps.sql, ingest: deps.ingest, stripe: deps.stripe }));
+  app.route('/', adminWebhookRoutes({ sql: deps.sql, ingest: deps.ingest, stripe: deps.stripe, stuckThresholdMs: deps.config.STUCK_DISPATCH_THRESHOLD_MS }));
   app.route('/', adminReconciliationRoutes({ sql: deps.sql, temporal: deps.temporal, taskQueue: deps.config.TEMPORAL_TASK_QUEUE }));
   app.route('/', adminCheckoutRoutes({ sql: deps.sql }));
 

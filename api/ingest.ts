@@ -20,8 +20,8 @@ export interface IngestDeps {
   logger: Logger;
   metrics: Metrics;
   payloadStoreLimitBytes: number;
-  /** Used to find the customer of a dispute whose charge we have not seen. */
-  stripe?: Pick<Stripe, 'charges'>;
+  /** Finds the customer of a dispute whose charge we have not seen; re-fetches a truncated payload on replay. */
+  stripe?: Pick<Stripe, 'charges' | 'events'>;
   /** Deadline of one signal-with-start (default 5 s). */
   dispatchTimeoutMs?: number;
 }
@@ -31,9 +31,21 @@ export type IngestOutcome =
   | { status: 'already_handled'; eventId: string; previous: string }
   | { status: 'ignored'; eventId: string; reason: string }
   | { status: 'failed'; eventId: string; error: string }
+  /** Kept 'received': a Stripe lookup it needs failed transiently; the sweeper tries again. */
+  | { status: 'deferred'; eventId: string; error: string }
   | { status: 'unavailable'; eventId: string; error: string };
 
 type Envelope = Record<string, unknown>;
+
+/** A normalize result, or: cannot be routed yet because Stripe did not answer a lookup (retry later). */
+type Normalized = NormalizeResult | { outcome: 'deferred'; error: string; eventId: string | null; type: string };
+
+/** Counts behind the inbox gauges (computed from Postgres at scrape time). */
+export interface InboxHealth {
+  quarantined: number;
+  stuck: number;
+  stuckOldestAgeSeconds: number;
+}
 
 const JSONB_UNSAFE = /[\u0000\ud800-\udfff]/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
@@ -93,8 +105,13 @@ const LATEST_UNIX_SECONDS = 253_402_300_799;
 const plausibleUnix = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= LATEST_UNIX_SECONDS;
 const stripNul = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : s);
 
+/** Stripe said the object does not exist (404 / resource_missing); anything else may succeed later. */
+function missingAtStripe(err: unknown): boolean {
+  return err instanceof Stripe.errors.StripeError && (err.statusCode === 404 || err.code === 'resource_missing');
+}
+
 /** A verified event whose ids or time cannot be stored or routed is recorded as failed instead of dispatched. */
-function implausible(result: NormalizeResult): NormalizeResult {
+function implausible(result: Normalized): Normalized {
   if (result.outcome !== 'handled') return result;
   const e = result.event;
   const badId = (id: string) => !PLAUSIBLE_ID.test(id);
@@ -112,16 +129,20 @@ function implausible(result: NormalizeResult): NormalizeResult {
 export function createIngest(deps: IngestDeps) {
   const { sql, temporal, taskQueue, logger, metrics } = deps;
 
-  /** Normalizes, then refuses what cannot be stored or routed (see `implausible`). */
-  async function normalize(envelope: Envelope): Promise<NormalizeResult> {
-    return implausible(await normalizeWithDisputeLookup(envelope));
+  /**
+   * Normalizes, then refuses what cannot be stored or routed (see `implausible`). `knownCustomerId` is
+   * the customer already recorded for a stored event, so a replay needs no second lookup.
+   */
+  async function normalize(envelope: Envelope, knownCustomerId: string | null = null): Promise<Normalized> {
+    return implausible(await normalizeWithDisputeLookup(envelope, knownCustomerId));
   }
 
   /**
    * Disputes name only the charge: find its customer locally, else ask Stripe, then normalize again.
+   * Stripe unreachable, failing or rate limiting is 'deferred' (kept for the sweeper); only a 404 is final.
    */
-  async function normalizeWithDisputeLookup(envelope: Envelope): Promise<NormalizeResult> {
-    const first = normalizeStripeEvent(envelope);
+  async function normalizeWithDisputeLookup(envelope: Envelope, knownCustomerId: string | null): Promise<Normalized> {
+    const first = normalizeStripeEvent(envelope, knownCustomerId ? { fallbackCustomerId: knownCustomerId } : {});
     if (first.outcome !== 'invalid' || first.error !== NO_CUSTOMER_ERROR || envelope.type !== 'charge.dispute.created') return first;
     const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
     const chargeId = typeof obj.charge === 'string' ? obj.charge : null;
@@ -133,7 +154,12 @@ export function createIngest(deps: IngestDeps) {
         const charge = await deps.stripe.charges.retrieve(chargeId);
         customerId = typeof charge.customer === 'string' ? charge.customer : charge.customer?.id ?? null;
       } catch (err) {
-        logger.warn({ ...unroutedLogFields(envelope), chargeId, error: err instanceof Error ? err.message : String(err) }, 'could not look up the disputed charge');
+        const error = err instanceof Error ? err.message : String(err);
+        if (!missingAtStripe(err)) {
+          logger.warn({ ...unroutedLogFields(envelope), chargeId, error }, 'could not look up the disputed charge; kept for the sweeper');
+          return { outcome: 'deferred', error: `charge lookup ${chargeId}: ${error}`, eventId: first.eventId, type: 'charge.dispute.created' };
+        }
+        logger.warn({ ...unroutedLogFields(envelope), chargeId, error }, 'the disputed charge does not exist at Stripe');
       }
     }
     return customerId ? normalizeStripeEvent(envelope, { fallbackCustomerId: customerId }) : first;
@@ -160,10 +186,13 @@ export function createIngest(deps: IngestDeps) {
   async function dispatch(event: BillingEvent): Promise<IngestOutcome> {
     try {
       const workflowId = await signal(event);
+      // first_dispatched_at is when the row entered 'dispatched'; a re-send of a row already there
+      // (sweeper, replay) bumps only dispatched_at, so a stuck delivery stays counted until applied.
       await sql`
         UPDATE webhook_events
-        SET status = 'dispatched', dispatched_at = now(), workflow_id = ${workflowId}, last_error = NULL
-        WHERE event_id = ${event.eventId} AND status IN ('received', 'failed')`;
+        SET status = 'dispatched', dispatched_at = now(), workflow_id = ${workflowId}, last_error = NULL,
+            first_dispatched_at = CASE WHEN status = 'dispatched' THEN coalesce(first_dispatched_at, dispatched_at, now()) ELSE now() END
+        WHERE event_id = ${event.eventId} AND status IN ('received', 'failed', 'ignored', 'quarantined', 'dispatched')`;
       logger.info({ eventId: event.eventId, customerId: event.customerId, workflowId, type: event.type }, 'event dispatched');
       return { status: 'dispatched', eventId: event.eventId, customerId: event.customerId, workflowId, duplicate: false };
     } catch (err) {
@@ -184,7 +213,9 @@ export function createIngest(deps: IngestDeps) {
      * Records a verified event and hands it to its customer workflow. A redelivery bumps the attempt
      * counter; if the first delivery was already dispatched it is acknowledged without a new signal.
      */
-    async ingestVerified(envelope: Envelope, rawBytes: number): Promise<IngestOutcome> {
+    async ingestVerified(raw: Envelope, rawBytes: number): Promise<IngestOutcome> {
+      // The workflow gets exactly what is stored: normalize the jsonb-safe copy, not the raw envelope.
+      const envelope = sanitizeForJsonb(raw) as Envelope;
       const result = await normalize(envelope);
       const eventId = typeof envelope.id === 'string' ? envelope.id : null;
       if (!eventId) throw new Error('ingestVerified requires an envelope with an id');
@@ -192,9 +223,10 @@ export function createIngest(deps: IngestDeps) {
       // Text columns reject NUL and a Date must be representable: never let the payload make the INSERT fail.
       const created = plausibleUnix(envelope.created) ? envelope.created : Date.now() / 1000;
       const truncated = rawBytes > deps.payloadStoreLimitBytes;
-      const stored = sanitizeForJsonb(truncated ? truncatedPayload(envelope, rawBytes) : envelope);
-      const status = result.outcome === 'handled' ? 'received' : result.outcome === 'ignored' ? 'ignored' : 'failed';
-      const lastError = result.outcome === 'invalid' ? stripNul(result.error).slice(0, 2000) : null;
+      const stored = truncated ? truncatedPayload(envelope, rawBytes) : envelope;
+      const routable = result.outcome === 'handled' || result.outcome === 'deferred';
+      const status = routable ? 'received' : result.outcome === 'ignored' ? 'ignored' : 'failed';
+      const lastError = result.outcome === 'invalid' || result.outcome === 'deferred' ? stripNul(result.error).slice(0, 2000) : null;
       const customerId = result.outcome === 'handled' ? result.event.customerId : null;
       const objectId = result.outcome === 'handled' ? result.event.objectId : null;
 
@@ -209,7 +241,7 @@ export function createIngest(deps: IngestDeps) {
         ON CONFLICT (event_id) DO UPDATE SET attempts = webhook_events.attempts + 1, last_received_at = now()
         RETURNING status, (xmax = 0) AS inserted`;
       const row = rows[0]!;
-      metrics.webhooksReceived.inc({ type: result.outcome === 'handled' ? type : result.outcome });
+      metrics.webhooksReceived.inc({ type: routable ? type : result.outcome });
 
       if (!row.inserted) {
         metrics.webhooksDuplicate.inc();
@@ -228,27 +260,54 @@ export function createIngest(deps: IngestDeps) {
         logger.warn({ ...unroutedLogFields(envelope), type, error: lastError }, 'verified event failed validation; stored as failed');
         return { status: 'failed', eventId, error: result.error };
       }
+      if (result.outcome === 'deferred') return { status: 'deferred', eventId, error: result.error };
       const outcome = await dispatch(result.event);
       if (outcome.status === 'dispatched') outcome.duplicate = !row.inserted;
       return outcome;
     },
 
-    /** Re-dispatches a stored event (admin replay, sweeper). Already-applied events are a no-op. */
+    /**
+     * Re-dispatches a stored event (admin replay, sweeper), whatever its status; it is 'dispatched'
+     * afterwards. Already-applied events are a no-op, and a log row that missed its apply is marked applied.
+     */
     async redispatch(eventId: string, opts: { stripe?: Pick<Stripe, 'events'> } = {}): Promise<
       IngestOutcome | { status: 'noop'; eventId: string; reason: string } | { status: 'not_found'; eventId: string }
     > {
-      const rows = await sql<{ payload: Envelope; payload_truncated: boolean; status: string }[]>`
-        SELECT payload, payload_truncated, status FROM webhook_events WHERE event_id = ${eventId}`;
+      const rows = await sql<{ payload: Envelope; payload_truncated: boolean; status: string; customer_id: string | null }[]>`
+        SELECT payload, payload_truncated, status, customer_id FROM webhook_events WHERE event_id = ${eventId}`;
       const row = rows[0];
       if (!row) return { status: 'not_found', eventId };
-      const applied = await sql`SELECT 1 FROM applied_events WHERE event_id = ${eventId}`;
-      if (applied.length > 0) return { status: 'noop', eventId, reason: 'already applied' };
+      const applied = await sql<{ applied_at: Date }[]>`SELECT applied_at FROM applied_events WHERE event_id = ${eventId}`;
+      if (applied[0]) {
+        // The apply committed but the log row says otherwise (e.g. it was logged after the apply): else
+        // the sweeper would pick it up again on every tick and the stuck gauge would never clear.
+        await sql`
+          UPDATE webhook_events SET status = 'applied', applied_at = coalesce(applied_at, ${applied[0].applied_at}), last_error = NULL
+          WHERE event_id = ${eventId} AND status IN ('received', 'dispatched')`;
+        return { status: 'noop', eventId, reason: 'already applied' };
+      }
+      /** Stripe did not answer a call the event needs: record why; a received or failed row waits 'received' for the sweeper. */
+      const defer = async (error: string) => {
+        await sql`
+          UPDATE webhook_events
+          SET status = CASE WHEN status IN ('received', 'failed') THEN 'received' ELSE status END, last_error = ${stripNul(error).slice(0, 2000)}
+          WHERE event_id = ${eventId}`;
+        return { status: 'deferred' as const, eventId, error };
+      };
       let envelope = row.payload;
       if (row.payload_truncated) {
-        if (!opts.stripe) return { status: 'failed', eventId, error: 'payload was truncated and no Stripe client is available to re-fetch it' };
-        envelope = (await opts.stripe.events.retrieve(eventId)) as unknown as Envelope;
+        const stripe = opts.stripe ?? deps.stripe;
+        if (!stripe) return { status: 'failed', eventId, error: 'payload was truncated and no Stripe client is available to re-fetch it' };
+        try {
+          envelope = sanitizeForJsonb(await stripe.events.retrieve(eventId)) as Envelope;
+        } catch (err) {
+          const error = `re-fetch of the truncated payload: ${err instanceof Error ? err.message : String(err)}`;
+          // Stripe keeps events for 30 days: a 404 is final, anything else is worth another try.
+          return missingAtStripe(err) ? { status: 'failed', eventId, error } : defer(error);
+        }
       }
-      const result = await normalize(envelope);
+      const result = await normalize(envelope, row.customer_id);
+      if (result.outcome === 'deferred') return defer(result.error);
       if (result.outcome === 'ignored') {
         await sql`UPDATE webhook_events SET status = 'ignored' WHERE event_id = ${eventId}`;
         return { status: 'ignored', eventId, reason: result.reason };
@@ -263,7 +322,7 @@ export function createIngest(deps: IngestDeps) {
       return dispatch(result.event);
     },
 
-    /** Re-dispatches rows left 'received' longer than thresholdMs (Temporal was down). */
+    /** Re-dispatches rows left 'received' longer than thresholdMs (Temporal was down, or a Stripe lookup failed). */
     async sweep(thresholdMs: number, limit = 200): Promise<{ attempted: number; dispatched: number }> {
       const rows = await sql<{ event_id: string }[]>`
         SELECT event_id FROM webhook_events
@@ -274,8 +333,52 @@ export function createIngest(deps: IngestDeps) {
         const out = await this.redispatch(r.event_id);
         if (out.status === 'dispatched') dispatched++;
         else if (out.status === 'unavailable') break; // still down: try again next tick
+        // 'deferred': Stripe still not answering; the row stays 'received' for the next tick.
       }
       return { attempted: rows.length, dispatched };
+    },
+
+    /**
+     * Re-sends deliveries 'dispatched' for longer than thresholdMs and still not applied (a lost signal,
+     * a workflow that dropped it); the workflow dedups by event id. Each is claimed by bumping
+     * dispatched_at first, so every API replica together re-sends it at most once per threshold.
+     */
+    async sweepStuck(thresholdMs: number, limit = 200): Promise<{ attempted: number; dispatched: number }> {
+      const cutoff = sql`now() - ${thresholdMs / 1000} * interval '1 second'`;
+      let attempted = 0;
+      let dispatched = 0;
+      // One claim per re-send, longest waiting first: if Temporal is down only the row that found out waits.
+      while (attempted < limit) {
+        const [claimed] = await sql<{ event_id: string }[]>`
+          UPDATE webhook_events SET dispatched_at = now(), first_dispatched_at = coalesce(first_dispatched_at, dispatched_at)
+          WHERE event_id = (
+            SELECT event_id FROM webhook_events
+            WHERE status = 'dispatched' AND coalesce(first_dispatched_at, dispatched_at) < ${cutoff} AND dispatched_at < ${cutoff}
+            ORDER BY coalesce(first_dispatched_at, dispatched_at), event_id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+          RETURNING event_id`;
+        if (!claimed) break;
+        attempted++;
+        const out = await this.redispatch(claimed.event_id);
+        if (out.status === 'dispatched') dispatched++;
+        else if (out.status === 'unavailable') break;
+      }
+      return { attempted, dispatched };
+    },
+
+    /** Quarantined rows, and rows 'dispatched' longer than stuckThresholdMs with the oldest one's age (0 when none). */
+    async inboxHealth(stuckThresholdMs: number): Promise<InboxHealth> {
+      const rows = await sql<{ quarantined: number; stuck: number; oldest: number }[]>`
+        SELECT
+          (SELECT count(*) FROM webhook_events WHERE status = 'quarantined')::int AS quarantined,
+          count(*)::int AS stuck,
+          coalesce(EXTRACT(EPOCH FROM now() - min(coalesce(first_dispatched_at, dispatched_at))), 0)::float8 AS oldest
+        FROM webhook_events
+        WHERE status = 'dispatched'
+          AND coalesce(first_dispatched_at, dispatched_at) < now() - ${stuckThresholdMs / 1000} * interval '1 second'`;
+      const r = rows[0]!;
+      return { quarantined: r.quarantined, stuck: r.stuck, stuckOldestAgeSeconds: r.oldest };
     },
 
     /** Seconds since the oldest undispatched delivery was received (0 when none). */

@@ -54,6 +54,27 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     help: 'Deliveries re-dispatched by the sweeper',
     registers: [registry],
   });
+  const sweeperStuckRedispatched = new Counter({
+    name: 'billing_webhook_sweeper_stuck_redispatched_total',
+    help: 'Deliveries stuck in dispatched (longer than STUCK_DISPATCH_THRESHOLD_MS) re-sent to their workflow by the sweeper',
+    registers: [registry],
+  });
+  // Inbox gauges are set from Postgres on each scrape (Ingest.inboxHealth).
+  const webhookEventsQuarantined = new Gauge({
+    name: 'billing_webhook_events_quarantined',
+    help: 'Deliveries set aside by the worker after a data error, waiting for a fix and a replay',
+    registers: [registry],
+  });
+  const webhookEventsStuck = new Gauge({
+    name: 'billing_webhook_events_stuck',
+    help: 'Deliveries dispatched longer than STUCK_DISPATCH_THRESHOLD_MS ago and not applied',
+    registers: [registry],
+  });
+  const webhookEventsStuckOldestAge = new Gauge({
+    name: 'billing_webhook_events_stuck_oldest_age_seconds',
+    help: 'Time since the oldest stuck delivery was first dispatched (0 when none is stuck)',
+    registers: [registry],
+  });
   // Reconciliation gauges are set from Postgres on each scrape (api/reconciliation-stats.ts).
   const reconciliationDriftFound = new Gauge({
     name: 'billing_reconciliation_drift_found',
@@ -143,6 +164,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     ackLatency,
     oldestUndispatchedAge,
     sweeperRedispatched,
+    sweeperStuckRedispatched,
+    webhookEventsQuarantined,
+    webhookEventsStuck,
+    webhookEventsStuckOldestAge,
     dunningCycles,
     dunningRecoveryRate,
     dunningRecoveredByAttempt,

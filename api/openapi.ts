@@ -9,7 +9,12 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31, extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { ListRunsQuerySchema, RunDriftQuerySchema, StartReconciliationBodySchema } from './routes/admin-reconciliations';
-import { BulkReplayBodySchema, ListWebhookEventsQuerySchema } from './routes/admin-webhooks';
+import {
+  BulkReplayBodySchema,
+  ListStuckWebhookEventsQuerySchema,
+  ListWebhookEventsQuerySchema,
+  WEBHOOK_EVENT_STATUSES,
+} from './routes/admin-webhooks';
 import { CheckoutBodySchema, SuccessRateQuerySchema } from './routes/checkout';
 import { CustomerIdParamsSchema } from './routes/customers';
 import {
@@ -27,7 +32,6 @@ type Responses = Parameters<OpenAPIRegistry['registerPath']>[0]['responses'];
 export type OpenAPIObject = ReturnType<OpenApiGeneratorV31['generateDocument']>;
 
 const isoTime = z.string().describe('ISO 8601 timestamp');
-const WEBHOOK_STATUSES = ['received', 'dispatched', 'applied', 'ignored', 'failed'] as const;
 
 /** The one error shape of every route (api/errors.ts). */
 export const ErrorBodySchema = z.object({
@@ -140,7 +144,7 @@ function registerOperationalPaths(k: OpenApiKit): void {
     tags: ['operations'],
     summary: 'Prometheus metrics (text exposition format)',
     description:
-      'Webhook counters, ack latency, created→applied and received→applied lag histograms, oldest undispatched age, reconciliation, dunning and checkout series. Keep it on the internal network.',
+      'Webhook counters, ack latency, created→applied and received→applied lag histograms, oldest undispatched age, quarantined and stuck delivery gauges, reconciliation, dunning and checkout series. Keep it on the internal network.',
     responses: {
       200: { description: 'Metrics', content: { 'text/plain': { schema: z.string() } } },
       ...k.common,
@@ -170,7 +174,9 @@ function registerWebhookPaths(k: OpenApiKit): void {
     z.object({
       received: z.literal(true),
       eventId: z.string(),
-      status: z.enum(WEBHOOK_STATUSES).describe('dispatched on first delivery; the stored status for a redelivery'),
+      status: z
+        .enum(WEBHOOK_EVENT_STATUSES)
+        .describe('dispatched on first delivery; received when a Stripe lookup it needs failed (the sweeper retries); the stored status for a redelivery'),
       duplicate: z.boolean().optional(),
       error: z.string().optional().describe('For status failed: why the verified event did not match the schema'),
     }),
@@ -252,13 +258,15 @@ function registerAdminWebhookPaths(k: OpenApiKit): void {
   const summary = {
     eventId: z.string(),
     type: z.string(),
-    status: z.enum(WEBHOOK_STATUSES),
+    status: z.enum(WEBHOOK_EVENT_STATUSES),
     customerId: z.string().nullable(),
     attempts: z.number().int().describe('Deliveries received for this event id'),
-    lastError: z.string().nullable().describe('Why it failed (schema error or dispatch error)'),
+    lastError: z.string().nullable().describe('Why it failed, was quarantined or is waiting (schema, data, lookup or dispatch error)'),
     receivedAt: isoTime,
-    dispatchedAt: isoTime.nullable(),
+    dispatchedAt: isoTime.nullable().describe('Last hand-over to the workflow (a sweeper re-send moves it)'),
+    firstDispatchedAt: isoTime.nullable().describe('When it entered dispatched: how long a stuck delivery has waited'),
     appliedAt: isoTime.nullable(),
+    quarantinedAt: isoTime.nullable().describe('When the worker last set it aside after a data error'),
     payloadTruncated: z.boolean(),
   };
   const EventSummary = k.registry.register('WebhookEventSummary', z.object(summary));
@@ -283,7 +291,9 @@ function registerAdminWebhookPaths(k: OpenApiKit): void {
     'ReplayResult',
     z.object({
       eventId: z.string(),
-      result: z.enum(['dispatched', 'noop', 'ignored', 'failed']).describe('noop: already applied'),
+      result: z
+        .enum(['dispatched', 'noop', 'ignored', 'failed', 'deferred'])
+        .describe('noop: already applied; deferred: a Stripe lookup failed, left received for the sweeper'),
       reason: z.string().optional(),
       error: z.string().optional(),
     }),
@@ -292,7 +302,7 @@ function registerAdminWebhookPaths(k: OpenApiKit): void {
     'BulkReplayResult',
     z.object({
       selected: z.number().int(),
-      results: z.record(z.string(), z.number().int()).describe('Count per outcome: dispatched, noop, ignored, failed, unavailable'),
+      results: z.record(z.string(), z.number().int()).describe('Count per outcome: dispatched, noop, ignored, failed, deferred, unavailable'),
     }),
   );
   const base = { tags: ['admin: webhook deliveries'], security: k.adminSecurity };
@@ -305,6 +315,21 @@ function registerAdminWebhookPaths(k: OpenApiKit): void {
     responses: {
       200: json(EventList, 'One page'),
       400: k.error('Invalid filter (validation_error) or cursor (invalid_cursor)'),
+      ...k.adminAuth,
+      ...k.common,
+    },
+  });
+  k.registry.registerPath({
+    ...base,
+    method: 'get',
+    path: '/admin/webhook-events/stuck',
+    summary: 'Deliveries dispatched but not applied for longer than olderThanSeconds, longest waiting first',
+    description:
+      'olderThanSeconds defaults to STUCK_DISPATCH_THRESHOLD_MS / 1000. The sweeper re-sends these once per threshold; they stay listed until applied. Same items and cursor paging as the delivery log.',
+    request: { query: ListStuckWebhookEventsQuerySchema },
+    responses: {
+      200: json(EventList, 'One page'),
+      400: k.error('Invalid query (validation_error) or cursor (invalid_cursor)'),
       ...k.adminAuth,
       ...k.common,
     },

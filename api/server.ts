@@ -8,6 +8,7 @@ import { createTemporalClient } from '../lib/temporal';
 import { createApp } from './app';
 import { createIngest } from './ingest';
 import { createMetrics } from './metrics';
+import { createSweeper } from './sweeper';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -31,31 +32,21 @@ async function main(): Promise<void> {
     logger.info({ port: info.port, stripeApiBase: config.STRIPE_API_BASE ?? 'api.stripe.com' }, 'api listening');
   });
 
-  // The sweeper re-dispatches deliveries stored while Temporal was unreachable.
-  let sweeping = false;
-  const sweeper = setInterval(() => {
-    if (sweeping) return;
-    sweeping = true;
-    ingest
-      .sweep(config.SWEEPER_THRESHOLD_MS)
-      .then((r) => {
-        if (r.dispatched > 0) {
-          metrics.sweeperRedispatched.inc(r.dispatched);
-          logger.info(r, 'sweeper re-dispatched deliveries');
-        }
-      })
-      .catch((err: unknown) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'sweep failed'))
-      .finally(() => {
-        sweeping = false;
-      });
-  }, config.SWEEPER_INTERVAL_MS);
+  // Re-dispatches deliveries stored while Temporal was unreachable and re-sends those stuck in 'dispatched'.
+  const stopSweeper = createSweeper({
+    ingest,
+    metrics,
+    logger,
+    receivedThresholdMs: config.SWEEPER_THRESHOLD_MS,
+    stuckThresholdMs: config.STUCK_DISPATCH_THRESHOLD_MS,
+  }).start(config.SWEEPER_INTERVAL_MS);
 
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'api shutting down');
-    clearInterval(sweeper);
+    stopSweeper();
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
     server.close(async () => {

@@ -45,6 +45,8 @@ export const ConfigSchema = z
     WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
     SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(15_000),
     SWEEPER_THRESHOLD_MS: z.coerce.number().int().min(0).default(60_000),
+    /** A delivery 'dispatched' but not applied for longer is stuck: counted, listed and re-sent by the sweeper. */
+    STUCK_DISPATCH_THRESHOLD_MS: z.coerce.number().int().min(1000).default(300_000),
     DUNNING_RETRY_DAYS: z.string().default('1,3,5,7'),
     DUNNING_FINAL_ACTION: z.enum(['cancel', 'mark_unpaid', 'leave_past_due']).default('mark_unpaid'),
     RECONCILIATION_CRON: z.string().default('0 3 * * *'),

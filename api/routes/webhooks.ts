@@ -77,6 +77,9 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
         return done(200, { received: true, eventId: outcome.eventId, status: 'ignored' });
       case 'failed':
         return done(200, { received: true, eventId: outcome.eventId, status: 'failed', error: outcome.error });
+      case 'deferred':
+        // Stored and ours to retry (the sweeper): a Stripe retry would only repeat the lookup.
+        return done(200, { received: true, eventId: outcome.eventId, status: 'received' });
     }
   });
   return app;

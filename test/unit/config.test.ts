@@ -28,6 +28,12 @@ describe('loadConfig', () => {
     expect(c.ADMIN_TOKEN).toBeUndefined();
   });
 
+  it('treats a dispatched delivery as stuck after 5 minutes unless STUCK_DISPATCH_THRESHOLD_MS says otherwise', () => {
+    expect(loadConfig(base).STUCK_DISPATCH_THRESHOLD_MS).toBe(300_000);
+    expect(loadConfig({ ...base, STUCK_DISPATCH_THRESHOLD_MS: '60000' }).STUCK_DISPATCH_THRESHOLD_MS).toBe(60_000);
+    expect(errorOf({ ...base, STUCK_DISPATCH_THRESHOLD_MS: '10' }).variables).toEqual(['STUCK_DISPATCH_THRESHOLD_MS']);
+  });
+
   it('rejects a missing secret with the variable name in the message', () => {
     const err = errorOf({ ...base, STRIPE_SECRET_KEY: undefined });
     expect(err.variables).toEqual(['STRIPE_SECRET_KEY']);
