@@ -69,7 +69,7 @@ describe('dunningWorkflow (time-skipping)', () => {
       connection: env.nativeConnection,
       taskQueue,
       workflowBundle: { codePath: inject('workflowBundlePath') },
-      activities: createActivities({ sql: db.sql, stripe: opts.fake.stripe, config, notifier: opts.notifier }),
+      activities: createActivities({ sql: db.sql, stripe: opts.fake.stripe, config, notifier: opts.notifier, temporalClient: env.client }),
       shutdownGraceTime: '1 second',
       ...(opts.maxCachedWorkflows === undefined ? {} : { maxCachedWorkflows: opts.maxCachedWorkflows }),
     });
@@ -77,13 +77,42 @@ describe('dunningWorkflow (time-skipping)', () => {
     return {
       taskQueue,
       async stop() {
+        // A cycle reports to its customer workflow (started on demand). Let it go idle before its worker
+        // stops: a workflow task left pending on this queue (or one cut short by a terminate) would hold
+        // the test server's time-skipping lock for the later tests. An idle workflow holds nothing.
+        for (const customerId of reportedCustomers) {
+          const customer = env.client.workflow.getHandle(customerWorkflowId(customerId));
+          await eventually(async () => {
+            const desc = await customer.describe();
+            if (desc.status.name !== 'RUNNING') return true;
+            return !desc.raw.pendingWorkflowTask && (await customer.query(stateQuery)).queued === 0;
+          }, 10_000, 'the customer workflow to be idle').catch(() => {});
+        }
+        reportedCustomers.clear();
         if (worker.getState() === 'RUNNING') worker.shutdown();
         await running;
       },
     };
   }
 
+  /** Customers whose customer workflow a cycle under test may have started. */
+  const reportedCustomers = new Set<string>();
+
+  /** Retries an assertion block until it holds: the customer workflow records a cycle's reports asynchronously. */
+  async function eventuallyExpect(block: () => Promise<void>, what = 'the cycle\'s reports to be recorded'): Promise<void> {
+    await eventually(async () => {
+      try {
+        await block();
+        return true;
+      } catch {
+        return false;
+      }
+    }, 20_000, what).catch(() => {});
+    await block();
+  }
+
   async function seedSubscription(ids: { customerId: string; subscriptionId: string }, status = 'active'): Promise<void> {
+    reportedCustomers.add(ids.customerId);
     await db.sql`INSERT INTO customers (id, access_state) VALUES (${ids.customerId}, 'active') ON CONFLICT (id) DO NOTHING`;
     await db.sql`
       INSERT INTO subscriptions (id, customer_id, status, price_id, stripe_updated_at)
@@ -167,6 +196,8 @@ describe('dunningWorkflow (time-skipping)', () => {
       const result = (await handle.result()) as DunningWorkflowResult;
       expect(result).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 2 });
 
+      await eventuallyExpect(async () => expect((await cycle(ids.invoiceId))?.ended_at ?? null).not.toBeNull());
+      await eventuallyExpect(async () => expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' }));
       const rows = await attempts(ids.invoiceId);
       expect(rows.map((r) => [r.attempt, r.trigger, r.outcome, r.decline_code])).toEqual([
         [1, 'schedule', 'failed', 'insufficient_funds'],
@@ -212,6 +243,7 @@ describe('dunningWorkflow (time-skipping)', () => {
       const result = (await handle.result()) as DunningWorkflowResult;
       expect(result).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 1 });
 
+      await eventuallyExpect(async () => expect((await cycle(ids.invoiceId))?.ended_at ?? null).not.toBeNull());
       const rows = await attempts(ids.invoiceId);
       expect(rows.map((r) => [r.attempt, r.trigger, r.outcome])).toEqual([[1, 'payment_method', 'succeeded']]);
       // Immediately after the signal, not at a scheduled retry day.
@@ -277,8 +309,10 @@ describe('dunningWorkflow (time-skipping)', () => {
         ['payment_failed', 'canceled'],
         ['payment_failed', 'suppressed'],
       ]);
-      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'recovered', attempts_made: 1, next_attempt_at: null });
-      expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' });
+      await eventuallyExpect(async () => {
+        expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'recovered', attempts_made: 1, next_attempt_at: null });
+        expect(await localState(ids.customerId)).toEqual({ access_state: 'active', status: 'active' });
+      });
     } finally {
       await worker.stop();
     }
@@ -298,9 +332,11 @@ describe('dunningWorkflow (time-skipping)', () => {
         idempotencyKey: `dunning:${ids.invoiceId}:final`,
         params: { pause_collection: { behavior: 'keep_as_draft' }, metadata: { dunning_final_action: 'mark_unpaid' } },
       });
-      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'mark_unpaid', attempts_made: 2 });
-      // No customer workflow runs here, so the snapshot is written directly: unpaid, access restricted.
-      expect(await localState(ids.customerId)).toEqual({ access_state: 'restricted', status: 'unpaid' });
+      // The cycle's customer workflow (started by its first report) records the end and Stripe's unpaid subscription.
+      await eventuallyExpect(async () => {
+        expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'mark_unpaid', attempts_made: 2 });
+        expect(await localState(ids.customerId)).toEqual({ access_state: 'restricted', status: 'unpaid' });
+      });
       expect((await notices(ids.invoiceId)).map((n) => n.kind)).toContain('final_notice');
     } finally {
       await worker.stop();
@@ -338,8 +374,10 @@ describe('dunningWorkflow (time-skipping)', () => {
         expect(told[i]!.created_at.getTime() - told[i - 1]!.created_at.getTime()).toBeGreaterThanOrEqual(48 * HOUR);
       }
       expect(all.at(-1)!.created_at.getTime() - startedAtMs).toBeGreaterThanOrEqual(14 * DAY - 1000);
-      expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'leave_past_due', last_decline_code: 'generic_decline' });
-      expect(await localState(ids.customerId)).toEqual({ access_state: 'grace', status: 'past_due' });
+      await eventuallyExpect(async () => {
+        expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'leave_past_due', last_decline_code: 'generic_decline' });
+        expect(await localState(ids.customerId)).toEqual({ access_state: 'grace', status: 'past_due' });
+      });
     } finally {
       await worker.stop();
     }
@@ -349,6 +387,10 @@ describe('dunningWorkflow (time-skipping)', () => {
     const ids = dunningIds();
     await seedSubscription(ids);
     const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, { decline: 'insufficient_funds' }, 'succeed']) });
+    // The cycle's customer workflow runs on its own worker with a normal cache: a workflow that calls
+    // local activities does not run on a worker without one (the SDK loses the local activity's result).
+    const customers = await startWorker({ fake });
+    await env.client.workflow.start('customerWorkflow', { workflowId: customerWorkflowId(ids.customerId), taskQueue: customers.taskQueue, args: [{ customerId: ids.customerId }] });
     const first = await startWorker({ fake, maxCachedWorkflows: 0 });
     const { handle, startedAtMs } = await startDunning(first.taskQueue, ids, { declineCode: 'insufficient_funds' });
     await env.sleep('2 days');
@@ -358,6 +400,7 @@ describe('dunningWorkflow (time-skipping)', () => {
     const second = await startWorker({ fake, taskQueue: first.taskQueue, maxCachedWorkflows: 0 });
     try {
       expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 3 });
+      await eventuallyExpect(async () => expect((await cycle(ids.invoiceId))?.ended_at ?? null).not.toBeNull());
       const rows = await attempts(ids.invoiceId);
       expect(rows.map((r) => [r.attempt, r.outcome])).toEqual([
         [1, 'failed'],
@@ -369,6 +412,7 @@ describe('dunningWorkflow (time-skipping)', () => {
       expect(fake.payCalls.map((c) => c.idempotencyKey)).toEqual([1, 2, 3].map((n) => `dunning:${ids.invoiceId}:${n}`));
     } finally {
       await second.stop();
+      await customers.stop();
     }
   });
 
@@ -442,7 +486,7 @@ describe('dunningWorkflow (time-skipping)', () => {
         expect(fake.subscriptionCalls.filter((c) => c.method === 'cancel')).toEqual([
           expect.objectContaining({ idempotencyKey: `dunning:${ids.invoiceId}:final`, params: expect.objectContaining({ prorate: false, invoice_now: false }) }),
         ]);
-        expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'cancel' });
+        await eventuallyExpect(async () => expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'cancel' }));
         // The single writer applied Stripe's canceled subscription; access follows.
         await eventually(async () => {
           const local = await localState(ids.customerId);
