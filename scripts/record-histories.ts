@@ -1,7 +1,8 @@
 /**
  * Records real histories of the customer workflow into test/fixtures/histories/ for the replay test.
  * Run after a deliberate, patched() change has landed: `npx tsx scripts/record-histories.ts`. It writes
- * the current generation (v3-*: batched local-activity apply); older generations stay as recorded.
+ * the current generation (v4-*: effects as data, the dunning cycle reporting to its customer workflow,
+ * update writes in the main loop); older generations stay as recorded.
  * It starts its own PostgreSQL and Temporal dev server, runs scripted scenarios with the real
  * database activities (Stripe faked at the boundary) and saves each history as JSON.
  */
@@ -42,7 +43,9 @@ async function main(): Promise<void> {
       DUNNING_RETRY_DAYS: '0.00001,0.00002',
     });
     const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE, maxNetworkRetries: 0 });
-    const activities = createActivities({ sql, stripe, config } as Parameters<typeof createActivities>[0]);
+    const connection = await Connection.connect({ address: temporal.address });
+    const client = new Client({ connection });
+    const activities = createActivities({ sql, stripe, config, temporalClient: client });
     const bundle = await bundleWorkflowCode({ workflowsPath: path.join(ROOT, 'workflows', 'index.ts') });
     const nativeConnection = await NativeConnection.connect({ address: temporal.address });
     const worker = await Worker.create({
@@ -51,8 +54,6 @@ async function main(): Promise<void> {
       workflowBundle: bundle,
       activities,
     });
-    const connection = await Connection.connect({ address: temporal.address });
-    const client = new Client({ connection });
     mkdirSync(OUT, { recursive: true });
 
     await worker.runUntil(async () => {
@@ -94,9 +95,9 @@ async function main(): Promise<void> {
         },
       });
       await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 6);
-      await save(client, handle.workflowId, handle.signaledRunId, 'v3-customer-lifecycle-run1');
+      await save(client, handle.workflowId, handle.signaledRunId, 'v4-customer-lifecycle-run1');
       const latest = await client.workflow.getHandle(handle.workflowId).describe();
-      await save(client, handle.workflowId, latest.runId, 'v3-customer-lifecycle-run2');
+      await save(client, handle.workflowId, latest.runId, 'v4-customer-lifecycle-run2');
       await client.workflow.getHandle(handle.workflowId).terminate('recorded');
 
       // Scenario 2 (current code): plan catalog loaded, a downgrade Update, a payment failure that
@@ -133,7 +134,35 @@ async function main(): Promise<void> {
         await waitFor(async () => (await h2.query(stateQuery)).lastEventId === e.id);
       }
       await new Promise((r) => setTimeout(r, 3000));
-      await save(client, h2.workflowId, h2.signaledRunId, 'v3-customer-plan-change-dunning');
+      await save(client, h2.workflowId, h2.signaledRunId, 'v4-customer-plan-change-dunning');
+      const failedInvoice = failed.data.object.id as string;
+      await save(client, `dunning:${failedInvoice}`, (await client.workflow.getHandle(`dunning:${failedInvoice}`).describe()).runId, 'v4-dunning-ended-by-payment');
+
+      // Scenario 3: a failure whose cycle retries on its (seconds-long) schedule and recovers; the cycle
+      // reports each step to the customer workflow, which records it.
+      const s3 = uniqueFixture('customer.created', { token: 'RecRetry' });
+      const env3 = ['customer.subscription.created', 'invoice.payment_failed']
+        .map((t) => uniqueFixture(t, { token: s3.token }).envelope)
+        .map((e) => {
+          const n = normalizeStripeEvent(e);
+          if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
+          return n.event;
+        });
+      const h3 = await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(s3.customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId: s3.customerId }],
+        signal: stripeEventSignal,
+        signalArgs: [env3[0]!],
+      });
+      await h3.signal(stripeEventSignal, env3[1]!);
+      const retryInvoice = env3[1]!.data.kind === 'invoice' ? env3[1]!.data.invoiceId : '';
+      const child = client.workflow.getHandle(`dunning:${retryInvoice}`);
+      await waitFor(async () => (await child.describe()).status.name === 'COMPLETED');
+      await new Promise((r) => setTimeout(r, 2000));
+      await save(client, child.workflowId, (await child.describe()).runId, 'v4-dunning-retry-recovered');
+      await save(client, h3.workflowId, h3.signaledRunId, 'v4-customer-dunning-reports');
+      await client.workflow.getHandle(h3.workflowId).terminate('recorded');
       await client.workflow.getHandle(h2.workflowId).terminate('recorded');
     });
     await nativeConnection.close();

@@ -1,4 +1,6 @@
 /** GET /customers/{customerId}: the app's read model, straight from Postgres. */
+import type { SubscriptionStatus } from '../../domain/billing-event';
+import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Sql } from '../../lib/db';
@@ -28,22 +30,24 @@ export async function readCustomer(sql: Sql, customerId: string) {
   const subs = await sql<
     {
       id: string;
-      status: string;
+      status: SubscriptionStatus;
       plan_id: string | null;
       price_id: string | null;
       current_period_end: Date | null;
       cancel_at_period_end: boolean;
       pending_plan_id: string | null;
       needs_review: boolean;
+      stripe_updated_at: Date | null;
+      updated_at: Date | null;
     }[]
   >`
-    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, needs_review
-    FROM subscriptions WHERE customer_id = ${customerId}
-    ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC LIMIT 1`;
+    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, needs_review, stripe_updated_at, updated_at
+    FROM subscriptions WHERE customer_id = ${customerId}`;
   const cycles = await sql<{ state: string; attempts_made: number; next_attempt_at: Date | null; last_decline_code: string | null; invoice_id: string }[]>`
     SELECT state, attempts_made, next_attempt_at, last_decline_code, invoice_id FROM dunning_cycles
     WHERE customer_id = ${customerId} ORDER BY (ended_at IS NULL) DESC, started_at DESC LIMIT 1`;
-  const s = subs[0];
+  // The one rule the workflow uses too (domain/billing/current-subscription.ts).
+  const s = pickCurrentSubscription(subs.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
   const d = cycles[0];
   return {
     customerId: customer.id,

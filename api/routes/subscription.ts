@@ -5,6 +5,7 @@
  * running request or gets its result); update ids stay random, because Temporal would replay a failed
  * update's failure to every later call with the same id.
  */
+import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
 import { ServiceError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client } from '@temporalio/client';
 import { ApplicationFailure, WorkflowNotFoundError, type UpdateDefinition } from '@temporalio/common';
 import { Hono } from 'hono';
@@ -102,14 +103,16 @@ type LocalSubscriptionRow = {
   current_period_end: Date | null;
   cancel_at_period_end: boolean;
   pending_plan_id: string | null;
+  stripe_updated_at: Date | null;
+  updated_at: Date | null;
 };
 
 async function currentSubscription(sql: Sql, customerId: string): Promise<PlanChangeSubject | null> {
   const rows = await sql<LocalSubscriptionRow[]>`
-    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id
-    FROM subscriptions WHERE customer_id = ${customerId}
-    ORDER BY (status NOT IN ('canceled', 'incomplete_expired')) DESC, stripe_updated_at DESC LIMIT 1`;
-  const r = rows[0];
+    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, stripe_updated_at, updated_at
+    FROM subscriptions WHERE customer_id = ${customerId}`;
+  // The one rule the workflow uses too (domain/billing/current-subscription.ts).
+  const r = pickCurrentSubscription(rows.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
   if (!r) return null;
   return {
     id: r.id,

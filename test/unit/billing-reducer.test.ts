@@ -1,0 +1,170 @@
+import { describe, expect, it } from 'vitest';
+import type { BillingEvent } from '../../domain/billing-event';
+import { compareCurrentSubscription, pickCurrentSubscription } from '../../domain/billing/current-subscription';
+import { reduceBillingEvent, reduceSubscriptionSnapshot } from '../../domain/billing/reducer';
+import type { BillingSlice } from '../../domain/billing/state';
+
+const CUS = 'cus_R1';
+
+function slice(over: Partial<BillingSlice> = {}): BillingSlice {
+  return { customerId: CUS, subscription: null, invoice: null, customerWatermark: null, cycles: [], ...over };
+}
+
+function invoiceEvent(type: string, status: string, created: number, over: Partial<{ invoiceId: string; subscriptionId: string | null; declineCode: string | null }> = {}): BillingEvent {
+  return {
+    eventId: `evt_${type}_${created}`,
+    type,
+    created,
+    customerId: CUS,
+    objectId: over.invoiceId ?? 'in_1',
+    livemode: false,
+    data: {
+      kind: 'invoice',
+      invoiceId: over.invoiceId ?? 'in_1',
+      subscriptionId: over.subscriptionId === undefined ? 'sub_1' : over.subscriptionId,
+      status,
+      amountDue: 900,
+      amountPaid: status === 'paid' ? 900 : 0,
+      currency: 'usd',
+      attemptCount: 1,
+      nextPaymentAttempt: null,
+      billingReason: 'subscription_cycle',
+      hostedInvoiceUrl: null,
+      paymentIntentId: null,
+      declineCode: over.declineCode ?? null,
+      failureCode: null,
+      periodEnd: null,
+    },
+  };
+}
+
+function subscriptionEvent(status: 'active' | 'canceled' | 'past_due', created: number, subscriptionId = 'sub_1', eventId = `evt_sub_${created}_${status}`): BillingEvent {
+  return {
+    eventId,
+    type: status === 'canceled' ? 'customer.subscription.deleted' : 'customer.subscription.updated',
+    created,
+    customerId: CUS,
+    objectId: subscriptionId,
+    livemode: false,
+    data: {
+      kind: 'subscription',
+      subscriptionId,
+      status,
+      priceId: 'price_1',
+      currentPeriodStart: null,
+      currentPeriodEnd: null,
+      cancelAtPeriodEnd: false,
+      canceledAt: null,
+      trialEnd: null,
+      deleted: status === 'canceled',
+    },
+  };
+}
+
+const paidInvoice = { id: 'in_1', subscriptionId: 'sub_1', status: 'paid', statusRank: 3, watermark: { created: 200, eventId: 'evt_paid' } };
+
+describe('billing reducer: effects from state transitions', () => {
+  it('opens one cycle for a failed, unpaid invoice of a live subscription', () => {
+    const r = reduceBillingEvent(slice(), invoiceEvent('invoice.payment_failed', 'open', 100, { declineCode: 'insufficient_funds' }));
+    expect(r.verdict).toBe('applied');
+    expect(r.cycles).toEqual([{ op: 'open', invoiceId: 'in_1', subscriptionId: 'sub_1', declineCode: 'insufficient_funds', at: 100 }]);
+    expect(r.effects).toEqual([
+      { kind: 'start_dunning', target: 'in_1', invoiceId: 'in_1', subscriptionId: 'sub_1', failure: { eventId: 'evt_invoice.payment_failed_100', declineCode: 'insufficient_funds', at: 100 } },
+    ]);
+  });
+
+  it('a failure older than the payment of its invoice is stale and yields nothing', () => {
+    const r = reduceBillingEvent(slice({ invoice: paidInvoice }), invoiceEvent('invoice.payment_failed', 'open', 150));
+    expect(r).toEqual({ verdict: 'stale', cycles: [], effects: [] });
+  });
+
+  it('in the same second, a failure does not move a paid invoice backwards', () => {
+    const r = reduceBillingEvent(slice({ invoice: paidInvoice }), invoiceEvent('invoice.payment_failed', 'open', 200));
+    expect(r.verdict).toBe('stale');
+    expect(r.effects).toEqual([]);
+  });
+
+  it('a second failure joins the open cycle; a closed cycle is never reopened', () => {
+    const open = reduceBillingEvent(slice({ cycles: [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }] }), invoiceEvent('invoice.payment_failed', 'open', 300));
+    expect(open.cycles).toEqual([]);
+    expect(open.effects.map((e) => [e.kind, e.target])).toEqual([['signal_dunning', 'in_1']]);
+    const closed = reduceBillingEvent(slice({ cycles: [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: false }] }), invoiceEvent('invoice.payment_failed', 'open', 300));
+    expect(closed).toEqual({ verdict: 'applied', cycles: [], effects: [] });
+  });
+
+  it('opens no cycle for a one-off invoice or a subscription known to have ended', () => {
+    expect(reduceBillingEvent(slice(), invoiceEvent('invoice.payment_failed', 'open', 100, { subscriptionId: null })).effects).toEqual([]);
+    const ended = slice({ subscription: { id: 'sub_1', status: 'canceled', watermark: { created: 50, eventId: 'e' } } });
+    expect(reduceBillingEvent(ended, invoiceEvent('invoice.payment_failed', 'open', 100)).effects).toEqual([]);
+  });
+
+  it('ends the cycle of an invoice that is paid, voided or written off', () => {
+    const cycles = [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }];
+    const paid = reduceBillingEvent(slice({ cycles }), invoiceEvent('invoice.paid', 'paid', 400));
+    expect(paid.cycles).toEqual([{ op: 'close', invoiceId: 'in_1', state: 'recovered', reason: 'invoice paid' }]);
+    expect(paid.effects).toMatchObject([{ kind: 'end_dunning', target: 'in_1', reason: 'paid', event: { kind: 'paid' } }]);
+    const voided = reduceBillingEvent(slice({ cycles }), invoiceEvent('invoice.updated', 'void', 400));
+    expect(voided.effects).toMatchObject([{ kind: 'end_dunning', reason: 'voided', event: { kind: 'invoice_closed', status: 'voided' } }]);
+  });
+
+  it('a subscription that ends ends only its own cycles', () => {
+    const cycles = [
+      { invoiceId: 'in_a', subscriptionId: 'sub_a', open: true },
+      { invoiceId: 'in_b', subscriptionId: 'sub_b', open: true },
+      { invoiceId: 'in_c', subscriptionId: 'sub_a', open: false },
+    ];
+    const r = reduceBillingEvent(slice({ cycles }), subscriptionEvent('canceled', 500, 'sub_a'));
+    expect(r.cycles.map((c) => c.invoiceId)).toEqual(['in_a']);
+    expect(r.effects.map((e) => [e.kind, e.target])).toEqual([['end_dunning', 'in_a']]);
+  });
+
+  it('a stale subscription event yields nothing; a same-second one is a tie unless settled by precedence', () => {
+    const sub = { id: 'sub_1', status: 'active' as const, watermark: { created: 600, eventId: 'evt_x' } };
+    const cycles = [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }];
+    expect(reduceBillingEvent(slice({ subscription: sub, cycles }), subscriptionEvent('canceled', 599))).toEqual({ verdict: 'stale', cycles: [], effects: [] });
+    expect(reduceBillingEvent(slice({ subscription: sub, cycles }), subscriptionEvent('canceled', 600)).verdict).toBe('tie');
+    expect(reduceBillingEvent(slice({ subscription: sub, cycles }), subscriptionEvent('canceled', 600), { tieBreak: 'precedence' }).effects).toHaveLength(1);
+  });
+
+  it('a new payment method reaches every open cycle', () => {
+    const cycles = [
+      { invoiceId: 'in_a', subscriptionId: 'sub_a', open: true },
+      { invoiceId: 'in_b', subscriptionId: 'sub_b', open: false },
+    ];
+    const event: BillingEvent = {
+      eventId: 'evt_pm',
+      type: 'payment_method.attached',
+      created: 700,
+      customerId: CUS,
+      objectId: 'pm_1',
+      livemode: false,
+      data: { kind: 'payment_method', paymentMethodId: 'pm_1', type: 'card', cardBrand: 'visa', cardLast4: '4242', detached: false },
+    };
+    expect(reduceBillingEvent(slice({ cycles }), event).effects).toEqual([
+      { kind: 'signal_dunning', target: 'in_a', invoiceId: 'in_a', event: { kind: 'payment_method_updated', eventId: 'evt_pm', paymentMethodId: 'pm_1', at: 700 } },
+    ]);
+  });
+
+  it('a subscription read from Stripe ends the cycles of an ended subscription, unless a newer event was applied', () => {
+    const cycles = [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }];
+    const snapshot = { subscriptionId: 'sub_1', customerId: CUS, status: 'canceled' as const, priceId: null, currentPeriodStart: null, currentPeriodEnd: null, cancelAtPeriodEnd: false, canceledAt: null, trialEnd: null, fetchedAt: 800 };
+    expect(reduceSubscriptionSnapshot(slice({ cycles }), snapshot, 800, 'evt_tie').effects).toHaveLength(1);
+    const newer = slice({ cycles, subscription: { id: 'sub_1', status: 'active', watermark: { created: 900, eventId: 'e' } } });
+    expect(reduceSubscriptionSnapshot(newer, snapshot, 800, null).verdict).toBe('stale');
+  });
+});
+
+describe('the current subscription rule', () => {
+  it('prefers a live subscription, then the newest by Stripe time, then by local time, then by id', () => {
+    const rows = [
+      { id: 'sub_c', status: 'canceled' as const, stripeUpdatedAt: 900, updatedAt: 900 },
+      { id: 'sub_b', status: 'active' as const, stripeUpdatedAt: 500, updatedAt: 10 },
+      { id: 'sub_a', status: 'past_due' as const, stripeUpdatedAt: 500, updatedAt: 10 },
+      { id: 'sub_d', status: 'active' as const, stripeUpdatedAt: 400, updatedAt: 990 },
+    ];
+    expect(pickCurrentSubscription(rows)?.id).toBe('sub_a');
+    expect(pickCurrentSubscription([rows[0]!])?.id).toBe('sub_c');
+    expect(pickCurrentSubscription([])).toBeNull();
+    expect(compareCurrentSubscription(rows[1]!, rows[2]!)).toBeGreaterThan(0);
+  });
+});
