@@ -8,24 +8,43 @@ import { installQuietRuntime } from '../helpers/services';
 /** Decodes a history saved with JSON.stringify(fetchHistory()). */
 const historyFromJSON = (json: unknown) => temporal.api.history.v1.History.fromObject(json as Record<string, unknown>);
 
+/** The patch ids whose markers a history recorded. */
+function patchesOf(history: { events: any[] }): string[] {
+  return history.events
+    .map((e) => e.markerRecordedEventAttributes)
+    .filter((m) => m?.markerName === 'core_patch')
+    .map((m) => JSON.parse(Buffer.from(m.details['patch-data'].payloads[0].data, 'base64').toString('utf8')).id as string);
+}
+
 const DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 
-describe('replaying recorded customer workflow histories against the current code', () => {
+describe('replaying recorded customer and dunning workflow histories against the current code', () => {
   it('has recorded histories to replay', () => {
     expect(files.length).toBeGreaterThanOrEqual(8);
     // Histories recorded before the plan-change-catalog patch must keep replaying.
     expect(files.filter((f) => f.startsWith('v1-'))).toHaveLength(2);
     // … and those recorded before the customer-local-batch-apply patch (regular activity per event).
     expect(files.filter((f) => f.startsWith('v2-'))).toHaveLength(3);
-    // The current generation: events applied in batches by local activities, behind the patch marker.
-    const current = files.filter((f) => f.startsWith('v3-'));
-    expect(current).toHaveLength(3);
-    for (const f of current) {
+    // … and those recorded before effects as data (events applied in batches by local activities).
+    const v3 = files.filter((f) => f.startsWith('v3-'));
+    expect(v3).toHaveLength(3);
+    for (const f of v3) {
       const { history } = JSON.parse(readFileSync(path.join(DIR, f), 'utf8'));
       const markers = history.events.map((e: any) => e.markerRecordedEventAttributes?.markerName).filter(Boolean);
       expect(markers).toContain('core_local_activity');
+      expect(patchesOf(history)).not.toContain('customer-effects-as-data');
     }
+    // The current generation: effects as data, update writes in the main loop, dunning cycles that report
+    // to their customer workflow (customer and dunning histories both).
+    const current = files.filter((f) => f.startsWith('v4-'));
+    expect(current).toHaveLength(6);
+    const customer = current.filter((f) => f.includes('-customer-'));
+    const dunning = current.filter((f) => f.includes('-dunning-') && !f.includes('-customer-'));
+    expect(customer).toHaveLength(4);
+    expect(dunning).toHaveLength(2);
+    for (const f of customer) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('customer-effects-as-data');
+    for (const f of dunning) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('dunning-reports-to-parent');
   });
 
   it.each(files.map((f) => [f]))('%s replays without nondeterminism', async (file) => {
