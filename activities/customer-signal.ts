@@ -6,8 +6,9 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../lib/config';
 import { customerWorkflowId } from '../domain/ids';
-import { dunningReportSignal, reconcileSignal, type DunningReport, type ReconcileRequest } from '../domain/messages';
-import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../domain/search-attributes';
+import { type DunningReport, type ReconcileRequest } from '../domain/messages';
+import { dunningReportSignal, reconcileSignal } from '../workflows/contracts';
+import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 
 export interface CustomerSignalDeps {
   temporalClient?: Client | undefined;

@@ -9,7 +9,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
 import type { SubscriptionStatus } from '../domain/billing-event';
 import { customerWorkflowId } from '../domain/ids';
-import { reconcileSignal, type SubscriptionSnapshot } from '../domain/messages';
+import { type SubscriptionSnapshot } from '../domain/messages';
+import { reconcileSignal } from '../workflows/contracts';
 import {
   diffSubscription,
   type LocalSubscriptionRow,
@@ -18,7 +19,7 @@ import {
   type ReconciliationPageResult,
   type UndeliveredEventsPageResult,
 } from '../domain/reconciliation';
-import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../domain/search-attributes';
+import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
 import type { Config } from '../lib/config';
 import type { Sql, TxSql } from '../lib/db';

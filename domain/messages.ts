@@ -1,8 +1,7 @@
 /**
- * Signal, query and update definitions shared by the API (client side) and the workflows.
- * Wire names are camelCase and never renamed: running workflows depend on them.
+ * The payloads of the signals, queries and updates that the API and the workflows exchange (types
+ * only: the Temporal definitions live in workflows/contracts.ts, so domain/ imports nothing from Temporal).
  */
-import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { BillingEvent, SubscriptionStatus } from './billing-event';
 
 /** A fresh subscription object read from the Stripe API (reconciliation or a same-second tie). */
@@ -110,16 +109,6 @@ export interface SubscriptionActionResult {
   message: string;
 }
 
-export const stripeEventSignal = defineSignal<[BillingEvent]>('stripeEvent');
-export const reconcileSignal = defineSignal<[ReconcileRequest]>('reconcile');
-export const stateQuery = defineQuery<CustomerWorkflowState>('state');
-export const changePlanUpdate = defineUpdate<ChangePlanResult, [ChangePlanRequest]>('changePlan');
-export const cancelPendingPlanChangeUpdate = defineUpdate<ChangePlanResult | null, [{ requestId: string }]>('cancelPendingPlanChange');
-export const cancelSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [CancelSubscriptionRequest]>('cancelSubscription');
-export const resumeSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [{ requestId: string }]>('resumeSubscription');
-/** Reloads the plan catalog the customer workflow validates against (after a deploy added plans). */
-export const refreshPlanCatalogUpdate = defineUpdate<{ plans: number }, []>('refreshPlanCatalog');
-
 /** Events the customer workflow forwards to a dunning cycle. */
 export type DunningEvent =
   | { kind: 'payment_failed'; eventId: string; declineCode: string | null; at: number }
@@ -157,12 +146,6 @@ export interface DunningReport {
   } | null;
 }
 
-export const dunningEventSignal = defineSignal<[DunningEvent]>('dunningEvent');
-export const dunningStateQuery = defineQuery<DunningView>('dunningState');
-
-/** Dunning child → customer workflow: the cycle's latest view (drives the DunningState search attribute). */
-export const dunningProgressSignal = defineSignal<[DunningView]>('dunningProgress');
-
 /** Input of `dunningWorkflow` (workflow id `dunning:<invoiceId>`). */
 export interface DunningWorkflowInput {
   invoiceId: string;
@@ -189,5 +172,3 @@ export interface DunningWorkflowResult {
   attempts: number;
 }
 
-/** Dunning child → customer workflow: a report to record (runs after the dunning-reports-to-parent patch). */
-export const dunningReportSignal = defineSignal<[DunningReport]>('dunningReport');

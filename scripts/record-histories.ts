@@ -13,7 +13,7 @@ import { NativeConnection, Runtime, Worker, DefaultLogger, bundleWorkflowCode } 
 import { createActivities } from '../activities';
 import { normalizeStripeEvent } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
-import { changePlanUpdate, stateQuery, stripeEventSignal, reconcileSignal } from '../domain/messages';
+import { changePlanUpdate, stateQuery, stripeEventSignal, reconcileSignal } from '../workflows/contracts';
 import { loadConfig } from '../lib/config';
 import { createSql } from '../lib/db';
 import { migrate } from '../lib/migrate';

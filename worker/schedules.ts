@@ -4,7 +4,7 @@ import type { Duration } from '@temporalio/common';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { RECONCILIATION_SCHEDULE_ID, reconciliationWorkflowId } from '../domain/ids';
 import type { ReconciliationInput } from '../domain/reconciliation';
-import { BillingWorkflowKindKey } from '../domain/search-attributes';
+import { BillingWorkflowKindKey } from '../workflows/contracts';
 import type { Config } from '../lib/config';
 import type { reconciliationWorkflow } from '../workflows/reconciliation';
 

@@ -2,7 +2,7 @@
 import type { NativeConnection } from '@temporalio/worker';
 import type { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { CUSTOM_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
+import { CUSTOM_SEARCH_ATTRIBUTES } from '../workflows/contracts';
 
 const IndexedValueType = temporal.api.enums.v1.IndexedValueType;
 

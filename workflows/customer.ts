@@ -25,20 +25,9 @@ import type { Activities } from '../activities';
 import type { BillingEvent } from '../domain/billing-event';
 import { dunningWorkflowId } from '../domain/ids';
 import type { Effect, StartDunningEffect } from '../domain/billing/effects';
-import {
-  dunningEventSignal,
-  dunningProgressSignal,
-  dunningReportSignal,
-  reconcileSignal,
-  stateQuery,
-  stripeEventSignal,
-  type CustomerWorkflowState,
-  type DunningEvent,
-  type DunningReport,
-  type DunningView,
-  type ReconcileRequest,
-} from '../domain/messages';
-import { DunningStateKey, PlanIdKey, SubscriptionStatusKey } from '../domain/search-attributes';
+import { type CustomerWorkflowState, type DunningEvent, type DunningReport, type DunningView, type ReconcileRequest } from '../domain/messages';
+import { dunningEventSignal, dunningProgressSignal, dunningReportSignal, reconcileSignal, stateQuery, stripeEventSignal } from './contracts';
+import { DunningStateKey, PlanIdKey, SubscriptionStatusKey } from './contracts';
 import type { ApplyEventResult } from '../activities/billing-db';
 import type { LocalSubscription } from '../domain/billing/state';
 import { PLAN_CHANGE_CATALOG_PATCH, installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';

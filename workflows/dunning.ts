@@ -48,20 +48,9 @@ import {
   type NoticeKind,
 } from '../domain/dunning-policy';
 import { customerWorkflowId, dunningWorkflowId } from '../domain/ids';
-import {
-  dunningEventSignal,
-  dunningProgressSignal,
-  dunningReportSignal,
-  dunningStateQuery,
-  reconcileSignal,
-  type DunningEvent,
-  type DunningReport,
-  type DunningView,
-  type DunningWorkflowInput,
-  type DunningWorkflowResult,
-  type SubscriptionSnapshot,
-} from '../domain/messages';
-import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from '../domain/search-attributes';
+import { type DunningEvent, type DunningReport, type DunningView, type DunningWorkflowInput, type DunningWorkflowResult, type SubscriptionSnapshot } from '../domain/messages';
+import { dunningEventSignal, dunningProgressSignal, dunningReportSignal, dunningStateQuery, reconcileSignal } from './contracts';
+import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from './contracts';
 import { postgresActivities } from './postgres-activities';
 
 /** Postgres: retried until it is back; a database outage must not end a cycle. */

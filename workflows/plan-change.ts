@@ -13,18 +13,8 @@ import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActi
 import type { Activities } from '../activities';
 import type { LocalSubscription } from '../domain/billing/state';
 import type { BillingEvent } from '../domain/billing-event';
-import {
-  cancelPendingPlanChangeUpdate,
-  cancelSubscriptionUpdate,
-  changePlanUpdate,
-  refreshPlanCatalogUpdate,
-  resumeSubscriptionUpdate,
-  type CancelSubscriptionRequest,
-  type ChangePlanRequest,
-  type ChangePlanResult,
-  type PlanChangeView,
-  type SubscriptionActionResult,
-} from '../domain/messages';
+import { type CancelSubscriptionRequest, type ChangePlanRequest, type ChangePlanResult, type PlanChangeView, type SubscriptionActionResult } from '../domain/messages';
+import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from './contracts';
 import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
 import type { Plan } from '../domain/plans';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';

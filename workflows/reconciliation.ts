@@ -17,7 +17,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { ReconciliationCarry, ReconciliationInput, ReconciliationResult } from '../domain/reconciliation';
-import { BillingWorkflowKindKey } from '../domain/search-attributes';
+import { BillingWorkflowKindKey } from './contracts';
 
 const db = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',

@@ -5,7 +5,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { reconciliationWorkflowId } from '../../domain/ids';
 import { driftKind, type DriftField, type ReconciliationInput } from '../../domain/reconciliation';
-import { BillingWorkflowKindKey } from '../../domain/search-attributes';
+import { BillingWorkflowKindKey } from '../../workflows/contracts';
 import type { Sql } from '../../lib/db';
 import { ApiError } from '../errors';
 import { isStorableTime, parseJsonBody, parseQuery } from '../validate';

@@ -13,15 +13,8 @@ import type Stripe from 'stripe';
 import { z } from 'zod';
 import type { SubscriptionStatus } from '../../domain/billing-event';
 import { customerWorkflowId } from '../../domain/ids';
-import {
-  cancelPendingPlanChangeUpdate,
-  cancelSubscriptionUpdate,
-  changePlanUpdate,
-  refreshPlanCatalogUpdate,
-  resumeSubscriptionUpdate,
-  type ChangePlanRequest,
-  type ChangePlanResult,
-} from '../../domain/messages';
+import { type ChangePlanRequest, type ChangePlanResult } from '../../domain/messages';
+import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from '../../workflows/contracts';
 import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection, type PlanChangeSubject } from '../../domain/plan-change';
 import { prorateUpgrade } from '../../domain/proration';
 import type { Sql } from '../../lib/db';

@@ -24,7 +24,7 @@ import { createApp } from '../../api/app';
 import { createIngest } from '../../api/ingest';
 import { createMetrics } from '../../api/metrics';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
-import { stateQuery } from '../../domain/messages';
+import { stateQuery } from '../../workflows/contracts';
 import { createLogger } from '../../lib/logger';
 import { createStripe } from '../../lib/stripe';
 import {

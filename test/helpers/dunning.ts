@@ -3,7 +3,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { temporal } from '@temporalio/proto';
 import Stripe from 'stripe';
 import type { BillingEvent } from '../../domain/billing-event';
-import { CUSTOM_SEARCH_ATTRIBUTES } from '../../domain/search-attributes';
+import { CUSTOM_SEARCH_ATTRIBUTES } from '../../workflows/contracts';
 import { uniqueId } from './services';
 
 /**

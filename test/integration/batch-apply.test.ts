@@ -8,7 +8,7 @@ import { createBillingDbActivities } from '../../activities/billing-db';
 import type { BillingEvent } from '../../domain/billing-event';
 import { normalizeStripeEvent } from '../../domain/events';
 import { customerWorkflowId } from '../../domain/ids';
-import { stateQuery, stripeEventSignal } from '../../domain/messages';
+import { stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
   createTestDatabase,

@@ -10,7 +10,7 @@ import { inject } from 'vitest';
 import { createActivities } from '../../activities';
 import { normalizeStripeEvent } from '../../domain/events';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
-import { stripeEventSignal } from '../../domain/messages';
+import { stripeEventSignal } from '../../workflows/contracts';
 import { createStripe } from '../../lib/stripe';
 import { buildTestApp, postWebhook } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { customerWorkflowId } from '../../domain/ids';
-import { stateQuery, stripeEventSignal } from '../../domain/messages';
-import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../../domain/search-attributes';
+import { stateQuery, stripeEventSignal } from '../../workflows/contracts';
+import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../../workflows/contracts';
 import { normalizeStripeEvent } from '../../domain/events';
 import { loadFixture } from '../fixtures';
 import {

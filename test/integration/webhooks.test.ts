@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HANDLED_EVENT_TYPES } from '../../domain/events';
 import { customerWorkflowId } from '../../domain/ids';
-import { stateQuery } from '../../domain/messages';
+import { stateQuery } from '../../workflows/contracts';
 import { buildTestApp, postWebhook, signPayload } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {

@@ -90,3 +90,25 @@ describe('workflow sandbox guard', () => {
     expect(BUILTINS.has('path')).toBe(true);
   });
 });
+
+describe('domain/ is pure', () => {
+  /** Every .ts file under dir, recursively. */
+  function tsFiles(dir: string): string[] {
+    return readdirSync(dir).flatMap((name) => {
+      const full = path.join(dir, name);
+      return statSync(full).isDirectory() ? tsFiles(full) : name.endsWith('.ts') ? [full] : [];
+    });
+  }
+
+  it('imports nothing from Temporal, Node, activities, api or lib (the wire definitions live in workflows/contracts.ts)', () => {
+    const bad: string[] = [];
+    for (const file of tsFiles(path.join(ROOT, 'domain'))) {
+      for (const { spec } of importsOf(readFileSync(file, 'utf8'))) {
+        const external = !spec.startsWith('.');
+        const allowed = spec === 'zod' || (!external && path.resolve(path.dirname(file), spec).startsWith(path.join(ROOT, 'domain')));
+        if (!allowed || BUILTINS.has(spec)) bad.push(`${path.relative(ROOT, file)} imports ${spec}`);
+      }
+    }
+    expect(bad).toEqual([]);
+  });
+});

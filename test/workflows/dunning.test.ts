@@ -11,15 +11,9 @@ import { createActivities } from '../../activities';
 import { createNotifyActivities, type Notifier, type SendNoticeResult } from '../../activities/notify';
 import { DEFAULT_DUNNING_POLICY } from '../../domain/dunning-policy';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
-import {
-  dunningEventSignal,
-  dunningStateQuery,
-  stateQuery,
-  stripeEventSignal,
-  type DunningWorkflowInput,
-  type DunningWorkflowResult,
-} from '../../domain/messages';
-import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from '../../domain/search-attributes';
+import { type DunningWorkflowInput, type DunningWorkflowResult } from '../../domain/messages';
+import { dunningEventSignal, dunningStateQuery, stateQuery, stripeEventSignal } from '../../workflows/contracts';
+import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from '../../workflows/contracts';
 import { dunningStats } from '../../lib/dunning-stats';
 import {
   createFakeStripe,

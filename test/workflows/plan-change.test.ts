@@ -10,16 +10,8 @@ import type { ScheduleDowngradeInput, UpdateSubscriptionPlanInput, UpdateSubscri
 import { readCustomer } from '../../api/routes/customers';
 import type { BillingEvent, SubscriptionData } from '../../domain/billing-event';
 import { customerWorkflowId } from '../../domain/ids';
-import {
-  cancelPendingPlanChangeUpdate,
-  cancelSubscriptionUpdate,
-  changePlanUpdate,
-  resumeSubscriptionUpdate,
-  stateQuery,
-  stripeEventSignal,
-  type ChangePlanResult,
-  type CustomerWorkflowState,
-} from '../../domain/messages';
+import { type ChangePlanResult, type CustomerWorkflowState } from '../../domain/messages';
+import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, resumeSubscriptionUpdate, stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import type { Plan } from '../../domain/plans';
 import { syncPlans } from '../../lib/plans';
 import { buildTestApp } from '../helpers/app';
