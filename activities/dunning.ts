@@ -17,7 +17,7 @@ import type { SubscriptionSnapshot } from '../domain/messages';
 import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
 import { refreshAccessState } from './billing-db';
 import type { Config } from '../lib/config';
-import type { Sql, TxSql } from '../lib/db';
+import type { Sql } from '../lib/db';
 import { isStripeNotFound, mapStripeError } from './errors';
 
 /** Dependencies of the dunning activities (`now` for the snapshot time in tests). */

@@ -2,7 +2,7 @@
  * The payloads of the signals, queries and updates that the API and the workflows exchange (types
  * only: the Temporal definitions live in workflows/contracts.ts, so domain/ imports nothing from Temporal).
  */
-import type { BillingEvent, SubscriptionStatus } from './billing-event';
+import type { SubscriptionStatus } from './billing-event';
 
 /** A fresh subscription object read from the Stripe API (reconciliation or a same-second tie). */
 export interface SubscriptionSnapshot {

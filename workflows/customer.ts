@@ -13,7 +13,6 @@ import {
   getExternalWorkflowHandle,
   log,
   patched,
-  proxyActivities,
   setHandler,
   startChild,
   upsertSearchAttributes,
@@ -21,7 +20,6 @@ import {
   setCurrentDetails,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import type { Activities } from '../activities';
 import type { BillingEvent } from '../domain/billing-event';
 import { dunningWorkflowId } from '../domain/ids';
 import type { Effect, StartDunningEffect } from '../domain/billing/effects';
@@ -32,6 +30,7 @@ import type { ApplyEventResult } from '../activities/billing-db';
 import type { LocalSubscription } from '../domain/billing/state';
 import { PLAN_CHANGE_CATALOG_PATCH, installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
+import { stripeReadActivities } from './stripe-activities';
 
 /**
  * Runs after LOCAL_APPLY_PATCH call the Postgres activities as local activities (in the workflow task,
@@ -54,11 +53,7 @@ export const EFFECTS_PATCH = 'customer-effects-as-data';
 /** At most this many queued events are applied in one transaction. */
 export const APPLY_BATCH_MAX = 100;
 
-const stripeRead = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  scheduleToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 6 },
-});
+const stripeRead = stripeReadActivities;
 
 /** How many applied event ids the workflow remembers for dedup (Stripe retries for up to 3 days). */
 export const RECENT_EVENT_IDS_LIMIT = 2000;

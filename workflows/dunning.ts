@@ -52,22 +52,14 @@ import { type DunningEvent, type DunningReport, type DunningView, type DunningWo
 import { dunningEventSignal, dunningProgressSignal, dunningReportSignal, dunningStateQuery, reconcileSignal } from './contracts';
 import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from './contracts';
 import { postgresActivities } from './postgres-activities';
+import { stripeBackgroundWriteActivities, stripeReadActivities } from './stripe-activities';
 
 /** Postgres: retried until it is back; a database outage must not end a cycle. */
 const db = postgresActivities;
 
 /** Stripe writes with business idempotency keys: the retry window stays under Stripe's 24 h key retention. */
-const stripeWrite = proxyActivities<Activities>({
-  startToCloseTimeout: '1 minute',
-  scheduleToCloseTimeout: '23 hours',
-  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '10 minutes' },
-});
-
-const stripeRead = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  scheduleToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 6 },
-});
+const stripeWrite = stripeBackgroundWriteActivities;
+const stripeRead = stripeReadActivities;
 
 /** A notice that cannot be recorded within the hour is dropped (logged), never allowed to stall the cycle. */
 const notices = proxyActivities<Activities>({

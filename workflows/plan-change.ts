@@ -9,8 +9,7 @@
  * then clears the pending plan). The local plan and cancel fields change only through webhooks; this
  * workflow, the single writer, sets and clears only the pending-plan marker.
  */
-import { ActivityFailure, ApplicationFailure, condition, log, patched, proxyActivities, setHandler } from '@temporalio/workflow';
-import type { Activities } from '../activities';
+import { ActivityFailure, ApplicationFailure, condition, log, patched, setHandler } from '@temporalio/workflow';
 import type { LocalSubscription } from '../domain/billing/state';
 import type { BillingEvent } from '../domain/billing-event';
 import { type CancelSubscriptionRequest, type ChangePlanRequest, type ChangePlanResult, type PlanChangeView, type SubscriptionActionResult } from '../domain/messages';
@@ -18,16 +17,12 @@ import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpda
 import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
 import type { Plan } from '../domain/plans';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
+import { stripeInteractiveWriteActivities } from './stripe-activities';
 
 const db = postgresActivities;
 const dbLocal = localPostgresActivities;
 
-const stripeWrite = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  // Idempotency keys live 24 h at Stripe: every retry of one request must land well inside that.
-  scheduleToCloseTimeout: '10 minutes',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
-});
+const stripeWrite = stripeInteractiveWriteActivities;
 
 /** Completed request results kept for idempotent retries (older ones fall back to Stripe's keys). */
 export const COMPLETED_REQUESTS_LIMIT = 100;
