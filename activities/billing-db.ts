@@ -7,7 +7,9 @@ import type { Sql } from '../lib/db';
 import { createApply, type ApplyFaults } from './db/apply';
 import { ensureCustomer, refreshAccessState } from './db/customers';
 import { recordDunningReport } from './db/dunning-cycles';
-import { lockCustomer } from './db/shared';
+import { countInActivity, lockCustomer } from './db/shared';
+import { describeError, isDataError } from './db/failure-policy';
+import { logEvent } from './event-log';
 import { loadCurrentSubscription } from './db/subscriptions';
 
 export type { LocalSubscription } from '../domain/billing/state';
@@ -31,7 +33,17 @@ export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults 
       await sql.begin(async (tx) => {
         await lockCustomer(tx, input.customerId);
         await ensureCustomer(tx, input.customerId);
-        for (const report of input.reports) await recordDunningReport(tx, input.customerId, report);
+        for (const report of input.reports) {
+          try {
+            await tx.savepoint((sp) => recordDunningReport(sp, input.customerId, report));
+          } catch (err) {
+            if (!isDataError(err)) throw err;
+            // A report that cannot be stored is logged and skipped: the customer's queue flows on, and
+            // the next report of the cycle carries its whole state again.
+            countInActivity('billing_dunning_reports_rejected', 'Dunning reports the database refused (data errors)');
+            logEvent('warn', 'dunning report not recorded: data error', { eventId: 'none', customerId: input.customerId, invoiceId: report.invoiceId, error: describeError(err) });
+          }
+        }
         await refreshAccessState(tx, input.customerId);
       });
     },

@@ -1,7 +1,9 @@
 /**
  * Activities of the dunning workflow: the configured policy, off-session invoice retries, the final
- * action in Stripe, and the `dunning_cycles` / `dunning_attempts` records. Card declines come back
- * as outcomes (the workflow decides what a decline means); only transport failures are retried.
+ * action in Stripe. Card declines come back as outcomes (the workflow decides what a decline means);
+ * only transport failures are retried. The `dunning_cycles` / `dunning_attempts` writers here serve
+ * cycles started before the dunning-reports-to-parent patch only; newer cycles report to their
+ * customer workflow, which records them (activities/db/dunning-cycles.ts).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
@@ -16,6 +18,7 @@ import {
 import type { SubscriptionSnapshot } from '../domain/messages';
 import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
 import { refreshAccessState } from './billing-db';
+import { lockCustomer } from './db/shared';
 import type { Config } from '../lib/config';
 import type { Sql } from '../lib/db';
 import { isStripeNotFound, mapStripeError } from './errors';
@@ -86,6 +89,7 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
       atMs: number;
     }): Promise<{ created: boolean }> {
       return sql.begin(async (tx) => {
+        await lockCustomer(tx, input.customerId);
         await tx`INSERT INTO customers (id) VALUES (${input.customerId}) ON CONFLICT (id) DO NOTHING`;
         const [row] = await tx<{ created: boolean }[]>`
           INSERT INTO dunning_cycles (
@@ -114,6 +118,7 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
       endedAtMs: number | null;
     }): Promise<void> {
       await sql.begin(async (tx) => {
+        await lockCustomer(tx, input.customerId);
         // A closed cycle is history: a late or repeated write never reopens it.
         await tx`
           UPDATE dunning_cycles SET

@@ -493,7 +493,7 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
       const result = await store.applySubscriptionSnapshot({ snapshot: request.subscription, customerId, eventId: null, eventType: null, eventCreated: null });
       subscription = result.subscription;
       await runEffects(result.effects ?? []);
-      await store.markDriftRepaired({ runId: request.runId, objectId: request.subscriptionId, repaired: result.outcome !== 'refused' });
+      await store.markDriftRepaired({ runId: request.runId, objectId: request.subscriptionId, repaired: result.outcome === 'applied' || result.outcome === 'stale' });
       counters.applied++;
       return;
     }

@@ -214,6 +214,19 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
       }
       const result = await sql.begin(async (tx): Promise<OneResult> => {
         await lockCustomer(tx, owner);
+        try {
+          return await tx.savepoint((sp) => writeSnapshot(sp));
+        } catch (err) {
+          if (!isDataError(err)) throw err;
+          // A Stripe object that cannot be stored must not block the customer's queue: set aside, visible.
+          const error = describeError(err);
+          if (eventId) await quarantineEvent(tx, eventId, error);
+          countInActivity('billing_events_quarantined', 'Events set aside by a data error in the apply path');
+          logEvent('warn', 'Stripe object not stored: data error', { eventId: eventId ?? 'none', customerId: owner, subscriptionId: snapshot.subscriptionId, error });
+          return { outcome: 'quarantined', effects: [], error };
+        }
+      });
+      async function writeSnapshot(tx: TxSql): Promise<OneResult> {
         if (eventId) {
           const inserted = await tx`
             INSERT INTO applied_events (event_id, customer_id, type, outcome)
@@ -242,7 +255,7 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
         if (eventId) await storeEffects(tx, eventId, owner, reduction.effects);
         await refreshAccessState(tx, owner);
         return { outcome: reduction.verdict === 'applied' ? 'applied' : 'stale', effects: reduction.effects };
-      });
+      }
       if (eventId) {
         afterCommit([eventId]);
         logEvent('info', 'event applied from a Stripe re-fetch', { eventId, customerId: owner, type: input.eventType, outcome: result.outcome });
