@@ -7,7 +7,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
-import { DUNNING_FINAL_ACTION_METADATA_KEY, type DunningCycleState } from '../domain/dunning-cycle';
+import type { DunningCycleState } from '../domain/dunning-cycle';
 import {
   DEFAULT_DUNNING_POLICY,
   validateDunningPolicy,
@@ -26,7 +26,7 @@ import { isStripeNotFound, mapStripeError } from './errors';
 /** Dependencies of the dunning activities (`now` for the snapshot time in tests). */
 export interface DunningDeps {
   sql: Sql;
-  stripe: Pick<Stripe, 'invoices' | 'subscriptions'>;
+  stripe: Pick<Stripe, 'invoices' | 'subscriptions' | 'invoicePayments'>;
   config: Pick<Config, 'DUNNING_RETRY_DAYS' | 'DUNNING_FINAL_ACTION'>;
   now?: () => number;
 }
@@ -35,6 +35,17 @@ export interface DunningDeps {
 export interface RetryPaymentResult {
   outcome: 'succeeded' | 'failed' | 'requires_action' | 'invoice_closed' | 'error';
   declineCode: string | null;
+  /** Stripe's advice on the decline (do_not_try_again, try_again_later, confirm_card_data). */
+  adviceCode?: string | null;
+}
+
+/** Decline data of an invoice's latest failed payment (the PaymentIntent's last_payment_error). */
+export interface InvoiceDecline {
+  paymentIntentId: string;
+  declineCode: string | null;
+  adviceCode: string | null;
+  networkDeclineCode: string | null;
+  failureCode: string | null;
 }
 
 /** What triggered an attempt (`dunning_attempts.trigger`). */
@@ -161,12 +172,26 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
      * Retries the invoice off-session with the customer's saved payment method. Declines and
      * authentication requests are outcomes; network errors, 5xx and 429 are thrown retryable.
      */
-    async retryInvoicePayment(input: { invoiceId: string; attempt: number }): Promise<RetryPaymentResult> {
-      const { invoiceId } = input;
+    async retryInvoicePayment(input: {
+      invoiceId: string;
+      attempt: number;
+      /** A new payment method the customer just added: it becomes the subscription's default and pays the invoice. */
+      paymentMethodId?: string | null;
+      subscriptionId?: string | null;
+    }): Promise<RetryPaymentResult> {
+      const { invoiceId, paymentMethodId } = input;
       try {
+        if (paymentMethodId && input.subscriptionId) {
+          // Later renewals must use it too, not the card that just failed.
+          await stripe.subscriptions.update(
+            input.subscriptionId,
+            { default_payment_method: paymentMethodId },
+            { idempotencyKey: `${dunningAttemptKey(invoiceId, input.attempt)}:default-payment-method` },
+          );
+        }
         const invoice = await stripe.invoices.pay(
           invoiceId,
-          { off_session: true },
+          paymentMethodId ? { off_session: true, payment_method: paymentMethodId } : { off_session: true },
           { idempotencyKey: dunningAttemptKey(invoiceId, input.attempt) },
         );
         if (invoice.status === 'paid') return { outcome: 'succeeded', declineCode: null };
@@ -180,7 +205,7 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
         if (AUTHENTICATION_CODES.has(err.code ?? '') || AUTHENTICATION_CODES.has(err.decline_code ?? '')) {
           return { outcome: 'requires_action', declineCode: 'authentication_required' };
         }
-        if (err instanceof Stripe.errors.StripeCardError) return { outcome: 'failed', declineCode: code };
+        if (err instanceof Stripe.errors.StripeCardError) return { outcome: 'failed', declineCode: code, adviceCode: err.advice_code ?? null };
         if (err instanceof Stripe.errors.StripeInvalidRequestError) {
           // Not payable any more: paid meanwhile (another attempt, the customer), voided, or written off.
           const invoice = await stripe.invoices.retrieve(invoiceId).catch(() => null);
@@ -209,20 +234,20 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
     /**
      * Applies the policy's final action in Stripe and returns the subscription as Stripe now has it.
      * - cancel: `subscriptions.cancel` (no proration, no final invoice).
-     * - mark_unpaid: Stripe cannot set `unpaid` through its API, so collection is paused
-     *   (`keep_as_draft`, what Stripe's own "mark unpaid" does to later invoices) and the subscription
-     *   carries `metadata.dunning_final_action = mark_unpaid`; every reader maps that to `unpaid`.
+     * - mark_uncollectible: `invoices.markUncollectible`; the subscription continues, local access is
+     *   suspended by the uncollectible invoice until it is paid. (The retired 'mark_unpaid' maps here.)
      * - leave_past_due: nothing changes; the subscription is read back.
      */
     async applyDunningFinalAction(input: {
       invoiceId: string;
       subscriptionId: string;
-      finalAction: DunningPolicy['finalAction'];
+      finalAction: DunningPolicy['finalAction'] | 'mark_unpaid';
     }): Promise<{ snapshot: SubscriptionSnapshot | null }> {
       const { subscriptionId, invoiceId } = input;
       const idempotencyKey = `dunning:${invoiceId}:final`;
+      const finalAction = input.finalAction === 'mark_unpaid' ? 'mark_uncollectible' : input.finalAction;
       try {
-        switch (input.finalAction) {
+        switch (finalAction) {
           case 'cancel':
             return {
               snapshot: snapshotOf(
@@ -233,30 +258,74 @@ export function createDunningActivities({ sql, stripe, config, now = () => Date.
                 ),
               ),
             };
-          case 'mark_unpaid':
-            return {
-              snapshot: snapshotOf(
-                await stripe.subscriptions.update(
-                  subscriptionId,
-                  {
-                    pause_collection: { behavior: 'keep_as_draft' },
-                    metadata: { [DUNNING_FINAL_ACTION_METADATA_KEY]: 'mark_unpaid', dunning_invoice_id: invoiceId },
-                  },
-                  { idempotencyKey },
-                ),
-              ),
-            };
+          case 'mark_uncollectible':
+            await stripe.invoices.markUncollectible(invoiceId, {}, { idempotencyKey });
+            return { snapshot: snapshotOf(await stripe.subscriptions.retrieve(subscriptionId)) };
           case 'leave_past_due':
             return { snapshot: snapshotOf(await stripe.subscriptions.retrieve(subscriptionId)) };
         }
       } catch (err) {
         if (isStripeNotFound(err)) return { snapshot: null };
         if (err instanceof Stripe.errors.StripeInvalidRequestError) {
-          // Typically already canceled: nothing left to do, report what Stripe has.
+          // Typically already canceled or the invoice already closed: nothing left to do, report what Stripe has.
           const sub = await stripe.subscriptions.retrieve(subscriptionId).catch(() => null);
-          if (sub?.status === 'canceled') return { snapshot: snapshotOf(sub) };
+          if (sub && (sub.status === 'canceled' || finalAction !== 'cancel')) return { snapshot: snapshotOf(sub) };
         }
-        return mapStripeError(err, `final action ${input.finalAction} on ${subscriptionId}`);
+        return mapStripeError(err, `final action ${finalAction} on ${subscriptionId}`);
+      }
+    },
+
+    /**
+     * The decline data of the invoice's latest failed payment, from the source: the invoice payments
+     * (basil+ invoices carry no charge or payment_intent, and webhooks are never expanded) and the
+     * PaymentIntent's `last_payment_error`. Null when Stripe has no failed payment for it.
+     */
+    async fetchInvoiceDecline(input: { invoiceId: string }): Promise<InvoiceDecline | null> {
+      try {
+        const page = await stripe.invoicePayments.list({ invoice: input.invoiceId, limit: 10, expand: ['data.payment.payment_intent'] });
+        const withErrors = page.data
+          .map((p) => ({ created: p.created, pi: p.payment?.payment_intent }))
+          .filter((p): p is { created: number; pi: Stripe.PaymentIntent } => typeof p.pi === 'object' && p.pi !== null && p.pi.last_payment_error != null)
+          .sort((a, b) => b.created - a.created);
+        const latest = withErrors[0];
+        if (!latest) return null;
+        const e = latest.pi.last_payment_error!;
+        return {
+          paymentIntentId: latest.pi.id,
+          declineCode: e.decline_code ?? null,
+          adviceCode: e.advice_code ?? null,
+          networkDeclineCode: e.network_decline_code ?? null,
+          failureCode: e.code ?? null,
+        };
+      } catch (err) {
+        if (isStripeNotFound(err)) return null;
+        return mapStripeError(err, `list payments of invoice ${input.invoiceId}`);
+      }
+    },
+
+    /** The invoice's status at Stripe now (the final action re-reads it first); null when Stripe does not know it. */
+    async fetchInvoiceStatus(input: { invoiceId: string }): Promise<{ status: string | null } | null> {
+      try {
+        const invoice = await stripe.invoices.retrieve(input.invoiceId);
+        return { status: invoice.status ?? null };
+      } catch (err) {
+        if (isStripeNotFound(err)) return null;
+        return mapStripeError(err, `retrieve invoice ${input.invoiceId}`);
+      }
+    },
+
+    /** Voids an open invoice (an expired upgrade's proration invoice); an invoice already closed is left as it is. */
+    async voidInvoice(input: { invoiceId: string; reason: string }): Promise<{ status: string | null }> {
+      try {
+        const invoice = await stripe.invoices.voidInvoice(input.invoiceId, {}, { idempotencyKey: `void:${input.invoiceId}` });
+        return { status: invoice.status ?? null };
+      } catch (err) {
+        if (isStripeNotFound(err)) return { status: null };
+        if (err instanceof Stripe.errors.StripeInvalidRequestError) {
+          const invoice = await stripe.invoices.retrieve(input.invoiceId).catch(() => null);
+          if (invoice && invoice.status !== 'open') return { status: invoice.status ?? null };
+        }
+        return mapStripeError(err, `void invoice ${input.invoiceId} (${input.reason})`);
       }
     },
   };

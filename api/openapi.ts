@@ -230,6 +230,8 @@ function registerCustomerPaths(k: OpenApiKit): void {
           attempt: z.number().int(),
           nextAttemptAt: isoTime.nullable(),
           lastDeclineCode: z.string().nullable(),
+          /** Stripe's advice on the last decline: do_not_try_again, try_again_later, confirm_card_data. */
+          lastAdviceCode: z.string().nullable(),
         })
         .nullable(),
     }),

@@ -115,6 +115,29 @@ export const ChargeRefundDataSchema = z.object({
 });
 export type ChargeRefundData = z.infer<typeof ChargeRefundDataSchema>;
 
+export const PaymentIntentDataSchema = z.object({
+  kind: z.literal('payment_intent'),
+  paymentIntentId: z.string().min(1),
+  status: z.string().nullable(),
+  /** The PaymentIntent's invoice when the payload names it (API versions before basil); else joined locally. */
+  invoiceId: z.string().nullable(),
+  /** From last_payment_error: the issuer's decline code, Stripe's advice code, the network's raw code. */
+  declineCode: z.string().nullable(),
+  adviceCode: z.string().nullable(),
+  networkDeclineCode: z.string().nullable(),
+  failureCode: z.string().nullable(),
+});
+export type PaymentIntentData = z.infer<typeof PaymentIntentDataSchema>;
+
+export const SetupIntentDataSchema = z.object({
+  kind: z.literal('setup_intent'),
+  setupIntentId: z.string().min(1),
+  status: z.string().nullable(),
+  /** The payment method the customer just set up (setup_intent.succeeded). */
+  paymentMethodId: z.string().nullable(),
+});
+export type SetupIntentData = z.infer<typeof SetupIntentDataSchema>;
+
 export const BillingEventDataSchema = z.discriminatedUnion('kind', [
   SubscriptionDataSchema,
   InvoiceDataSchema,
@@ -123,6 +146,8 @@ export const BillingEventDataSchema = z.discriminatedUnion('kind', [
   PaymentMethodDataSchema,
   DisputeDataSchema,
   ChargeRefundDataSchema,
+  PaymentIntentDataSchema,
+  SetupIntentDataSchema,
 ]);
 export type BillingEventData = z.infer<typeof BillingEventDataSchema>;
 

@@ -62,26 +62,8 @@ export function customerActionDeadline(input: {
 }
 
 /**
- * Metadata key that dunning sets on a Stripe subscription when its final action is 'mark_unpaid'.
- * Stripe's API cannot set status `unpaid` (only Stripe's own retry settings can), so dunning pauses
- * collection and leaves this marker; every reader of Stripe objects maps it back with
- * `effectiveSubscriptionStatus`, so webhooks, re-fetches and reconciliation agree on `unpaid`.
+ * Metadata key that earlier versions set on a Stripe subscription with the retired 'mark_unpaid' final
+ * action (which paused collection with `keep_as_draft`: service for free). Reconciliation finds
+ * subscriptions carrying it and undoes the pause; nothing sets it any more.
  */
 export const DUNNING_FINAL_ACTION_METADATA_KEY = 'dunning_final_action';
-
-/**
- * The status the engine records for a Stripe subscription: `past_due` with collection paused by
- * dunning's 'mark_unpaid' reads as `unpaid`; everything else is Stripe's status unchanged.
- */
-export function effectiveSubscriptionStatus(
-  status: SubscriptionStatus,
-  subscription: { metadata?: unknown; pause_collection?: unknown },
-): SubscriptionStatus {
-  if (status !== 'past_due') return status;
-  const metadata = subscription.metadata;
-  const marked =
-    typeof metadata === 'object' &&
-    metadata !== null &&
-    (metadata as Record<string, unknown>)[DUNNING_FINAL_ACTION_METADATA_KEY] === 'mark_unpaid';
-  return marked && subscription.pause_collection != null ? 'unpaid' : status;
-}

@@ -70,16 +70,46 @@ export const DECLINE_CODES: Readonly<Record<string, DeclineClass>> = Object.free
   authentication_required: 'authentication_required',
 });
 
-/** Classifies a Stripe decline code, case-insensitively; unknown or missing codes are 'soft'. */
-export function classifyDecline(code: string | null | undefined): DeclineClass {
-  if (code == null) return 'soft';
-  const key = code.trim().toLowerCase();
+/**
+ * Stripe's `advice_code` on a decline (the PaymentIntent's last_payment_error): what Stripe, with the
+ * card network's data, advises. It outranks the decline code: issuers send generic codes for hard
+ * declines, and the network says "do not try again".
+ */
+export const ADVICE_CODES: Readonly<Record<string, DeclineClass>> = Object.freeze({
+  // Retrying this card will fail (and networks fine merchants who retry): wait for a new method.
+  do_not_try_again: 'hard',
+  // The card data is wrong or outdated (e.g. expiry): the customer must update it.
+  confirm_card_data: 'hard',
+  // Transient: retry on the schedule.
+  try_again_later: 'soft',
+});
+
+/** Classifies a decline by Stripe's advice code first, then the decline code (case-insensitively); unknown or missing is 'soft'. */
+export function classifyDecline(code: string | null | undefined, adviceCode?: string | null): DeclineClass {
+  const key = code?.trim().toLowerCase() ?? null;
+  // 3DS first: no advice makes an off-session retry succeed before the customer authenticates.
+  if (key === 'authentication_required') return 'authentication_required';
+  const advice = adviceCode?.trim().toLowerCase() ?? null;
   // hasOwn, not `in`: 'constructor' and friends must not resolve through the prototype.
+  if (advice !== null && Object.hasOwn(ADVICE_CODES, advice)) return ADVICE_CODES[advice] as DeclineClass;
+  if (key === null) return 'soft';
   return Object.hasOwn(DECLINE_CODES, key) ? (DECLINE_CODES[key] as DeclineClass) : 'soft';
 }
 
-/** What a dunning cycle does once every retry failed. */
-export const FINAL_ACTIONS = ['cancel', 'mark_unpaid', 'leave_past_due'] as const;
+/**
+ * What a dunning cycle does once every retry failed:
+ * - cancel: the subscription is canceled (no proration, no final invoice);
+ * - mark_uncollectible: the invoice is written off and local access is suspended while the
+ *   subscription continues, so a later payment of that invoice restores access;
+ * - leave_past_due: nothing changes in Stripe; access stays in grace.
+ */
+export const FINAL_ACTIONS = ['cancel', 'mark_uncollectible', 'leave_past_due'] as const;
+
+/** The final action of a legacy setting or carried policy: 'mark_unpaid' (collection paused, service for free) became 'mark_uncollectible'. */
+export function normalizeFinalAction(value: unknown): DunningPolicy['finalAction'] | null {
+  if (value === 'mark_unpaid') return 'mark_uncollectible';
+  return FINAL_ACTIONS.includes(value as DunningPolicy['finalAction']) ? (value as DunningPolicy['finalAction']) : null;
+}
 
 /** Retry schedule, final action and notice limits for one dunning cycle. */
 export interface DunningPolicy {
@@ -104,9 +134,8 @@ export function validateDunningPolicy(value: unknown): { ok: true; policy: Dunni
     return { ok: false, error: 'retryDaysAfterFailure must hold positive finite numbers' };
   }
   if (!days.every((d, i) => i === 0 || d > (days[i - 1] as number))) return { ok: false, error: 'retryDaysAfterFailure must be strictly increasing' };
-  if (!FINAL_ACTIONS.includes(p.finalAction as DunningPolicy['finalAction'])) {
-    return { ok: false, error: `finalAction must be one of ${FINAL_ACTIONS.join(', ')}` };
-  }
+  const finalAction = normalizeFinalAction(p.finalAction);
+  if (finalAction === null) return { ok: false, error: `finalAction must be one of ${FINAL_ACTIONS.join(', ')}` };
   for (const key of ['noticeMinIntervalMs', 'maxNoticesPerCycle'] as const) {
     const v = p[key];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return { ok: false, error: `${key} must be a non-negative integer` };
@@ -115,18 +144,18 @@ export function validateDunningPolicy(value: unknown): { ok: true; policy: Dunni
     ok: true,
     policy: {
       retryDaysAfterFailure: [...(days as number[])],
-      finalAction: p.finalAction as DunningPolicy['finalAction'],
+      finalAction,
       noticeMinIntervalMs: p.noticeMinIntervalMs as number,
       maxNoticesPerCycle: p.maxNoticesPerCycle as number,
     },
   };
 }
 
-/** Retry after 1, 3, 5, 7 days; mark unpaid when exhausted; at most 4 notices, 48 h apart. */
+/** Retry after 1, 3, 5, 7 days; cancel when exhausted; at most 4 notices, 48 h apart. */
 export const DEFAULT_DUNNING_POLICY: Readonly<DunningPolicy> = Object.freeze({
   // Frozen so a caller mutating the shared default cannot change every later cycle.
   retryDaysAfterFailure: Object.freeze([1, 3, 5, 7]) as number[],
-  finalAction: 'mark_unpaid',
+  finalAction: 'cancel',
   noticeMinIntervalMs: 48 * 60 * 60 * 1000,
   maxNoticesPerCycle: 4,
 });
@@ -191,7 +220,7 @@ export function nextDunningStep(input: NextDunningStepInput): DunningStep {
 }
 
 /** Kinds of customer notice sent during dunning. */
-export type NoticeKind = 'payment_failed' | 'update_payment_method' | 'authenticate_payment' | 'final_notice' | 'recovered';
+export type NoticeKind = 'payment_failed' | 'update_payment_method' | 'authenticate_payment' | 'final_notice' | 'recovered' | 'upgrade_declined';
 
 /** Unique key for the notification ledger: at most one notice per kind per invoice attempt. */
 export function noticeDedupKey(input: { invoiceId: string; kind: NoticeKind; attempt: number }): string {

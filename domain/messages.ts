@@ -111,7 +111,7 @@ export interface SubscriptionActionResult {
 
 /** Events the customer workflow forwards to a dunning cycle. */
 export type DunningEvent =
-  | { kind: 'payment_failed'; eventId: string; declineCode: string | null; at: number }
+  | { kind: 'payment_failed'; eventId: string; declineCode: string | null; adviceCode?: string | null; at: number }
   | { kind: 'paid'; eventId: string; at: number }
   | { kind: 'payment_method_updated'; eventId: string; paymentMethodId: string | null; at: number }
   | { kind: 'subscription_ended'; eventId: string; at: number }
@@ -132,8 +132,11 @@ export interface DunningReport {
   maxAttempts: number;
   nextAttemptAtMs: number | null;
   lastDeclineCode: string | null;
+  /** Stripe's advice code and the network's decline code of the last decline (decline-from-source cycles). */
+  lastAdviceCode?: string | null;
+  lastNetworkDeclineCode?: string | null;
   declineClass: string;
-  finalAction: 'cancel' | 'mark_unpaid' | 'leave_past_due' | null;
+  finalAction: 'cancel' | 'mark_uncollectible' | 'leave_past_due' | null;
   /** Set once: the cycle ended at this time. */
   endedAtMs: number | null;
   /** The off-session retry this report is about, if any. */
@@ -142,6 +145,7 @@ export interface DunningReport {
     trigger: 'schedule' | 'payment_method' | 'manual';
     outcome: 'succeeded' | 'failed' | 'requires_action' | 'invoice_closed' | 'error';
     declineCode: string | null;
+    adviceCode?: string | null;
     atMs: number;
   } | null;
 }
@@ -156,7 +160,7 @@ export interface DunningWorkflowInput {
   /** Overrides the configured policy (tests, demo); otherwise read from configuration by an activity. */
   policyOverride?: {
     retryDaysAfterFailure?: number[];
-    finalAction?: 'cancel' | 'mark_unpaid' | 'leave_past_due';
+    finalAction?: 'cancel' | 'mark_uncollectible' | 'leave_past_due';
     noticeMinIntervalMs?: number;
     maxNoticesPerCycle?: number;
   };

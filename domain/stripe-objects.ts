@@ -1,7 +1,6 @@
 /** Pure mapping of Stripe API objects (old and new API shapes) to the slim types the workflows use. */
 import { SubscriptionStatusSchema } from './billing-event';
 import type { SubscriptionSnapshot } from './messages';
-import { effectiveSubscriptionStatus } from './dunning-cycle';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -26,8 +25,7 @@ export function subscriptionSnapshotFromStripe(sub: unknown, fetchedAt: number):
   return {
     subscriptionId: sub.id,
     customerId,
-    // A past_due subscription that dunning marked unpaid reads as unpaid (see domain/dunning-cycle.ts).
-    status: effectiveSubscriptionStatus(status.data, sub),
+    status: status.data,
     priceId,
     // Before 2025 the period lived on the subscription; since then on each item.
     currentPeriodStart: num(sub.current_period_start) ?? num(item?.current_period_start),

@@ -48,7 +48,11 @@ export const ConfigSchema = z
     /** A delivery 'dispatched' but not applied for longer is stuck: counted, listed and re-sent by the sweeper. */
     STUCK_DISPATCH_THRESHOLD_MS: z.coerce.number().int().min(1000).default(300_000),
     DUNNING_RETRY_DAYS: z.string().default('1,3,5,7'),
-    DUNNING_FINAL_ACTION: z.enum(['cancel', 'mark_unpaid', 'leave_past_due']).default('mark_unpaid'),
+    /** cancel | mark_uncollectible | leave_past_due; the retired 'mark_unpaid' reads as mark_uncollectible. */
+    DUNNING_FINAL_ACTION: z
+      .enum(['cancel', 'mark_uncollectible', 'leave_past_due', 'mark_unpaid'])
+      .default('cancel')
+      .transform((v) => (v === 'mark_unpaid' ? 'mark_uncollectible' : v)),
     RECONCILIATION_CRON: z.string().default('0 3 * * *'),
     RECONCILIATION_TIMEZONE: z.string().default('UTC'),
     RECONCILIATION_CATCHUP_WINDOW: z.string().default('1 hour'),

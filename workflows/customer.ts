@@ -13,6 +13,7 @@ import {
   getExternalWorkflowHandle,
   log,
   patched,
+  proxyActivities,
   setHandler,
   startChild,
   upsertSearchAttributes,
@@ -30,7 +31,9 @@ import type { ApplyEventResult } from '../activities/billing-db';
 import type { LocalSubscription } from '../domain/billing/state';
 import { PLAN_CHANGE_CATALOG_PATCH, installPlanChangeHandlers, type PlanChangeCarry } from './plan-change';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
-import { stripeReadActivities } from './stripe-activities';
+import { stripeInteractiveWriteActivities, stripeReadActivities } from './stripe-activities';
+import type { Activities } from '../activities';
+import { DEFAULT_DUNNING_POLICY } from '../domain/dunning-policy';
 
 /**
  * Runs after LOCAL_APPLY_PATCH call the Postgres activities as local activities (in the workflow task,
@@ -54,6 +57,14 @@ export const EFFECTS_PATCH = 'customer-effects-as-data';
 export const APPLY_BATCH_MAX = 100;
 
 const stripeRead = stripeReadActivities;
+/** Stripe writes an effect makes: awaited in the loop, so minutes (not a day) before giving up loudly. */
+const stripeWrite = stripeInteractiveWriteActivities;
+/** The notification ledger: a notice that cannot be recorded within the hour is dropped (logged). */
+const notices = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  scheduleToCloseTimeout: '1 hour',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
+});
 
 /** How many applied event ids the workflow remembers for dedup (Stripe retries for up to 3 days). */
 export const RECENT_EVENT_IDS_LIMIT = 2000;
@@ -343,6 +354,12 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
         case 'signal_dunning':
           await signalDunning(effect.invoiceId, effect.event);
           break;
+        case 'notify':
+          await notifyCustomer(effect.notice, effect.invoiceId);
+          break;
+        case 'void_invoice':
+          await voidInvoice(effect.invoiceId, effect.reason);
+          break;
         case 'end_dunning': {
           await signalDunning(effect.invoiceId, effect.event);
           const view = dunning.get(effect.invoiceId);
@@ -352,6 +369,34 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
       }
     }
     if (effects.length > 0) publish();
+  }
+
+  /** A notice outside dunning (a declined upgrade): the ledger's dedup key makes it once. */
+  async function notifyCustomer(kind: 'upgrade_declined', invoiceId: string): Promise<void> {
+    try {
+      await notices.sendDunningNotice({
+        customerId,
+        invoiceId,
+        kind,
+        attempt: 0,
+        atMs: Date.now(),
+        policy: DEFAULT_DUNNING_POLICY,
+        payload: { maxAttempts: 0, declineCode: null, nextAttemptAt: null, hostedInvoiceUrl: null },
+      });
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.warn('notice not recorded', { invoiceId, kind, error: err.message });
+    }
+  }
+
+  /** Voids an expired upgrade's proration invoice; a failure is logged (the invoice stays open for ops), never blocks the queue for long. */
+  async function voidInvoice(invoiceId: string, reason: string): Promise<void> {
+    try {
+      await stripeWrite.voidInvoice({ invoiceId, reason });
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.error('could not void the proration invoice of an expired plan change', { invoiceId, reason, error: err.message });
+    }
   }
 
   async function startDunningCycle(effect: StartDunningEffect): Promise<void> {

@@ -82,6 +82,13 @@ const EVENT_KINDS: ReadonlySet<string> = new Set(['payment_failed', 'paid', 'pay
  * (the single writer), which records it; the cycle row was opened by the apply that decided it.
  */
 export const DUNNING_REPORTS_PATCH = 'dunning-reports-to-parent';
+
+/**
+ * patched() id: decline data from the source (the invoice's payments → PaymentIntent last_payment_error,
+ * with Stripe's advice code), retries that pay with the customer's new payment method, and a final
+ * action that re-reads the invoice first (mark_uncollectible replaces the retired mark_unpaid).
+ */
+export const DUNNING_DECLINE_SOURCE_PATCH = 'dunning-decline-from-source';
 const SEEN_EVENT_IDS_LIMIT = 200;
 
 /** Cycle state carried over continue-as-new (plain JSON: arrays, no Sets). */
@@ -101,6 +108,11 @@ interface DunningCarry {
   replan: boolean;
   pending: DunningEvent[];
   seenEventIds: string[];
+  /** Stripe's advice on the last decline (decline-from-source runs; absent in older carried states). */
+  lastAdviceCode?: string | null;
+  lastNetworkDeclineCode?: string | null;
+  /** The payment method the customer just added: the next attempt pays with it. */
+  newPaymentMethodId?: string | null;
 }
 
 /** One dunning cycle for one failed invoice. */
@@ -128,6 +140,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
   let publishedState = '';
   // Asked before the first command, so a replay of an older history takes the same branch.
   const reportsToParent = patched(DUNNING_REPORTS_PATCH);
+  const declineFromSource = reportsToParent ? patched(DUNNING_DECLINE_SOURCE_PATCH) : false;
   /** The attempt made since the last report (reports-to-parent runs). */
   let unreportedAttempt: DunningReport['attempt'] = null;
 
@@ -143,6 +156,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
 
   if (!carried && reportsToParent) {
     s.policy = await loadPolicy();
+    if (declineFromSource) await readDeclineFromSource();
     await report(null);
     // Stripe has moved the subscription to past_due; mirror it even if that webhook never comes.
     await syncSubscription(undefined);
@@ -204,12 +218,14 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
           return 'canceled';
         case 'payment_method_updated':
           s.retryNow = true;
+          if (declineFromSource) s.newPaymentMethodId = event.paymentMethodId;
           break;
         case 'payment_failed':
           // A failure without a code (e.g. Stripe's webhook echoing our own failed retry) says nothing new.
           if (event.declineCode !== null) {
             s.lastDeclineCode = event.declineCode;
-            const declineClass = classifyDecline(event.declineCode);
+            if (declineFromSource) s.lastAdviceCode = event.adviceCode ?? null;
+            const declineClass = declineFromSource ? classifyDecline(event.declineCode, event.adviceCode) : classifyDecline(event.declineCode);
             if (declineClass !== s.declineClass) {
               s.declineClass = declineClass;
               s.replan = true;
@@ -256,7 +272,11 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     s.retryNow = false;
     let result: RetryPaymentResult;
     try {
-      result = await stripeWrite.retryInvoicePayment({ invoiceId, attempt: attemptNo });
+      const paymentMethodId = declineFromSource && trigger === 'payment_method' ? (s.newPaymentMethodId ?? null) : null;
+      result = await stripeWrite.retryInvoicePayment(
+        paymentMethodId ? { invoiceId, attempt: attemptNo, paymentMethodId, subscriptionId } : { invoiceId, attempt: attemptNo },
+      );
+      if (declineFromSource) s.newPaymentMethodId = null;
     } catch (err) {
       if (!(err instanceof ActivityFailure)) throw err;
       // Stripe unreachable for the whole retry window, or a request Stripe rejects: count it and go on.
@@ -265,7 +285,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     }
     s.attemptsMade = attemptNo;
     s.lastAttemptAtMs = atMs;
-    if (reportsToParent) unreportedAttempt = { attempt: attemptNo, trigger, outcome: result.outcome, declineCode: result.declineCode, atMs };
+    if (reportsToParent) unreportedAttempt = { attempt: attemptNo, trigger, outcome: result.outcome, declineCode: result.declineCode, adviceCode: result.adviceCode ?? null, atMs };
     else await db.recordDunningAttempt({ invoiceId, attempt: attemptNo, trigger, outcome: result.outcome, declineCode: result.declineCode, atMs });
     switch (result.outcome) {
       case 'succeeded':
@@ -277,7 +297,8 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
         s.lastDeclineCode = result.declineCode;
         break;
       case 'failed':
-        s.declineClass = classifyDecline(result.declineCode);
+        s.declineClass = declineFromSource ? classifyDecline(result.declineCode, result.adviceCode) : classifyDecline(result.declineCode);
+        if (declineFromSource) s.lastAdviceCode = result.adviceCode ?? null;
         s.lastDeclineCode = result.declineCode ?? s.lastDeclineCode;
         break;
       case 'error':
@@ -293,6 +314,11 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     s.nextAttemptAtMs = null;
     s.waitUntilMs = null;
     let finalSnapshot: SubscriptionSnapshot | null | undefined;
+    if (outcome === 'exhausted' && declineFromSource) {
+      // The invoice may have been paid, voided or written off since: then there is nothing to act on.
+      const settled = await invoiceSettledMeanwhile();
+      if (settled) return finish(settled);
+    }
     if (outcome === 'exhausted') {
       finalSnapshot = await applyFinalAction();
       await notify('final_notice');
@@ -307,6 +333,36 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     await publish();
     log.info('dunning cycle ended', { invoiceId, customerId, outcome, attempts: s.attemptsMade });
     return { invoiceId, outcome, attempts: s.attemptsMade };
+  }
+
+  /** Reads the invoice's decline data from Stripe (its payments); keeps what the event said when Stripe has none. */
+  async function readDeclineFromSource(): Promise<void> {
+    let decline: Awaited<ReturnType<Activities['fetchInvoiceDecline']>> = null;
+    try {
+      decline = await stripeRead.fetchInvoiceDecline({ invoiceId });
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.warn('could not read the decline from Stripe; classifying by the event', { invoiceId, error: err.message });
+    }
+    if (!decline) return;
+    s.lastDeclineCode = decline.declineCode ?? decline.failureCode ?? s.lastDeclineCode;
+    s.lastAdviceCode = decline.adviceCode;
+    s.lastNetworkDeclineCode = decline.networkDeclineCode;
+    s.declineClass = classifyDecline(s.lastDeclineCode, s.lastAdviceCode);
+  }
+
+  /** Before the final action: the invoice's state at Stripe now, as an outcome when it no longer needs one. */
+  async function invoiceSettledMeanwhile(): Promise<DunningOutcome | null> {
+    try {
+      const invoice = await stripeRead.fetchInvoiceStatus({ invoiceId });
+      if (invoice?.status === 'paid') return 'recovered';
+      if (invoice === null || invoice.status === 'void' || invoice.status === 'uncollectible') return 'canceled';
+      return null;
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.warn('could not re-read the invoice before the final action; applying it', { invoiceId, error: err.message });
+      return null;
+    }
   }
 
   async function applyFinalAction(): Promise<SubscriptionSnapshot | null | undefined> {
@@ -412,6 +468,8 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
       maxAttempts: s.policy.retryDaysAfterFailure.length,
       nextAttemptAtMs: s.nextAttemptAtMs,
       lastDeclineCode: s.lastDeclineCode,
+      lastAdviceCode: s.lastAdviceCode ?? null,
+      lastNetworkDeclineCode: s.lastNetworkDeclineCode ?? null,
       declineClass: s.declineClass,
       finalAction,
       endedAtMs: isTerminalDunningState(s.state) ? Date.now() : null,

@@ -16,7 +16,7 @@ import { ensureCustomer, loadCustomerWatermark, refreshAccessState, writeCustome
 import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
 import { loadEffects, storeEffects } from './effects';
 import { DataError, describeError, isDataError, quarantineEvent } from './failure-policy';
-import { loadInvoiceFact, writeInvoice } from './invoices';
+import { loadInvoiceFact, loadInvoiceOfPaymentIntent, loadOpenUpgradeInvoices, writeInvoice, writePaymentIntentDecline } from './invoices';
 import { writeChargeRefund, writeCheckoutSession, writeDispute, writePaymentMethod } from './records';
 import { countInActivity, lockCustomer } from './shared';
 import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
@@ -59,7 +59,12 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
   /** Reads the facts the reducer needs for one event (rows locked for the transaction). */
   async function sliceFor(tx: TxSql, event: BillingEvent): Promise<BillingSlice> {
     const d = event.data;
-    const invoice = d.kind === 'invoice' ? await loadInvoiceFact(tx, d.invoiceId) : null;
+    const invoice =
+      d.kind === 'invoice'
+        ? await loadInvoiceFact(tx, d.invoiceId)
+        : d.kind === 'payment_intent'
+          ? await loadInvoiceOfPaymentIntent(tx, event.customerId, d.paymentIntentId, d.invoiceId)
+          : null;
     const subscriptionId = d.kind === 'subscription' ? d.subscriptionId : d.kind === 'invoice' ? (d.subscriptionId ?? invoice?.subscriptionId ?? null) : null;
     return {
       customerId: event.customerId,
@@ -67,6 +72,10 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
       invoice,
       customerWatermark: d.kind === 'customer' ? await loadCustomerWatermark(tx, event.customerId) : null,
       cycles: await loadCycleFacts(tx, event.customerId),
+      openUpgradeInvoices:
+        d.kind === 'subscription' && event.type === 'customer.subscription.pending_update_expired'
+          ? await loadOpenUpgradeInvoices(tx, event.customerId, d.subscriptionId)
+          : [],
     };
   }
 
@@ -87,6 +96,10 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
         return writeDispute(tx, e, d);
       case 'charge_refund':
         return writeChargeRefund(tx, e, d);
+      case 'payment_intent':
+        return writePaymentIntentDecline(tx, e, d);
+      case 'setup_intent':
+        return; // nothing stored: the reducer hands the new payment method to open cycles
     }
   }
 

@@ -29,8 +29,10 @@ export async function writeCustomer(tx: TxSql, customerId: string, d: CustomerDa
 }
 
 /**
- * Sets customers.access_state from the current subscription, held at 'grace' while a dunning cycle is
- * open. Callers hold the customer's lock (lockCustomer), so the read and the write cannot interleave.
+ * Sets customers.access_state from the current subscription: held at 'grace' while a dunning cycle is
+ * open, 'suspended' while an invoice of that subscription is written off (uncollectible: dunning's
+ * mark_uncollectible final action) until it is paid. Callers hold the customer's lock (lockCustomer),
+ * so the read and the write cannot interleave.
  */
 export async function refreshAccessState(tx: TxSql, customerId: string): Promise<void> {
   const subs = await tx<{ id: string; status: SubscriptionStatus; stripe_updated_at: Date | null; updated_at: Date | null }[]>`
@@ -38,9 +40,13 @@ export async function refreshAccessState(tx: TxSql, customerId: string): Promise
   const current = pickCurrentSubscription(
     subs.map((s) => ({ ...s, stripeUpdatedAt: s.stripe_updated_at?.getTime() ?? null, updatedAt: s.updated_at?.getTime() ?? null })),
   );
-  const [open] = await tx<{ in_dunning: boolean }[]>`
-    SELECT EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning`;
+  const [open] = await tx<{ in_dunning: boolean; written_off: boolean }[]>`
+    SELECT
+      EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning,
+      EXISTS (SELECT 1 FROM invoices WHERE customer_id = ${customerId} AND subscription_id = ${current?.id ?? null}
+              AND status = 'uncollectible') AS written_off`;
   let access = accessStateFor(current?.status ?? null);
   if (open?.in_dunning && (access === 'active' || access === 'grace')) access = 'grace';
+  if (open?.written_off && (access === 'active' || access === 'grace')) access = 'suspended';
   await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
 }

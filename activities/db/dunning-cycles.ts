@@ -57,6 +57,8 @@ export async function recordDunningReport(tx: TxSql, customerId: string, r: Dunn
       max_attempts = ${r.maxAttempts},
       next_attempt_at = ${toDate(r.nextAttemptAtMs)},
       last_decline_code = COALESCE(${r.lastDeclineCode}, last_decline_code),
+      last_advice_code = COALESCE(${r.lastAdviceCode ?? null}, last_advice_code),
+      last_network_decline_code = COALESCE(${r.lastNetworkDeclineCode ?? null}, last_network_decline_code),
       decline_class = ${r.declineClass},
       final_action = COALESCE(${r.finalAction}, final_action),
       ended_at = ${ended ? toDate(r.endedAtMs) : null},
@@ -65,11 +67,11 @@ export async function recordDunningReport(tx: TxSql, customerId: string, r: Dunn
   if (r.attempt) {
     const a = r.attempt;
     await tx`
-      INSERT INTO dunning_attempts (invoice_id, attempt, trigger, outcome, decline_code, idempotency_key, attempted_at)
-      SELECT ${r.invoiceId}, ${a.attempt}, ${a.trigger}, ${a.outcome === 'invoice_closed' ? 'error' : a.outcome}, ${a.declineCode},
+      INSERT INTO dunning_attempts (invoice_id, attempt, trigger, outcome, decline_code, advice_code, idempotency_key, attempted_at)
+      SELECT ${r.invoiceId}, ${a.attempt}, ${a.trigger}, ${a.outcome === 'invoice_closed' ? 'error' : a.outcome}, ${a.declineCode}, ${a.adviceCode ?? null},
              ${`dunning:${r.invoiceId}:${a.attempt}`}, ${new Date(a.atMs)}
       WHERE EXISTS (SELECT 1 FROM dunning_cycles WHERE invoice_id = ${r.invoiceId} AND customer_id = ${customerId})
-      ON CONFLICT (invoice_id, attempt) DO UPDATE SET outcome = excluded.outcome, decline_code = excluded.decline_code`;
+      ON CONFLICT (invoice_id, attempt) DO UPDATE SET outcome = excluded.outcome, decline_code = excluded.decline_code, advice_code = excluded.advice_code`;
     await tx`
       UPDATE dunning_cycles SET attempts_made = GREATEST(attempts_made, ${a.attempt}), updated_at = now()
       WHERE invoice_id = ${r.invoiceId} AND customer_id = ${customerId}`;

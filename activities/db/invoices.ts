@@ -1,5 +1,5 @@
 /** The `invoices` rows: the reducer's facts and the guarded upsert. */
-import type { BillingEvent, InvoiceData } from '../../domain/billing-event';
+import type { BillingEvent, InvoiceData, PaymentIntentData } from '../../domain/billing-event';
 import type { InvoiceFact } from '../../domain/billing/state';
 import { invoiceStatusRank } from '../../domain/subscription-state';
 import type { TxSql } from '../../lib/db';
@@ -17,6 +17,36 @@ export async function loadInvoiceFact(tx: TxSql, invoiceId: string): Promise<Inv
     statusRank: row.status_rank,
     watermark: { created: toUnix(row.stripe_updated_at) ?? 0, eventId: row.watermark_event_id },
   };
+}
+
+/** The invoice a PaymentIntent paid (the payload's link on old API versions, else the local join), locked. */
+export async function loadInvoiceOfPaymentIntent(tx: TxSql, customerId: string, paymentIntentId: string, invoiceId: string | null): Promise<InvoiceFact | null> {
+  if (invoiceId) return loadInvoiceFact(tx, invoiceId);
+  const [row] = await tx<{ id: string }[]>`
+    SELECT id FROM invoices WHERE payment_intent_id = ${paymentIntentId} AND customer_id = ${customerId} ORDER BY created_at DESC LIMIT 1`;
+  return row ? loadInvoiceFact(tx, row.id) : null;
+}
+
+/** Open proration invoices of a plan change on `subscriptionId` (voided when its payment window expires). */
+export async function loadOpenUpgradeInvoices(tx: TxSql, customerId: string, subscriptionId: string): Promise<string[]> {
+  const rows = await tx<{ id: string }[]>`
+    SELECT id FROM invoices
+    WHERE customer_id = ${customerId} AND subscription_id = ${subscriptionId} AND status = 'open' AND billing_reason = 'subscription_update'
+    ORDER BY id`;
+  return rows.map((r) => r.id);
+}
+
+/** Records a PaymentIntent's decline data on its invoice (when the invoice is known locally). */
+export async function writePaymentIntentDecline(tx: TxSql, e: BillingEvent, d: PaymentIntentData): Promise<void> {
+  const fact = await loadInvoiceOfPaymentIntent(tx, e.customerId, d.paymentIntentId, d.invoiceId);
+  if (!fact) return;
+  await tx`
+    UPDATE invoices SET
+      payment_intent_id = COALESCE(payment_intent_id, ${d.paymentIntentId}),
+      last_decline_code = COALESCE(${d.declineCode ?? d.failureCode}, last_decline_code),
+      last_advice_code = COALESCE(${d.adviceCode}, last_advice_code),
+      updated_at = now()
+    WHERE id = ${fact.id} AND customer_id = ${e.customerId}`;
 }
 
 /** Upserts an invoice event; the WHERE repeats the reducer's rule (newer, or same second and not backwards). */

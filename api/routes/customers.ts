@@ -43,8 +43,8 @@ export async function readCustomer(sql: Sql, customerId: string) {
   >`
     SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, needs_review, stripe_updated_at, updated_at
     FROM subscriptions WHERE customer_id = ${customerId}`;
-  const cycles = await sql<{ state: string; attempts_made: number; next_attempt_at: Date | null; last_decline_code: string | null; invoice_id: string }[]>`
-    SELECT state, attempts_made, next_attempt_at, last_decline_code, invoice_id FROM dunning_cycles
+  const cycles = await sql<{ state: string; attempts_made: number; next_attempt_at: Date | null; last_decline_code: string | null; last_advice_code: string | null; invoice_id: string }[]>`
+    SELECT state, attempts_made, next_attempt_at, last_decline_code, last_advice_code, invoice_id FROM dunning_cycles
     WHERE customer_id = ${customerId} ORDER BY (ended_at IS NULL) DESC, started_at DESC LIMIT 1`;
   // The one rule the workflow uses too (domain/billing/current-subscription.ts).
   const s = pickCurrentSubscription(subs.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
@@ -67,7 +67,14 @@ export async function readCustomer(sql: Sql, customerId: string) {
         }
       : null,
     dunning: d
-      ? { invoiceId: d.invoice_id, state: d.state, attempt: d.attempts_made, nextAttemptAt: iso(d.next_attempt_at), lastDeclineCode: d.last_decline_code }
+      ? {
+          invoiceId: d.invoice_id,
+          state: d.state,
+          attempt: d.attempts_made,
+          nextAttemptAt: iso(d.next_attempt_at),
+          lastDeclineCode: d.last_decline_code,
+          lastAdviceCode: d.last_advice_code,
+        }
       : null,
   };
 }

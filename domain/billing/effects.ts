@@ -30,7 +30,23 @@ export interface EndDunningEffect {
   event: DunningEvent;
 }
 
-export type Effect = StartDunningEffect | SignalDunningEffect | EndDunningEffect;
+/** Tell the customer something that is not part of a dunning cycle (a declined upgrade). */
+export interface NotifyEffect {
+  kind: 'notify';
+  target: string;
+  notice: 'upgrade_declined';
+  invoiceId: string;
+}
+
+/** Void an invoice in Stripe (the proration invoice of an upgrade whose payment window expired). */
+export interface VoidInvoiceEffect {
+  kind: 'void_invoice';
+  target: string;
+  invoiceId: string;
+  reason: string;
+}
+
+export type Effect = StartDunningEffect | SignalDunningEffect | EndDunningEffect | NotifyEffect | VoidInvoiceEffect;
 export type EffectKind = Effect['kind'];
 
 /** The idempotency key of an effect within its event: `<kind>:<target>`. */

@@ -31,6 +31,8 @@ export interface ReduceOptions {
 }
 
 const FAILURE_TYPES = new Set(['invoice.payment_failed', 'invoice.payment_action_required']);
+/** The proration invoice of a plan change (`pending_if_incomplete`): its decline is not renewal dunning. */
+const UPGRADE_BILLING_REASON = 'subscription_update';
 const CLOSED_INVOICE = new Set(['paid', 'void', 'uncollectible']);
 
 const nothing = (verdict: Verdict): Reduction => ({ verdict, cycles: [], effects: [] });
@@ -43,7 +45,9 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
       const verdict = subscriptionVerdict(slice, event.created, event.eventId, d.status, opts);
       if (verdict !== 'applied') return nothing(verdict);
       const ended = d.deleted || isEndedSubscriptionStatus(d.status);
-      return ended ? endCyclesOfSubscription(slice.cycles, d.subscriptionId, event) : nothing('applied');
+      if (ended) return endCyclesOfSubscription(slice.cycles, d.subscriptionId, event);
+      if (event.type === 'customer.subscription.pending_update_expired') return voidExpiredUpgrade(slice.openUpgradeInvoices ?? [], d.subscriptionId);
+      return nothing('applied');
     }
     case 'invoice': {
       if (event.type === 'invoice.upcoming') return nothing('noop'); // a forecast, not an invoice yet
@@ -52,6 +56,7 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
       const cycle = slice.cycles.find((c) => c.invoiceId === d.invoiceId) ?? null;
       if (d.status !== null && CLOSED_INVOICE.has(d.status)) return closeInvoiceCycle(cycle, d.invoiceId, d.status, event);
       if (!FAILURE_TYPES.has(event.type)) return nothing('applied');
+      if (d.billingReason === UPGRADE_BILLING_REASON) return upgradeDeclined(cycle, d.invoiceId);
       return invoiceFailed(slice, cycle, event, d.invoiceId, d.subscriptionId ?? slice.invoice?.subscriptionId ?? null, declineOf(event));
     }
     case 'customer': {
@@ -62,11 +67,47 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
     case 'payment_method':
       if (d.detached || event.type !== 'payment_method.attached') return nothing('applied');
       return paymentMethodUpdated(slice.cycles, d.paymentMethodId, event);
+    case 'setup_intent':
+      if (event.type !== 'setup_intent.succeeded' || !d.paymentMethodId) return nothing('applied');
+      return paymentMethodUpdated(slice.cycles, d.paymentMethodId, event);
+    case 'payment_intent': {
+      // Joined to its invoice by the payload (old versions) or the local invoice row (slice.invoice).
+      const invoiceId = d.invoiceId ?? slice.invoice?.id ?? null;
+      const cycle = invoiceId ? slice.cycles.find((c) => c.invoiceId === invoiceId && c.open) : undefined;
+      if (!cycle || event.type !== 'payment_intent.payment_failed') return nothing('applied');
+      return {
+        verdict: 'applied',
+        cycles: [],
+        effects: [
+          {
+            kind: 'signal_dunning',
+            target: cycle.invoiceId,
+            invoiceId: cycle.invoiceId,
+            event: { kind: 'payment_failed', eventId: event.eventId, declineCode: d.declineCode ?? d.failureCode, adviceCode: d.adviceCode, at: event.created },
+          },
+        ],
+      };
+    }
     case 'checkout_session':
     case 'dispute':
     case 'charge_refund':
       return nothing('applied');
   }
+}
+
+/** A declined plan change is not renewal dunning: the customer is told; the old plan stays. */
+function upgradeDeclined(cycle: CycleFact | null, invoiceId: string): Reduction {
+  if (cycle) return nothing('applied'); // opened before this rule existed: it runs its course
+  return { verdict: 'applied', cycles: [], effects: [{ kind: 'notify', target: `upgrade_declined:${invoiceId}`, notice: 'upgrade_declined', invoiceId }] };
+}
+
+/** The payment window of a pending plan change closed: its proration invoice will never be paid. */
+function voidExpiredUpgrade(invoiceIds: string[], subscriptionId: string): Reduction {
+  return {
+    verdict: 'applied',
+    cycles: [],
+    effects: invoiceIds.map((invoiceId) => ({ kind: 'void_invoice' as const, target: invoiceId, invoiceId, reason: `pending update of ${subscriptionId} expired` })),
+  };
 }
 
 /** Decides what a subscription object read from Stripe does (a same-second tie, reconciliation). */

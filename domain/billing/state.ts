@@ -48,5 +48,7 @@ export interface BillingSlice {
   invoice: InvoiceFact | null;
   /** The customer row's watermark (customer events), null when never written from an event. */
   customerWatermark: number | null;
+  /** Open proration invoices (billing_reason subscription_update) of the event's subscription. */
+  openUpgradeInvoices?: string[];
   cycles: CycleFact[];
 }

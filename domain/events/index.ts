@@ -5,18 +5,23 @@ import { chargeDisputeCreated, chargeRefunded } from './charge';
 import { customerCreated, customerDeleted, customerUpdated } from './customer';
 import {
   invoiceFinalized,
+  invoiceMarkedUncollectible,
   invoicePaid,
   invoicePaymentActionRequired,
   invoicePaymentFailed,
   invoicePaymentSucceeded,
   invoiceUpcoming,
+  invoiceVoided,
 } from './invoice';
+import { paymentIntentPaymentFailed, setupIntentSucceeded } from './intents';
 import { paymentMethodAttached, paymentMethodDetached } from './payment-method';
 import { formatIssues, isRecord, type EventHandler } from './shared';
 import {
   customerSubscriptionCreated,
   customerSubscriptionDeleted,
   customerSubscriptionPaused,
+  customerSubscriptionPendingUpdateApplied,
+  customerSubscriptionPendingUpdateExpired,
   customerSubscriptionResumed,
   customerSubscriptionTrialWillEnd,
   customerSubscriptionUpdated,
@@ -37,12 +42,18 @@ const HANDLERS = {
   'customer.subscription.trial_will_end': customerSubscriptionTrialWillEnd,
   'customer.subscription.paused': customerSubscriptionPaused,
   'customer.subscription.resumed': customerSubscriptionResumed,
+  'customer.subscription.pending_update_applied': customerSubscriptionPendingUpdateApplied,
+  'customer.subscription.pending_update_expired': customerSubscriptionPendingUpdateExpired,
   'invoice.finalized': invoiceFinalized,
   'invoice.paid': invoicePaid,
   'invoice.payment_succeeded': invoicePaymentSucceeded,
   'invoice.payment_failed': invoicePaymentFailed,
   'invoice.payment_action_required': invoicePaymentActionRequired,
   'invoice.upcoming': invoiceUpcoming,
+  'invoice.voided': invoiceVoided,
+  'invoice.marked_uncollectible': invoiceMarkedUncollectible,
+  'payment_intent.payment_failed': paymentIntentPaymentFailed,
+  'setup_intent.succeeded': setupIntentSucceeded,
   'payment_method.attached': paymentMethodAttached,
   'payment_method.detached': paymentMethodDetached,
   'charge.dispute.created': chargeDisputeCreated,

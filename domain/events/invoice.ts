@@ -137,6 +137,10 @@ export const invoicePaymentSucceeded = invoiceHandler;
 export const invoicePaymentFailed = invoiceHandler;
 /** invoice.payment_action_required: the customer must authenticate (3DS). */
 export const invoicePaymentActionRequired = invoiceHandler;
+/** invoice.voided: the invoice will never be paid; its cycle ends. */
+export const invoiceVoided = invoiceHandler;
+/** invoice.marked_uncollectible: written off; its cycle ends (access follows the uncollectible invoice). */
+export const invoiceMarkedUncollectible = invoiceHandler;
 /** invoice.upcoming: keyed by `upcomingInvoiceKey`, used as both objectId and invoiceId. */
 export const invoiceUpcoming: EventHandler = defineHandler(UpcomingInvoiceObjectSchema, (invoice) => {
   const customerId = idOf(invoice.customer);

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { SubscriptionStatusSchema } from '../billing-event';
-import { effectiveSubscriptionStatus } from '../dunning-cycle';
 import { defineHandler, IdRefSchema, idOf, orNull, TimestampSchema, type EventHandler } from './shared';
 
 const SubscriptionItemSchema = z.looseObject({
@@ -36,7 +35,7 @@ function subscriptionHandler(deleted: boolean): EventHandler {
         kind: 'subscription',
         subscriptionId: sub.id,
         // A past_due subscription that dunning marked unpaid reads as unpaid (see domain/dunning-cycle.ts).
-        status: effectiveSubscriptionStatus(sub.status, { metadata: sub.metadata, pause_collection: sub.pause_collection }),
+        status: sub.status,
         priceId: idOf(item?.price) ?? idOf(item?.plan) ?? idOf(sub.plan),
         currentPeriodStart: sub.current_period_start ?? orNull(item?.current_period_start),
         currentPeriodEnd: sub.current_period_end ?? orNull(item?.current_period_end),
@@ -61,3 +60,7 @@ export const customerSubscriptionTrialWillEnd = subscriptionHandler(false);
 export const customerSubscriptionPaused = subscriptionHandler(false);
 /** customer.subscription.resumed */
 export const customerSubscriptionResumed = subscriptionHandler(false);
+/** customer.subscription.pending_update_applied: a `pending_if_incomplete` change was paid and applied. */
+export const customerSubscriptionPendingUpdateApplied = subscriptionHandler(false);
+/** customer.subscription.pending_update_expired: the change's payment window closed unpaid; the old plan stays. */
+export const customerSubscriptionPendingUpdateExpired = subscriptionHandler(false);

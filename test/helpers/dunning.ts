@@ -19,7 +19,14 @@ export async function registerSearchAttributes(env: TestWorkflowEnvironment): Pr
 }
 
 /** What one `invoices.pay` call does. */
-export type PayOutcome = 'succeed' | { decline: string } | { authenticationRequired: true } | 'network_error';
+export type PayOutcome = 'succeed' | { decline: string; advice?: string } | { authenticationRequired: true } | 'network_error';
+
+/** The decline Stripe holds for the invoice's failed payment (its PaymentIntent's last_payment_error). */
+export interface SourceDecline {
+  declineCode: string | null;
+  adviceCode?: string | null;
+  networkDeclineCode?: string | null;
+}
 
 export interface PayCall {
   invoiceId: string;
@@ -31,7 +38,11 @@ export interface FakeStripe {
   stripe: Stripe;
   payCalls: PayCall[];
   subscriptionCalls: { method: 'cancel' | 'update' | 'retrieve'; params?: unknown; idempotencyKey?: string }[];
+  /** invoices.markUncollectible / voidInvoice / invoicePayments.list calls. */
+  invoiceCalls: { method: 'markUncollectible' | 'voidInvoice' | 'listPayments'; invoiceId: string; params?: unknown; idempotencyKey?: string }[];
   subscription: Record<string, unknown>;
+  /** Changes the invoice's status at Stripe out of band (a void or payment no webhook has told about). */
+  setInvoiceStatus(invoiceId: string, status: 'open' | 'paid' | 'void' | 'uncollectible'): void;
 }
 
 /**
@@ -43,8 +54,11 @@ export function createFakeStripe(opts: {
   customerId: string;
   subscriptionId: string;
   pay: (attempt: number) => PayOutcome;
+  /** What `invoicePayments.list` reveals about the failed payment; none by default. */
+  sourceDecline?: SourceDecline;
 }): FakeStripe {
   const payCalls: PayCall[] = [];
+  const invoiceCalls: FakeStripe['invoiceCalls'] = [];
   const subscriptionCalls: FakeStripe['subscriptionCalls'] = [];
   const nowS = Math.floor(Date.now() / 1000);
   const subscription: Record<string, unknown> = {
@@ -88,11 +102,57 @@ export function createFakeStripe(opts: {
           type: 'card_error',
           code: 'card_declined',
           decline_code: outcome.decline,
+          ...(outcome.advice ? { advice_code: outcome.advice } : {}),
           message: 'Your card was declined.',
         } as never);
       },
+      async markUncollectible(invoiceId: string, params: unknown, options?: { idempotencyKey?: string }) {
+        invoiceCalls.push({ method: 'markUncollectible', invoiceId, params, idempotencyKey: options?.idempotencyKey });
+        invoices.set(invoiceId, 'uncollectible');
+        return { id: invoiceId, object: 'invoice', status: 'uncollectible' };
+      },
+      async voidInvoice(invoiceId: string, params: unknown, options?: { idempotencyKey?: string }) {
+        invoiceCalls.push({ method: 'voidInvoice', invoiceId, params, idempotencyKey: options?.idempotencyKey });
+        invoices.set(invoiceId, 'void');
+        return { id: invoiceId, object: 'invoice', status: 'void' };
+      },
       async retrieve(invoiceId: string) {
         return { id: invoiceId, object: 'invoice', status: invoices.get(invoiceId) ?? 'open', hosted_invoice_url: `https://invoice.example.test/${invoiceId}` };
+      },
+    },
+    invoicePayments: {
+      async list(params: { invoice: string; expand?: string[] }) {
+        invoiceCalls.push({ method: 'listPayments', invoiceId: params.invoice, params });
+        const d = opts.sourceDecline;
+        if (!d) return { object: 'list', data: [], has_more: false };
+        return {
+          object: 'list',
+          has_more: false,
+          data: [
+            {
+              id: `inpay_${params.invoice}`,
+              object: 'invoice_payment',
+              created: Math.floor(Date.now() / 1000),
+              invoice: params.invoice,
+              status: 'open',
+              payment: {
+                type: 'payment_intent',
+                payment_intent: {
+                  id: `pi_${params.invoice}`,
+                  object: 'payment_intent',
+                  status: 'requires_payment_method',
+                  last_payment_error: {
+                    type: 'card_error',
+                    code: 'card_declined',
+                    decline_code: d.declineCode,
+                    advice_code: d.adviceCode ?? null,
+                    network_decline_code: d.networkDeclineCode ?? null,
+                  },
+                },
+              },
+            },
+          ],
+        };
       },
     },
     subscriptions: {
@@ -106,15 +166,22 @@ export function createFakeStripe(opts: {
         subscription.canceled_at = Math.floor(Date.now() / 1000);
         return copy();
       },
-      async update(_id: string, params: { metadata?: Record<string, string>; pause_collection?: unknown }, options?: { idempotencyKey?: string }) {
+      async update(_id: string, params: { metadata?: Record<string, string>; default_payment_method?: string }, options?: { idempotencyKey?: string }) {
         subscriptionCalls.push({ method: 'update', params, idempotencyKey: options?.idempotencyKey });
         if (params.metadata) subscription.metadata = { ...(subscription.metadata as object), ...params.metadata };
-        if (params.pause_collection !== undefined) subscription.pause_collection = params.pause_collection;
+        if (params.default_payment_method !== undefined) subscription.default_payment_method = params.default_payment_method;
         return copy();
       },
     },
   };
-  return { stripe: stripe as unknown as Stripe, payCalls, subscriptionCalls, subscription };
+  return {
+    stripe: stripe as unknown as Stripe,
+    payCalls,
+    subscriptionCalls,
+    invoiceCalls,
+    subscription,
+    setInvoiceStatus: (invoiceId, status) => void invoices.set(invoiceId, status),
+  };
 }
 
 /** Ids for one test's customer, subscription and invoice. */
@@ -152,9 +219,10 @@ export function subscriptionEvent(input: {
   };
 }
 
-/** A slim invoice event (payment_failed or paid). */
+/** A slim invoice event (payment_failed, paid, marked_uncollectible). */
 export function invoiceEvent(input: {
-  type: 'invoice.payment_failed' | 'invoice.paid';
+  type: 'invoice.payment_failed' | 'invoice.paid' | 'invoice.marked_uncollectible';
+  billingReason?: string;
   customerId: string;
   subscriptionId: string;
   invoiceId: string;
@@ -174,13 +242,13 @@ export function invoiceEvent(input: {
       kind: 'invoice',
       invoiceId: input.invoiceId,
       subscriptionId: input.subscriptionId,
-      status: failed ? 'open' : 'paid',
+      status: failed ? 'open' : input.type === 'invoice.paid' ? 'paid' : 'uncollectible',
       amountDue: 2000,
-      amountPaid: failed ? 0 : 2000,
+      amountPaid: input.type === 'invoice.paid' ? 2000 : 0,
       currency: 'usd',
       attemptCount: 1,
       nextPaymentAttempt: null,
-      billingReason: 'subscription_cycle',
+      billingReason: input.billingReason ?? 'subscription_cycle',
       hostedInvoiceUrl: `https://invoice.example.test/${input.invoiceId}`,
       paymentIntentId: null,
       declineCode: failed ? (input.declineCode ?? null) : null,

@@ -110,11 +110,32 @@ describe('classifyDecline', () => {
   });
 });
 
+describe('classifyDecline with Stripe advice codes', () => {
+  it('lets the advice outrank a generic decline code', () => {
+    expect(classifyDecline('generic_decline', 'do_not_try_again')).toBe('hard');
+    expect(classifyDecline('do_not_honor', 'confirm_card_data')).toBe('hard');
+    expect(classifyDecline('stolen_card', 'try_again_later')).toBe('soft');
+    expect(classifyDecline(null, 'do_not_try_again')).toBe('hard');
+    expect(classifyDecline('insufficient_funds', null)).toBe('soft');
+    expect(classifyDecline('insufficient_funds', 'unknown_advice')).toBe('soft');
+    expect(classifyDecline('stolen_card', 'unknown_advice')).toBe('hard');
+  });
+
+  it('keeps 3DS first: no advice makes an off-session retry work before the customer authenticates', () => {
+    expect(classifyDecline('authentication_required', 'try_again_later')).toBe('authentication_required');
+  });
+
+  it('reads the retired mark_unpaid final action as mark_uncollectible', () => {
+    expect(validateDunningPolicy({ ...DEFAULT_DUNNING_POLICY, finalAction: 'mark_unpaid' })).toMatchObject({ ok: true, policy: { finalAction: 'mark_uncollectible' } });
+    expect(validateDunningPolicy({ ...DEFAULT_DUNNING_POLICY, finalAction: 'pause' })).toMatchObject({ ok: false });
+  });
+});
+
 describe('DEFAULT_DUNNING_POLICY', () => {
   it('retries after 1, 3, 5, 7 days with at most 4 notices 48 h apart', () => {
     expect(DEFAULT_DUNNING_POLICY).toEqual({
       retryDaysAfterFailure: [1, 3, 5, 7],
-      finalAction: 'mark_unpaid',
+      finalAction: 'cancel',
       noticeMinIntervalMs: 48 * HOUR,
       maxNoticesPerCycle: 4,
     });
@@ -210,7 +231,7 @@ describe('nextDunningStep', () => {
   });
 
   it('reports exhaustion with the policy final action once the schedule is used up', () => {
-    for (const finalAction of ['cancel', 'mark_unpaid', 'leave_past_due'] as const) {
+    for (const finalAction of ['cancel', 'mark_uncollectible', 'leave_past_due'] as const) {
       const p = policy({ finalAction });
       expect(nextDunningStep({ declineClass: 'soft', attemptsMade: 4, policy: p, failedAtMs: T0 })).toEqual({
         action: 'exhausted',

@@ -312,26 +312,103 @@ describe('dunningWorkflow (time-skipping)', () => {
     }
   });
 
-  it('marks the subscription unpaid when every attempt fails (mark_unpaid policy)', async () => {
+  it('writes the invoice off when every attempt fails (mark_uncollectible): access suspended, a later payment restores it', async () => {
     const ids = dunningIds();
     await seedSubscription(ids);
     const fake = createFakeStripe({ ...ids, pay: () => ({ decline: 'do_not_honor' }) });
+    // The retired 'mark_unpaid' setting reads as mark_uncollectible.
     const worker = await startWorker({ fake, config: { DUNNING_RETRY_DAYS: '1,3', DUNNING_FINAL_ACTION: 'mark_unpaid' } });
     try {
       const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: 'do_not_honor' });
       expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'exhausted', attempts: 2 });
       expect(fake.payCalls).toHaveLength(2);
-      const update = fake.subscriptionCalls.find((c) => c.method === 'update');
-      expect(update).toMatchObject({
-        idempotencyKey: `dunning:${ids.invoiceId}:final`,
-        params: { pause_collection: { behavior: 'keep_as_draft' }, metadata: { dunning_final_action: 'mark_unpaid' } },
-      });
-      // The cycle's customer workflow (started by its first report) records the end and Stripe's unpaid subscription.
-      await eventuallyExpect(async () => {
-        expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'mark_unpaid', attempts_made: 2 });
-        expect(await localState(ids.customerId)).toEqual({ access_state: 'restricted', status: 'unpaid' });
-      });
+      expect(fake.invoiceCalls.filter((c) => c.method === 'markUncollectible')).toEqual([
+        { method: 'markUncollectible', invoiceId: ids.invoiceId, params: {}, idempotencyKey: `dunning:${ids.invoiceId}:final` },
+      ]);
+      // No service for free: collection is never paused, and nothing else changes on the subscription.
+      expect(fake.subscriptionCalls.filter((c) => c.method === 'update')).toEqual([]);
+      await eventuallyExpect(async () => expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'exhausted', final_action: 'mark_uncollectible', attempts_made: 2 }));
       expect((await notices(ids.invoiceId)).map((n) => n.kind)).toContain('final_notice');
+
+      // Stripe's webhook for the write-off reaches the customer workflow: access suspended, subscription continues.
+      const customer = env.client.workflow.getHandle(customerWorkflowId(ids.customerId));
+      const now = Math.floor((await env.currentTimeMs()) / 1000);
+      await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.marked_uncollectible', ...ids, created: now }));
+      await eventuallyExpect(async () => expect((await localState(ids.customerId))?.access_state).toBe('suspended'));
+      // The customer pays the written-off invoice later: access comes back.
+      await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.paid', ...ids, created: now + 60 }));
+      await eventuallyExpect(async () => expect((await localState(ids.customerId))?.access_state).not.toBe('suspended'));
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('classifies by the decline Stripe holds, not the payload: a hard decline with advice do_not_try_again is never retried blindly', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    // Today's invoice.payment_failed carries no decline code; the invoice's payment does.
+    const fake = createFakeStripe({
+      ...ids,
+      pay: scripted(['succeed']),
+      sourceDecline: { declineCode: 'generic_decline', adviceCode: 'do_not_try_again', networkDeclineCode: '14' },
+    });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: null });
+      await env.sleep('3 days');
+      expect(fake.payCalls).toHaveLength(0);
+      expect(fake.invoiceCalls.filter((c) => c.method === 'listPayments')).toMatchObject([
+        { invoiceId: ids.invoiceId, params: { invoice: ids.invoiceId, expand: ['data.payment.payment_intent'] } },
+      ]);
+      expect(await handle.query(dunningStateQuery)).toMatchObject({ state: 'awaiting_payment_method', attempt: 0, lastDeclineCode: 'generic_decline' });
+      expect((await notices(ids.invoiceId)).map((n) => n.kind)).toEqual(['update_payment_method']);
+      await eventuallyExpect(async () =>
+        expect(await db.sql`SELECT last_decline_code, last_advice_code, last_network_decline_code, decline_class FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`).toEqual([
+          { last_decline_code: 'generic_decline', last_advice_code: 'do_not_try_again', last_network_decline_code: '14', decline_class: 'hard' },
+        ]),
+      );
+      await handle.signal(dunningEventSignal, { kind: 'paid', eventId: `evt_${uniqueId()}`, at: Math.floor((await env.currentTimeMs()) / 1000) });
+      await handle.result();
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('pays with the new card: it becomes the subscription default and the retry names it', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']), sourceDecline: { declineCode: 'expired_card' } });
+    const worker = await startWorker({ fake });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: null });
+      await env.sleep('2 days');
+      expect(fake.payCalls).toHaveLength(0);
+      await handle.signal(dunningEventSignal, { kind: 'payment_method_updated', eventId: `evt_${uniqueId()}`, paymentMethodId: 'pm_new_card', at: Math.floor((await env.currentTimeMs()) / 1000) });
+      expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'recovered', attempts: 1 });
+      expect(fake.subscriptionCalls.filter((c) => c.method === 'update')).toEqual([
+        { method: 'update', params: { default_payment_method: 'pm_new_card' }, idempotencyKey: `dunning:${ids.invoiceId}:1:default-payment-method` },
+      ]);
+      expect(fake.payCalls.map((c) => [c.params, c.idempotencyKey])).toEqual([[{ off_session: true, payment_method: 'pm_new_card' }, `dunning:${ids.invoiceId}:1`]]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('takes no final action when the invoice was voided meanwhile: the final action re-reads it', async () => {
+    const ids = dunningIds();
+    await seedSubscription(ids);
+    const fake = createFakeStripe({ ...ids, pay: () => ({ decline: 'insufficient_funds', advice: 'try_again_later' }) });
+    const worker = await startWorker({ fake, config: { DUNNING_RETRY_DAYS: '1,3', DUNNING_FINAL_ACTION: 'cancel' } });
+    try {
+      const { handle } = await startDunning(worker.taskQueue, ids, { declineCode: 'insufficient_funds' });
+      await env.sleep('36 hours');
+      expect(fake.payCalls).toHaveLength(1);
+      // Voided at Stripe (e.g. by ops in the Dashboard) with no webhook reaching us yet.
+      fake.setInvoiceStatus(ids.invoiceId, 'void');
+      expect(await handle.result()).toMatchObject({ invoiceId: ids.invoiceId, outcome: 'canceled' });
+      expect(fake.subscriptionCalls.filter((c) => c.method === 'cancel')).toEqual([]);
+      expect(fake.invoiceCalls.filter((c) => c.method === 'markUncollectible')).toEqual([]);
+      expect((await notices(ids.invoiceId)).map((n) => n.kind)).not.toContain('final_notice');
     } finally {
       await worker.stop();
     }
@@ -527,6 +604,33 @@ describe('dunningWorkflow (time-skipping)', () => {
         expect(count!.n).toBe(1);
         expect(fake.payCalls).toHaveLength(1);
         expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'payment_failed')).toHaveLength(1);
+      } finally {
+        await stopCustomer(customer);
+        await worker.stop();
+      }
+    });
+
+    it('a declined upgrade is not renewal dunning: the customer is told, and the proration invoice is voided when the pending update expires', async () => {
+      const ids = dunningIds();
+      const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
+      const worker = await startWorker({ fake });
+      const realNow = Math.floor(Date.now() / 1000);
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 }));
+      try {
+        // pending_if_incomplete: the proration invoice (billing_reason subscription_update) is declined.
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', billingReason: 'subscription_update', ...ids, declineCode: 'insufficient_funds', created: realNow - 30 }));
+        await eventually(async () => (await notices(ids.invoiceId)).some((n) => n.kind === 'upgrade_declined'), 20_000, 'the upgrade-declined notice');
+        await expect(env.client.workflow.getHandle(dunningWorkflowId(ids.invoiceId)).describe()).rejects.toThrow();
+        expect(await db.sql`SELECT 1 FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`).toHaveLength(0);
+
+        // Stripe gives up on the pending update: the old plan stays, the proration invoice must not stay collectible.
+        const expired = { ...subscriptionEvent({ ...ids, status: 'active', created: realNow - 10 }), type: 'customer.subscription.pending_update_expired' };
+        await customer.signal(stripeEventSignal, expired);
+        await eventually(async () => fake.invoiceCalls.some((c) => c.method === 'voidInvoice'), 20_000, 'the proration invoice to be voided');
+        expect(fake.invoiceCalls.filter((c) => c.method === 'voidInvoice')).toEqual([
+          { method: 'voidInvoice', invoiceId: ids.invoiceId, params: {}, idempotencyKey: `void:${ids.invoiceId}` },
+        ]);
+        expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'upgrade_declined')).toHaveLength(1);
       } finally {
         await stopCustomer(customer);
         await worker.stop();
