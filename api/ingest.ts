@@ -137,13 +137,16 @@ export function createIngest(deps: IngestDeps) {
     return implausible(await normalizeWithDisputeLookup(envelope, knownCustomerId));
   }
 
+  /** Event types whose object names only a charge (disputes, early fraud warnings): the customer is looked up by it. */
+  const CHARGE_ONLY_TYPES: ReadonlySet<string> = new Set(['charge.dispute.created', 'charge.dispute.closed', 'radar.early_fraud_warning.created']);
+
   /**
-   * Disputes name only the charge: find its customer locally, else ask Stripe, then normalize again.
+   * Disputes and early fraud warnings name only the charge: find its customer locally, else ask Stripe, then normalize again.
    * Stripe unreachable, failing or rate limiting is 'deferred' (kept for the sweeper); only a 404 is final.
    */
   async function normalizeWithDisputeLookup(envelope: Envelope, knownCustomerId: string | null): Promise<Normalized> {
     const first = normalizeStripeEvent(envelope, knownCustomerId ? { fallbackCustomerId: knownCustomerId } : {});
-    if (first.outcome !== 'invalid' || first.error !== NO_CUSTOMER_ERROR || envelope.type !== 'charge.dispute.created') return first;
+    if (first.outcome !== 'invalid' || first.error !== NO_CUSTOMER_ERROR || !CHARGE_ONLY_TYPES.has(String(envelope.type))) return first;
     const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
     const chargeId = typeof obj.charge === 'string' ? obj.charge : null;
     if (!chargeId) return first;
@@ -157,7 +160,7 @@ export function createIngest(deps: IngestDeps) {
         const error = err instanceof Error ? err.message : String(err);
         if (!missingAtStripe(err)) {
           logger.warn({ ...unroutedLogFields(envelope), chargeId, error }, 'could not look up the disputed charge; kept for the sweeper');
-          return { outcome: 'deferred', error: `charge lookup ${chargeId}: ${error}`, eventId: first.eventId, type: 'charge.dispute.created' };
+          return { outcome: 'deferred', error: `charge lookup ${chargeId}: ${error}`, eventId: first.eventId, type: String(envelope.type) };
         }
         logger.warn({ ...unroutedLogFields(envelope), chargeId, error }, 'the disputed charge does not exist at Stripe');
       }

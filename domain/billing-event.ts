@@ -115,6 +115,16 @@ export const ChargeRefundDataSchema = z.object({
 });
 export type ChargeRefundData = z.infer<typeof ChargeRefundDataSchema>;
 
+export const FraudWarningDataSchema = z.object({
+  kind: z.literal('fraud_warning'),
+  warningId: z.string().min(1),
+  chargeId: z.string().nullable(),
+  /** Stripe: true when the charge can still be refunded or disputed (worth acting on). */
+  actionable: z.boolean(),
+  fraudType: z.string().nullable(),
+});
+export type FraudWarningData = z.infer<typeof FraudWarningDataSchema>;
+
 export const PaymentIntentDataSchema = z.object({
   kind: z.literal('payment_intent'),
   paymentIntentId: z.string().min(1),
@@ -148,6 +158,7 @@ export const BillingEventDataSchema = z.discriminatedUnion('kind', [
   ChargeRefundDataSchema,
   PaymentIntentDataSchema,
   SetupIntentDataSchema,
+  FraudWarningDataSchema,
 ]);
 export type BillingEventData = z.infer<typeof BillingEventDataSchema>;
 

@@ -135,6 +135,8 @@ export interface DunningReport {
   /** Stripe's advice code and the network's decline code of the last decline (decline-from-source cycles). */
   lastAdviceCode?: string | null;
   lastNetworkDeclineCode?: string | null;
+  /** The invoice's PaymentIntent, learned from its payments: later payment_intent.* events join by it. */
+  paymentIntentId?: string | null;
   declineClass: string;
   finalAction: 'cancel' | 'mark_uncollectible' | 'leave_past_due' | null;
   /** Set once: the cycle ended at this time. */

@@ -111,6 +111,7 @@ interface DunningCarry {
   /** Stripe's advice on the last decline (decline-from-source runs; absent in older carried states). */
   lastAdviceCode?: string | null;
   lastNetworkDeclineCode?: string | null;
+  paymentIntentId?: string | null;
   /** The payment method the customer just added: the next attempt pays with it. */
   newPaymentMethodId?: string | null;
 }
@@ -223,6 +224,8 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
         case 'payment_failed':
           // A failure without a code (e.g. Stripe's webhook echoing our own failed retry) says nothing new.
           if (event.declineCode !== null) {
+            // New decline data is recorded (a report follows the replan); the notice dedup key keeps it quiet.
+            if (declineFromSource && (event.declineCode !== s.lastDeclineCode || (event.adviceCode ?? null) !== (s.lastAdviceCode ?? null))) s.replan = true;
             s.lastDeclineCode = event.declineCode;
             if (declineFromSource) s.lastAdviceCode = event.adviceCode ?? null;
             const declineClass = declineFromSource ? classifyDecline(event.declineCode, event.adviceCode) : classifyDecline(event.declineCode);
@@ -348,6 +351,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     s.lastDeclineCode = decline.declineCode ?? decline.failureCode ?? s.lastDeclineCode;
     s.lastAdviceCode = decline.adviceCode;
     s.lastNetworkDeclineCode = decline.networkDeclineCode;
+    s.paymentIntentId = decline.paymentIntentId;
     s.declineClass = classifyDecline(s.lastDeclineCode, s.lastAdviceCode);
   }
 
@@ -470,6 +474,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
       lastDeclineCode: s.lastDeclineCode,
       lastAdviceCode: s.lastAdviceCode ?? null,
       lastNetworkDeclineCode: s.lastNetworkDeclineCode ?? null,
+      paymentIntentId: s.paymentIntentId ?? null,
       declineClass: s.declineClass,
       finalAction,
       endedAtMs: isTerminalDunningState(s.state) ? Date.now() : null,

@@ -17,7 +17,7 @@ import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
 import { loadEffects, storeEffects } from './effects';
 import { DataError, describeError, isDataError, quarantineEvent } from './failure-policy';
 import { loadInvoiceFact, loadInvoiceOfPaymentIntent, loadOpenUpgradeInvoices, writeInvoice, writePaymentIntentDecline } from './invoices';
-import { writeChargeRefund, writeCheckoutSession, writeDispute, writePaymentMethod } from './records';
+import { writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writePaymentMethod } from './records';
 import { countInActivity, lockCustomer } from './shared';
 import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
 
@@ -100,6 +100,8 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
         return writePaymentIntentDecline(tx, e, d);
       case 'setup_intent':
         return; // nothing stored: the reducer hands the new payment method to open cycles
+      case 'fraud_warning':
+        return writeFraudWarning(tx, e, d);
     }
   }
 

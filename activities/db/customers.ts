@@ -29,10 +29,13 @@ export async function writeCustomer(tx: TxSql, customerId: string, d: CustomerDa
 }
 
 /**
- * Sets customers.access_state from the current subscription: held at 'grace' while a dunning cycle is
- * open, 'suspended' while an invoice of that subscription is written off (uncollectible: dunning's
- * mark_uncollectible final action) until it is paid. Callers hold the customer's lock (lockCustomer),
- * so the read and the write cannot interleave.
+ * Sets customers.access_state from the current subscription, then the documented overrides, strongest last:
+ * - 'grace' while a dunning cycle is open (an active or past_due subscription);
+ * - 'restricted' while a dispute is open or lost, or an actionable early fraud warning's charge is neither
+ *   refunded nor won in a dispute (a won dispute restores access);
+ * - 'suspended' while an invoice of that subscription is written off (uncollectible: dunning's
+ *   mark_uncollectible final action) until it is paid.
+ * Callers hold the customer's lock (lockCustomer), so the read and the write cannot interleave.
  */
 export async function refreshAccessState(tx: TxSql, customerId: string): Promise<void> {
   const subs = await tx<{ id: string; status: SubscriptionStatus; stripe_updated_at: Date | null; updated_at: Date | null }[]>`
@@ -40,13 +43,18 @@ export async function refreshAccessState(tx: TxSql, customerId: string): Promise
   const current = pickCurrentSubscription(
     subs.map((s) => ({ ...s, stripeUpdatedAt: s.stripe_updated_at?.getTime() ?? null, updatedAt: s.updated_at?.getTime() ?? null })),
   );
-  const [open] = await tx<{ in_dunning: boolean; written_off: boolean }[]>`
+  const [open] = await tx<{ in_dunning: boolean; written_off: boolean; disputed: boolean }[]>`
     SELECT
       EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning,
+      (EXISTS (SELECT 1 FROM disputes WHERE customer_id = ${customerId} AND status IS DISTINCT FROM 'won' AND status IS DISTINCT FROM 'warning_closed')
+       OR EXISTS (SELECT 1 FROM fraud_warnings w WHERE w.customer_id = ${customerId} AND w.actionable
+                  AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.id = w.charge_id AND c.refunded)
+                  AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.charge_id = w.charge_id AND d.status IN ('won', 'warning_closed')))) AS disputed,
       EXISTS (SELECT 1 FROM invoices WHERE customer_id = ${customerId} AND subscription_id = ${current?.id ?? null}
               AND status = 'uncollectible') AS written_off`;
   let access = accessStateFor(current?.status ?? null);
   if (open?.in_dunning && (access === 'active' || access === 'grace')) access = 'grace';
-  if (open?.written_off && (access === 'active' || access === 'grace')) access = 'suspended';
+  if (open?.disputed && (access === 'active' || access === 'grace')) access = 'restricted';
+  if (open?.written_off && (access === 'active' || access === 'grace' || access === 'restricted')) access = 'suspended';
   await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
 }

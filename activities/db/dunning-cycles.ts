@@ -64,6 +64,11 @@ export async function recordDunningReport(tx: TxSql, customerId: string, r: Dunn
       ended_at = ${ended ? toDate(r.endedAtMs) : null},
       updated_at = now()
     WHERE invoice_id = ${r.invoiceId} AND customer_id = ${customerId} AND ended_at IS NULL`;
+  if (r.paymentIntentId) {
+    await tx`
+      UPDATE invoices SET payment_intent_id = ${r.paymentIntentId}, updated_at = now()
+      WHERE id = ${r.invoiceId} AND customer_id = ${customerId} AND payment_intent_id IS DISTINCT FROM ${r.paymentIntentId}`;
+  }
   if (r.attempt) {
     const a = r.attempt;
     await tx`

@@ -1,5 +1,5 @@
 /** Rows an event records without a watermark: checkout sessions, payment methods, disputes, charges. */
-import type { BillingEvent, ChargeRefundData, CheckoutSessionData, DisputeData, PaymentMethodData } from '../../domain/billing-event';
+import type { BillingEvent, ChargeRefundData, CheckoutSessionData, DisputeData, FraudWarningData, PaymentMethodData } from '../../domain/billing-event';
 import type { TxSql } from '../../lib/db';
 import { toTs } from './shared';
 
@@ -38,7 +38,17 @@ export async function writeDispute(tx: TxSql, e: BillingEvent, d: DisputeData): 
     INSERT INTO disputes (id, customer_id, charge_id, amount, currency, reason, status)
     VALUES (${d.disputeId}, ${e.customerId}, ${d.chargeId}, ${d.amount}, ${d.currency}, ${d.reason}, ${d.status})
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = now()
-    WHERE disputes.customer_id = excluded.customer_id`;
+    WHERE disputes.customer_id = excluded.customer_id
+      -- A late 'created' never reopens a dispute that was already closed.
+      AND (disputes.status IS NULL OR disputes.status NOT IN ('won', 'lost', 'warning_closed')
+           OR excluded.status IN ('won', 'lost', 'warning_closed'))`;
+}
+
+export async function writeFraudWarning(tx: TxSql, e: BillingEvent, d: FraudWarningData): Promise<void> {
+  await tx`
+    INSERT INTO fraud_warnings (id, customer_id, charge_id, actionable, fraud_type)
+    VALUES (${d.warningId}, ${e.customerId}, ${d.chargeId}, ${d.actionable}, ${d.fraudType})
+    ON CONFLICT (id) DO NOTHING`;
 }
 
 export async function writeChargeRefund(tx: TxSql, e: BillingEvent, d: ChargeRefundData): Promise<void> {

@@ -91,6 +91,8 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
     case 'checkout_session':
     case 'dispute':
     case 'charge_refund':
+    case 'fraud_warning':
+      // Access follows from the stored disputes and warnings (refreshAccessState); no effect to run.
       return nothing('applied');
   }
 }

@@ -40,6 +40,24 @@ export const chargeDisputeCreated: EventHandler = defineHandler(DisputeObjectSch
   },
 }));
 
+/** charge.dispute.closed: won, lost or warning_closed; access follows (see activities/db/customers.ts). */
+export const chargeDisputeClosed: EventHandler = chargeDisputeCreated;
+
+/** `data.object` of radar.early_fraud_warning.created: names the charge, not the customer. */
+export const EarlyFraudWarningObjectSchema = z.looseObject({
+  id: z.string().min(1),
+  charge: z.union([z.string(), z.looseObject({ id: z.string(), customer: IdRefSchema.nullish() })]),
+  actionable: z.boolean(),
+  fraud_type: z.string().nullish(),
+});
+
+/** radar.early_fraud_warning.created: an issuer reported the charge as fraudulent; a dispute often follows. */
+export const radarEarlyFraudWarningCreated: EventHandler = defineHandler(EarlyFraudWarningObjectSchema, (w) => ({
+  customerId: typeof w.charge === 'object' ? idOf(w.charge.customer) : null,
+  objectId: w.id,
+  data: { kind: 'fraud_warning', warningId: w.id, chargeId: idOf(w.charge), actionable: w.actionable, fraudType: orNull(w.fraud_type) },
+}));
+
 /** charge.refunded: `invoiceId` only from pre-basil payloads that still carry `charge.invoice`. */
 export const chargeRefunded: EventHandler = defineHandler(ChargeObjectSchema, (charge) => ({
   customerId: idOf(charge.customer),

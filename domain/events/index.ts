@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { BillingEventSchema, type BillingEvent } from '../billing-event';
 import { checkoutSessionCompleted, checkoutSessionExpired } from './checkout-session';
-import { chargeDisputeCreated, chargeRefunded } from './charge';
+import { chargeDisputeClosed, chargeDisputeCreated, chargeRefunded, radarEarlyFraudWarningCreated } from './charge';
 import { customerCreated, customerDeleted, customerUpdated } from './customer';
 import {
   invoiceFinalized,
@@ -58,6 +58,8 @@ const HANDLERS = {
   'payment_method.detached': paymentMethodDetached,
   'charge.dispute.created': chargeDisputeCreated,
   'charge.refunded': chargeRefunded,
+  'charge.dispute.closed': chargeDisputeClosed,
+  'radar.early_fraud_warning.created': radarEarlyFraudWarningCreated,
 } as const satisfies Record<string, EventHandler>;
 
 /** A Stripe event type this engine acts on. */
