@@ -193,9 +193,16 @@ function finalAccess(x: Expected): AccessState {
   const subs = [...x.subscriptions.values()].sort(
     (a, b) => Number(!isEndedStatus(b.status)) - Number(!isEndedStatus(a.status)) || b.watermark - a.watermark,
   );
-  const access = accessFor(subs[0]?.status ?? null);
+  const current = subs[0] ?? null;
+  let access = accessFor(current?.status ?? null);
   const inDunning = [...x.cycles.values()].some((c) => c.open);
-  return inDunning && (access === 'active' || access === 'grace') ? 'grace' : access;
+  if (inDunning && (access === 'active' || access === 'grace')) access = 'grace';
+  // The documented overrides: an open dispute restricts; a written-off invoice of the current subscription suspends.
+  if (x.disputes.size > 0 && (access === 'active' || access === 'grace')) access = 'restricted';
+  const currentId = current ? [...x.subscriptions.entries()].find(([, s]) => s === current)?.[0] : undefined;
+  const writtenOff = [...x.invoices.values()].some((i) => i.status === 'uncollectible' && i.subId === currentId);
+  if (writtenOff && (access === 'active' || access === 'grace' || access === 'restricted')) access = 'suspended';
+  return access;
 }
 
 /** One line for reports: `evt_… @created type object-summary`. */
