@@ -1,16 +1,23 @@
 /**
  * `npm run chaos`: a burst of signed webhooks (default 2,000 events over 200 customers, 20% duplicates,
- * shuffled) against the real stack while the worker is SIGKILLed and restarted, the Temporal dev server
- * is stopped and restarted on the same db file, and PostgreSQL is restarted. The sender retries every
- * non-2xx like Stripe. Then it checks: no event lost, none applied twice, no notification sent twice, and
- * every customer's final state equals the state of its events applied in order without faults.
+ * shuffled) against the real stack while the worker is SIGKILLed and restarted (once mid-burst, once
+ * right after an apply committed), the Temporal dev server is stopped and restarted on the same db file,
+ * and PostgreSQL is restarted. The worker also fails a share of applies after their commit (and every
+ * apply holding a payment failure or a poison event), and a few customers get a poison event mid-stream:
+ * an invoice whose attempt_count overflows its int4 column. The sender retries every non-2xx like Stripe.
+ * Then it checks: no event lost, none applied twice, the poison quarantined and its customer's later
+ * events applied, no effect missing or doubled (one dunning cycle, its workflow and one notice per
+ * failed, never-paid invoice), and every customer's final state equals the state of its events applied
+ * in order without faults.
  *
  * Flags: --events N · --customers N · --duplicates 0.2 · --seed N · --concurrency N · --rate N (deliveries/s)
+ *        --crash-rate 0.1 (share of applies failed after commit; 0: none) · --poison N (poisoned customers)
  *        --keep (keep the temp dir with all logs)
  * `runChaos(opts)` is the same run as a function (test/integration/chaos.test.ts runs a lean one).
  */
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import Stripe from 'stripe';
 import { accessStateFor } from '../domain/subscription-state';
 import type { SubscriptionStatus } from '../domain/billing-event';
@@ -20,7 +27,7 @@ import { sleep, startBillingStack, stopActiveStacks, type BillingStack, type Pro
 import { startPagingStripeFake, type PagingStripeFake } from './bench-stripe-fake';
 import { freePort, tempDir } from './stack';
 
-export type FaultKind = 'worker-kill' | 'temporal-restart' | 'postgres-restart';
+export type FaultKind = 'worker-kill' | 'worker-kill-after-commit' | 'temporal-restart' | 'postgres-restart';
 
 export interface ChaosOptions {
   events?: number;
@@ -34,6 +41,13 @@ export interface ChaosOptions {
   ratePerSecond?: number;
   /** Each fault fires once this share of deliveries has been acknowledged (in this order). */
   faults?: { kind: FaultKind; at: number }[];
+  /**
+   * Share of the worker's applies that fail once after their commit (default 0.1; 0 turns the fault off).
+   * Applies holding a payment failure or a poison event always fail once.
+   */
+  crashAfterCommitRate?: number;
+  /** Customers that get a poison event in the middle of their stream (default 1 %, at least 2). */
+  poisonCustomers?: number;
   workerDowntimeMs?: number;
   temporalDowntimeMs?: number;
   /** How long to wait after the burst for every event to be applied. */
@@ -55,6 +69,18 @@ export interface FaultRecord {
   failedDeliveriesDuring: number;
 }
 
+/** What the crash-after-commit faults did (from the worker's log: the worker is another process). */
+export interface CrashRecord {
+  rate: number;
+  /** Applies failed after their commit (each retried, finding its events applied). */
+  injected: number;
+  /** Of the payment-failure events (each opens a dunning cycle), how many had an apply crash after commit. */
+  paymentFailuresCrashed: number;
+  paymentFailures: number;
+  /** Poison events whose apply (which quarantined them) crashed after commit. */
+  poisonsCrashed: number;
+}
+
 export interface ChaosReport {
   ok: boolean;
   violations: string[];
@@ -70,7 +96,24 @@ export interface ChaosReport {
     lost: number;
     unexpectedApplied: number;
     notIgnored: number;
+    /** Poison events sent; they end 'quarantined', never applied (not counted as lost). */
+    poisonEvents: number;
+    /** webhook_events rows 'quarantined': poison ones, and any other (a violation). */
+    quarantinedPoison: number;
+    quarantinedOther: number;
+    /** Handled events of poisoned customers created after their poison, and how many of them were applied. */
+    laterEventsOfPoisoned: number;
+    laterEventsOfPoisonedApplied: number;
     webhookRows: number;
+    /** One dunning cycle row per failed, never-paid invoice of the fault-free history. */
+    expectedCycles: number;
+    cycles: number;
+    /** Effects (cycle row, running dunning workflow, delivered notice) of the fault-free history not found. */
+    effectsMissing: number;
+    /** Effects found more than once (cycle rows, notices for one failure, notification rows per dedup key). */
+    effectsDoubled: number;
+    /** Effects for customers whose history has no failed payment. */
+    effectsUnexpected: number;
     notifications: number;
     distinctNotificationKeys: number;
     expectedNotifications: number;
@@ -80,6 +123,7 @@ export interface ChaosReport {
     stateMismatches: number;
   };
   faults: FaultRecord[];
+  crashes: CrashRecord;
   unexpectedExits: { name: string; code: number | null; signal: string | null }[];
   timings: { stackMs: number; burstMs: number; drainMs: number; totalMs: number };
   dir: string;
@@ -98,15 +142,35 @@ interface Expected {
   subscriptionId: string;
   /** A payment failed on a second invoice: one dunning cycle opens and sends exactly one notice. */
   dunning: boolean;
+  /** That invoice (never paid): the key of the one dunning cycle. */
+  failedInvoiceId: string | null;
+}
+
+/** What must become of an event: applied once, recorded as an ignored type, or set aside (a poison). */
+type EventFate = 'applied' | 'ignored' | 'quarantined';
+
+/** A poison event and the events of its customer that come after it (all of which must be applied). */
+interface Poison {
+  eventId: string;
+  customerId: string;
+  invoiceId: string;
+  laterEventIds: string[];
 }
 
 interface Stream {
   /** Every unique event, body text as Stripe would send it. */
-  events: { id: string; body: string; handled: boolean }[];
+  events: { id: string; body: string; fate: EventFate }[];
   /** Deliveries in send order: unique events plus duplicates, shuffled. */
   deliveries: string[];
   expected: Expected[];
+  poisons: Poison[];
 }
+
+/** attempt_count 2^31: a valid integer for Stripe and the ingest, one past what the int4 column holds (SQLSTATE 22003). */
+const POISON_ATTEMPT_COUNT = 2 ** 31;
+/** Event-id endings of payment failures and poisons (see `id(what)`): every apply holding one fails once after its commit. */
+const FAILED_ID_SUFFIX = '_failed';
+const POISON_ID_SUFFIX = '_poison';
 
 const SUB_STATUSES: SubscriptionStatus[] = ['active', 'past_due', 'unpaid', 'active', 'trialing', 'canceled', 'active'];
 const PRICES = ['price_ProMonthly', 'price_BasicMonthly', 'price_TeamMonthly'];
@@ -118,12 +182,17 @@ function fixture(type: string, token: string): any {
 
 /**
  * Builds each customer's events with strictly increasing `created` per customer (no same-second ties),
- * so the fault-free result is computable: the last subscription / customer event wins, the invoice ends paid.
+ * so the fault-free result is computable: the last subscription / customer event wins, the invoice ends
+ * paid. A poisoned customer's poison sits in the middle of its stream, on an invoice of its own, so it
+ * changes nothing of the fault-free result.
  */
-export function buildStream(opts: { events: number; customers: number; duplicateRate: number; seed: number; runTag: string }): Stream {
+export function buildStream(opts: { events: number; customers: number; duplicateRate: number; seed: number; runTag: string; poisonCustomers: number }): Stream {
   const rand = prng(opts.seed);
   const events: Stream['events'] = [];
   const expected: Expected[] = [];
+  const poisons: Poison[] = [];
+  // Spread over the customers, deterministically.
+  const poisoned = new Set(Array.from({ length: Math.min(opts.poisonCustomers, opts.customers) }, (_, i) => Math.floor(((i + 0.5) * opts.customers) / opts.poisonCustomers)));
   const per = Math.floor(opts.events / opts.customers);
   let extra = opts.events - per * opts.customers;
   for (let c = 0; c < opts.customers; c++) {
@@ -149,6 +218,9 @@ export function buildStream(opts: { events: number; customers: number; duplicate
     const fin = plan.indexOf('invoice.finalized');
     const paid = plan.indexOf('invoice.paid');
     if (fin > paid && paid >= 0) [plan[fin], plan[paid]] = [plan[paid]!, plan[fin]!];
+    if (poisoned.has(c) && plan.length >= 2) plan.splice(Math.floor(plan.length / 2), 0, 'poison');
+    const firstOfCustomer = events.length;
+    let poison: { eventId: string; invoiceId: string; created: number } | null = null;
 
     let sub: Expected['subscription'] | null = null;
     let email: string | null = null;
@@ -157,6 +229,7 @@ export function buildStream(opts: { events: number; customers: number; duplicate
     let subscriptionId = '';
     let lastSubEvent = -1;
     const dunning = plan.includes('invoice.payment_failed');
+    const failedInvoiceId = dunning ? `in_${token}Failed01` : null;
     for (const type of plan) {
       created += 1 + Math.floor(rand() * 3);
       if (type === 'customer.subscription.updated') {
@@ -168,42 +241,59 @@ export function buildStream(opts: { events: number; customers: number; duplicate
         // 'canceled' event would end its dunning cycle before the notice, whatever order it arrives in).
         const statuses = dunning ? SUB_STATUSES.filter((x) => x !== 'canceled') : SUB_STATUSES;
         o.status = statuses[Math.floor(rand() * statuses.length)];
-        o.items.data[0].price.id = o.items.data[0].plan.id = PRICES[Math.floor(rand() * PRICES.length)];
+        const item = o.items.data[0];
+        item.price.id = PRICES[Math.floor(rand() * PRICES.length)];
+        // Older API versions also carry the legacy `plan` on the item.
+        if (item.plan) item.plan.id = item.price.id;
         o.cancel_at_period_end = rand() < 0.3;
         o.items.data[0].current_period_end = 1_800_000_000 + Math.floor(rand() * 1_000_000);
         sub = { status: o.status, priceId: o.items.data[0].price.id, cancelAtPeriodEnd: o.cancel_at_period_end, currentPeriodEnd: o.items.data[0].current_period_end };
         subscriptionId = o.id;
         lastSubEvent = events.length;
-        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+        events.push({ id: env.id, body: JSON.stringify(env), fate: 'applied' });
       } else if (type === 'customer.updated') {
         const env = fixture(type, token);
         env.id = id('cus');
         env.created = created;
+        // A profile change only: the fixture's previous_attributes records a default payment method change,
+        // which during an open dunning cycle would retry the invoice (not part of this fault-free history).
+        env.data.previous_attributes = { email, name };
         env.data.object.email = `c${c}.${k}@example.test`;
         env.data.object.name = `Customer ${c} v${k}`;
         email = env.data.object.email;
         name = env.data.object.name;
-        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+        events.push({ id: env.id, body: JSON.stringify(env), fate: 'applied' });
       } else if (type === 'invoice.finalized' || type === 'invoice.paid') {
         const env = fixture(type, token);
         env.id = id(type === 'invoice.paid' ? 'paid' : 'fin');
         env.created = created;
         env.data.object.status = type === 'invoice.paid' ? 'paid' : 'open';
         if (type === 'invoice.paid') invoice = { id: env.data.object.id, status: 'paid', amountPaid: env.data.object.amount_paid };
-        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+        events.push({ id: env.id, body: JSON.stringify(env), fate: 'applied' });
       } else if (type === 'invoice.payment_failed') {
         const env = fixture(type, token);
         env.id = id('failed');
         // The failure happened now: the cycle's first retry is a day away, so within the run it only
         // opens the cycle, holds access at 'grace' and sends its one "payment failed" notice.
         env.created = Math.floor(Date.now() / 1000);
-        env.data.object.id = `in_${token}Failed01`;
+        env.data.object.id = failedInvoiceId;
         env.data.object.status = 'open';
-        events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+        events.push({ id: env.id, body: JSON.stringify(env), fate: 'applied' });
+      } else if (type === 'poison') {
+        // Verified and well-formed, but no row can hold it. On an invoice of its own, so no newer event of
+        // the same object can make it stale (a stale event writes nothing and would not fail).
+        const env = fixture('invoice.finalized', token);
+        env.id = id('poison');
+        env.created = created;
+        env.data.object.id = `in_${token}Poison01`;
+        env.data.object.status = 'open';
+        env.data.object.attempt_count = POISON_ATTEMPT_COUNT;
+        poison = { eventId: env.id, invoiceId: env.data.object.id, created };
+        events.push({ id: env.id, body: JSON.stringify(env), fate: 'quarantined' });
       } else {
         // A type this engine does not act on: stored as 'ignored', acknowledged, never applied.
         const env = { id: id('ign'), object: 'event', api_version: '2025-03-31.basil', created, livemode: false, type, data: { object: { id: `obj_${token}_${k}`, object: type.split('.')[0], customer: customerId } } };
-        events.push({ id: env.id, body: JSON.stringify(env), handled: false });
+        events.push({ id: env.id, body: JSON.stringify(env), fate: 'ignored' });
       }
     }
     if (!sub) {
@@ -216,7 +306,7 @@ export function buildStream(opts: { events: number; customers: number; duplicate
       sub = { status: o.status, priceId: o.items.data[0].price.id, cancelAtPeriodEnd: o.cancel_at_period_end, currentPeriodEnd: o.items.data[0].current_period_end };
       subscriptionId = o.id;
       lastSubEvent = events.length;
-      events.push({ id: env.id, body: JSON.stringify(env), handled: true });
+      events.push({ id: env.id, body: JSON.stringify(env), fate: 'applied' });
     }
     if (dunning) {
       // A failed renewal leaves the subscription past_due (as Stripe does): its latest event says so.
@@ -228,7 +318,15 @@ export function buildStream(opts: { events: number; customers: number; duplicate
     const access = accessStateFor(sub.status);
     // As refreshAccessState: an open dunning cycle holds an active customer at 'grace'.
     const accessState = dunning && (access === 'active' || access === 'grace') ? 'grace' : access;
-    expected.push({ customerId, subscription: sub, email, name, invoice, accessState, subscriptionId, dunning });
+    expected.push({ customerId, subscription: sub, email, name, invoice, accessState, subscriptionId, dunning, failedInvoiceId });
+    if (poison) {
+      const p = poison;
+      const laterEventIds = events
+        .slice(firstOfCustomer)
+        .filter((e) => e.fate === 'applied' && (JSON.parse(e.body) as { created: number }).created > p.created)
+        .map((e) => e.id);
+      poisons.push({ eventId: p.eventId, customerId, invoiceId: p.invoiceId, laterEventIds });
+    }
   }
   const ids = events.map((e) => e.id);
   const deliveries = [...ids, ...ids.filter(() => rand() < opts.duplicateRate)];
@@ -236,7 +334,7 @@ export function buildStream(opts: { events: number; customers: number; duplicate
     const j = Math.floor(rand() * (i + 1));
     [deliveries[i], deliveries[j]] = [deliveries[j]!, deliveries[i]!];
   }
-  return { events, deliveries, expected };
+  return { events, deliveries, expected, poisons };
 }
 
 // ---------------------------------------------------------------- sending like Stripe
@@ -278,8 +376,11 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     faults: options.faults ?? [
       { kind: 'worker-kill' as const, at: 0.2 },
       { kind: 'temporal-restart' as const, at: 0.45 },
+      { kind: 'worker-kill-after-commit' as const, at: 0.55 },
       { kind: 'postgres-restart' as const, at: 0.7 },
     ],
+    crashAfterCommitRate: options.crashAfterCommitRate ?? 0.1,
+    poisonCustomers: options.poisonCustomers ?? Math.max(2, Math.round((options.customers ?? 200) / 100)),
     workerDowntimeMs: options.workerDowntimeMs ?? 1000,
     temporalDowntimeMs: options.temporalDowntimeMs ?? 3000,
     drainTimeoutMs: options.drainTimeoutMs ?? 240_000,
@@ -287,11 +388,29 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   const log = options.log ?? ((s: string) => process.stderr.write(`[chaos] ${s}\n`));
   const t0 = Date.now();
   const dir = options.dir ?? tempDir('billing-chaos');
-  const stream = buildStream({ events: o.events, customers: o.customers, duplicateRate: o.duplicateRate, seed: o.seed, runTag: `X${o.seed.toString(36)}` });
+  const stream = buildStream({
+    events: o.events,
+    customers: o.customers,
+    duplicateRate: o.duplicateRate,
+    seed: o.seed,
+    runTag: `X${o.seed.toString(36)}`,
+    poisonCustomers: o.poisonCustomers,
+  });
   const rate = options.ratePerSecond ?? Math.max(5, stream.deliveries.length / 20);
   const byId = new Map(stream.events.map((e) => [e.id, e]));
   const violations: string[] = [];
   const unexpectedExits: ChaosReport['unexpectedExits'] = [];
+  // The worker's test-only fault hooks (worker/main.ts; refused with NODE_ENV=production, the stack's default).
+  const killFile = path.join(dir, 'kill-worker-after-commit');
+  const killAfterCommit = o.faults.some((f) => f.kind === 'worker-kill-after-commit');
+  const workerFaultEnv: Record<string, string> = {
+    ...(o.crashAfterCommitRate > 0
+      ? { FAULT_AFTER_COMMIT_RATE: String(o.crashAfterCommitRate), FAULT_SEED: String(o.seed), FAULT_AFTER_COMMIT_FOCUS: `${FAILED_ID_SUFFIX},${POISON_ID_SUFFIX}` }
+      : {}),
+    ...(killAfterCommit ? { FAULT_KILL_AFTER_COMMIT_FILE: killFile } : {}),
+  };
+  /** Set while the worker is armed to SIGKILL itself after a commit: its exit is the fault, not a crash. */
+  let killArmed = false;
 
   let stack: BillingStack | null = null;
   let fake: PagingStripeFake | null = null;
@@ -317,8 +436,14 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         return fake.url;
       },
       fastPostgres: options.fastPostgres ?? false,
+      workerEnv: Object.keys(workerFaultEnv).length ? { NODE_ENV: 'test', ...workerFaultEnv } : {},
       supervise: true,
       onUnexpectedExit: (name: string, exit: ProcessExit) => {
+        if (name === 'worker' && killArmed) {
+          killArmed = false;
+          log(`  worker SIGKILLed itself after a commit (${exit.code ?? exit.signal}); the stack restarts it`);
+          return;
+        }
         unexpectedExits.push({ name, code: exit.code, signal: exit.signal });
         log(`${name} exited on its own (${exit.code ?? exit.signal}); restarting it`);
       },
@@ -374,7 +499,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         while (acked < f.at * stream.deliveries.length && next < stream.deliveries.length) await sleep(50);
         const record: FaultRecord = { kind: f.kind, firedAtAcked: acked, durationMs: 0, failedDeliveriesDuring: 0 };
         faults.push(record);
-        const started = Date.now();
+        let started = Date.now();
         const done = () => {
           record.durationMs = Date.now() - started;
           windows.set(record, [started, Date.now()]);
@@ -387,6 +512,27 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
             (async () => {
               await sleep(o.workerDowntimeMs);
               s.worker.start();
+              await s.waitWorkerReady();
+              done();
+            })(),
+          );
+        } else if (f.kind === 'worker-kill-after-commit') {
+          // The worker deletes the file and SIGKILLs itself right after its next apply commits, before the
+          // task completes (worker/main.ts); the supervising stack restarts it a second later.
+          const exitsBefore = s.worker.exits.length;
+          killArmed = true;
+          writeFileSync(killFile, '');
+          background.push(
+            (async () => {
+              const deadline = Date.now() + o.drainTimeoutMs;
+              while (s.worker.exits.length === exitsBefore && Date.now() < deadline) await sleep(50);
+              if (s.worker.exits.length === exitsBefore) {
+                killArmed = false;
+                rmSync(killFile, { force: true });
+                violations.push('fault worker-kill-after-commit never fired: no apply committed after it was armed');
+                return;
+              }
+              started = s.worker.exits[exitsBefore]!.at;
               await s.waitWorkerReady();
               done();
             })(),
@@ -414,29 +560,34 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     for (const f of burstEndAcked) violations.push(`fault ${f.kind} fired after the burst had finished (raise events or lower --rate)`);
     log(`burst done in ${burstMs} ms: ${acked} acknowledged, ${retried} deliveries needed retries (${JSON.stringify(non2xx)})`);
 
-    // Wait for every handled event to be applied (the sweeper and Temporal retries finish the work).
-    const handled = stream.events.filter((e) => e.handled).map((e) => e.id);
+    // Wait for every handled event to be applied and every poison set aside (the sweeper and Temporal
+    // retries finish the work).
+    const handled = stream.events.filter((e) => e.fate === 'applied').map((e) => e.id);
+    const poisonIds = stream.poisons.map((p) => p.eventId);
     const drainStart = Date.now();
     let appliedCount = 0;
+    let quarantinedCount = 0;
     while (Date.now() - drainStart < o.drainTimeoutMs) {
       appliedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events`.then((r) => r[0]!.n, () => -1);
-      if (appliedCount >= handled.length) break;
+      quarantinedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_events WHERE status = 'quarantined'`.then((r) => r[0]!.n, () => -1);
+      if (appliedCount >= handled.length && quarantinedCount >= poisonIds.length) break;
       await sleep(250);
     }
     const drainMs = Date.now() - drainStart;
-    log(`applied ${appliedCount}/${handled.length} handled events ${drainMs} ms after the burst`);
+    log(`applied ${appliedCount}/${handled.length} handled events, quarantined ${quarantinedCount}/${poisonIds.length} poison events ${drainMs} ms after the burst`);
 
     // ---- checks
     const appliedRows = await s.sql<{ event_id: string }[]>`SELECT event_id FROM applied_events`;
     const appliedSet = new Set(appliedRows.map((r) => r.event_id));
     const lost = handled.filter((id) => !appliedSet.has(id));
-    const unexpected = appliedRows.filter((r) => !byId.get(r.event_id)?.handled);
+    const unexpected = appliedRows.filter((r) => byId.get(r.event_id)?.fate !== 'applied');
     if (lost.length) violations.push(`${lost.length} handled events never applied (lost), e.g. ${lost.slice(0, 5).join(', ')}`);
     if (unexpected.length) violations.push(`${unexpected.length} applied_events rows for events that must not be applied, e.g. ${unexpected.slice(0, 5).map((r) => r.event_id).join(', ')}`);
     if (appliedRows.length !== handled.length) violations.push(`applied_events has ${appliedRows.length} rows for ${handled.length} unique handled events`);
 
-    const ignoredIds = stream.events.filter((e) => !e.handled).map((e) => e.id);
-    const rows = await s.sql<{ event_id: string; status: string }[]>`SELECT event_id, status::text AS status FROM webhook_events`;
+    const ignoredIds = stream.events.filter((e) => e.fate === 'ignored').map((e) => e.id);
+    const rows = await s.sql<{ event_id: string; status: string; last_error: string | null }[]>`
+      SELECT event_id, status::text AS status, last_error FROM webhook_events`;
     const statusOf = new Map(rows.map((r) => [r.event_id, r.status]));
     const notIgnored = ignoredIds.filter((id) => statusOf.get(id) !== 'ignored');
     if (notIgnored.length) violations.push(`${notIgnored.length} unhandled-type events not recorded as ignored, e.g. ${notIgnored.slice(0, 5).join(', ')}`);
@@ -444,6 +595,32 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     if (missingRows.length) violations.push(`${missingRows.length} acknowledged events missing from the delivery log`);
     const notApplied = handled.filter((id) => statusOf.has(id) && statusOf.get(id) !== 'applied');
     if (notApplied.length) violations.push(`${notApplied.length} handled events whose delivery-log status is not 'applied', e.g. ${notApplied.slice(0, 3).map((id) => `${id}=${statusOf.get(id)}`).join(', ')}`);
+
+    // Poison: set aside by the apply's data-error path (never applied, its invoice never written), and
+    // the poisoned customer's later events all applied — a bad event does not block its customer.
+    const poisonSet = new Set(poisonIds);
+    const quarantinedRows = rows.filter((r) => r.status === 'quarantined');
+    const quarantinedPoison = quarantinedRows.filter((r) => poisonSet.has(r.event_id) && (r.last_error ?? '').startsWith('apply: '));
+    const quarantinedOther = quarantinedRows.filter((r) => !poisonSet.has(r.event_id));
+    const poisonProblems = poisonIds
+      .filter((id) => !quarantinedPoison.some((r) => r.event_id === id))
+      .map((id) => {
+        const row = rows.find((r) => r.event_id === id);
+        return `${id} is '${row?.status ?? 'missing'}'${row?.last_error ? ` (${row.last_error.slice(0, 80)})` : ''}, expected 'quarantined' by the apply`;
+      });
+    if (poisonProblems.length) violations.push(`poison: ${poisonProblems.length} events not quarantined, e.g. ${poisonProblems.slice(0, 3).join('; ')}`);
+    if (quarantinedOther.length) {
+      violations.push(`${quarantinedOther.length} non-poison events quarantined, e.g. ${quarantinedOther.slice(0, 3).map((r) => `${r.event_id}: ${r.last_error}`).join('; ')}`);
+    }
+    const poisonInvoices = stream.poisons.length
+      ? await s.sql<{ id: string }[]>`SELECT id FROM invoices WHERE id IN ${s.sql(stream.poisons.map((p) => p.invoiceId))}`
+      : [];
+    if (poisonInvoices.length) violations.push(`poison: ${poisonInvoices.length} poison invoices written, e.g. ${poisonInvoices[0]!.id}`);
+    const laterIds = stream.poisons.flatMap((p) => p.laterEventIds);
+    const laterApplied = laterIds.filter((id) => appliedSet.has(id) && statusOf.get(id) === 'applied');
+    if (laterApplied.length !== laterIds.length) {
+      violations.push(`poison blocked its customer: ${laterIds.length - laterApplied.length} of ${laterIds.length} later events not applied, e.g. ${laterIds.filter((id) => !laterApplied.includes(id)).slice(0, 3).join(', ')}`);
+    }
 
     // Notices: exactly one per opened dunning cycle, none for anyone else (the dunning child workflows
     // send them after their events were applied, so wait for them first).
@@ -462,15 +639,82 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const [suppressedRow] = await s.sql<{ suppressed: number }[]>`
       SELECT count(*)::int AS suppressed FROM notifications WHERE status = 'suppressed'`;
     const suppressed = suppressedRow?.suppressed ?? 0;
+    const noticesUnexpected = perCustomer.filter((r) => !dunningCustomers.has(r.customer_id));
+    const noticesDoubled = perCustomer.filter((r) => dunningCustomers.has(r.customer_id) && r.n !== 1);
+    const noticesMissing = [...dunningCustomers].filter((c) => !perCustomer.some((r) => r.customer_id === c));
     const noticeProblems = [
-      ...perCustomer.filter((r) => !dunningCustomers.has(r.customer_id)).map((r) => `${r.customer_id}: ${r.n} notice(s) without a failed payment`),
-      ...perCustomer.filter((r) => dunningCustomers.has(r.customer_id) && r.n !== 1).map((r) => `${r.customer_id}: ${r.n} notices for one failure`),
-      ...[...dunningCustomers].filter((c) => !perCustomer.some((r) => r.customer_id === c)).map((c) => `${c}: no notice for its failed payment`),
+      ...noticesUnexpected.map((r) => `${r.customer_id}: ${r.n} notice(s) without a failed payment`),
+      ...noticesDoubled.map((r) => `${r.customer_id}: ${r.n} notices for one failure`),
+      ...noticesMissing.map((c) => `${c}: no notice for its failed payment`),
     ];
     if (noticeProblems.length) violations.push(`notifications: ${noticeProblems.length} customers wrong, e.g. ${noticeProblems.slice(0, 3).join('; ')}`);
 
-    // Final state of every customer vs. the same events applied in order without faults.
+    // Effects: the fault-free history's failed, never-paid invoices each opened exactly one dunning cycle
+    // (row, running dunning workflow), also where the apply that opened it crashed after its commit.
     const customerIds = stream.expected.map((e) => e.customerId);
+    const cycleRows = await s.sql<{ customer_id: string; invoice_id: string; workflow_id: string; ended_at: Date | null }[]>`
+      SELECT customer_id, invoice_id, workflow_id, ended_at FROM dunning_cycles WHERE customer_id IN ${s.sql(customerIds)}`;
+    const expectedCycles = stream.expected.filter((e) => e.failedInvoiceId !== null);
+    const cyclesOf = (customerId: string) => cycleRows.filter((r) => r.customer_id === customerId);
+    const cycleProblems: string[] = [];
+    let cyclesMissing = 0;
+    let cyclesDoubled = 0;
+    let workflowsMissing = 0;
+    for (const e of expectedCycles) {
+      const mine = cyclesOf(e.customerId);
+      const row = mine.find((r) => r.invoice_id === e.failedInvoiceId);
+      if (!row) {
+        cyclesMissing++;
+        cycleProblems.push(`${e.customerId}: no dunning cycle for ${e.failedInvoiceId}`);
+        continue;
+      }
+      if (mine.length > 1) {
+        cyclesDoubled++;
+        cycleProblems.push(`${e.customerId}: ${mine.length} dunning cycles for one failed invoice`);
+      }
+      if (row.ended_at !== null) cycleProblems.push(`${e.customerId}: the cycle of ${row.invoice_id} ended (nothing paid it)`);
+      const status = await s.client.workflow
+        .getHandle(row.workflow_id)
+        .describe()
+        .then((d) => d.status.name, () => 'NOT_FOUND');
+      if (status !== 'RUNNING') {
+        workflowsMissing++;
+        cycleProblems.push(`${e.customerId}: dunning workflow ${row.workflow_id} is ${status}`);
+      }
+    }
+    const cyclesUnexpected = cycleRows.filter((r) => !expectedCycles.some((e) => e.customerId === r.customer_id));
+    for (const r of cyclesUnexpected.slice(0, 3)) cycleProblems.push(`${r.customer_id}: dunning cycle for ${r.invoice_id} without a failed payment`);
+    if (cycleProblems.length) violations.push(`effects: ${cycleProblems.length} dunning cycle problems, e.g. ${cycleProblems.slice(0, 3).join('; ')}`);
+    const effectsMissing = cyclesMissing + workflowsMissing + noticesMissing.length;
+    const effectsDoubled = cyclesDoubled + noticesDoubled.length + (notif!.total - notif!.distinct_keys);
+    const effectsUnexpected = cyclesUnexpected.length + noticesUnexpected.length;
+
+    // The crash-after-commit faults, from the worker's log (every incarnation appends to it).
+    const faultLines = readWorkerFaultLines(path.join(dir, 'worker.log'));
+    const crashed = faultLines.filter((l) => l.msg === 'fault injected: apply failed after commit');
+    const crashedIds = new Set(crashed.flatMap((l) => l.eventIds));
+    const failedEventIds = stream.events.filter((e) => e.id.endsWith(FAILED_ID_SUFFIX)).map((e) => e.id);
+    const crashes: CrashRecord = {
+      rate: o.crashAfterCommitRate,
+      injected: crashed.length,
+      paymentFailuresCrashed: failedEventIds.filter((id) => crashedIds.has(id)).length,
+      paymentFailures: failedEventIds.length,
+      poisonsCrashed: poisonIds.filter((id) => crashedIds.has(id)).length,
+    };
+    if (o.crashAfterCommitRate > 0) {
+      // Every apply holding a payment failure fails once after its commit: its effects come from the re-run.
+      if (crashes.injected === 0) violations.push('crash after commit: no apply failed after its commit (is FAULT_AFTER_COMMIT_RATE wired in worker/main.ts?)');
+      else if (crashes.paymentFailuresCrashed < crashes.paymentFailures) {
+        violations.push(`crash after commit: only ${crashes.paymentFailuresCrashed} of ${crashes.paymentFailures} payment-failure applies crashed after their commit`);
+      }
+    }
+    const selfKills = faultLines.filter((l) => l.msg === 'fault injected: SIGKILL after commit').length;
+    if (killAfterCommit && faults.some((f) => f.kind === 'worker-kill-after-commit') && selfKills === 0) {
+      violations.push('fault worker-kill-after-commit: the worker exited, but not by the injected SIGKILL after a commit');
+    }
+
+    // Final state of every customer vs. the same events applied in order without faults (a poison is on
+    // an invoice of its own: the fault-free result is the same with or without it).
     const subs = await s.sql<{ customer_id: string; status: string; price_id: string | null; cancel_at_period_end: boolean; cpe: number | null }[]>`
       SELECT customer_id, status::text AS status, price_id, cancel_at_period_end,
              extract(epoch FROM current_period_end)::float8 AS cpe
@@ -529,7 +773,17 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         lost: lost.length,
         unexpectedApplied: unexpected.length,
         notIgnored: notIgnored.length,
+        poisonEvents: poisonIds.length,
+        quarantinedPoison: quarantinedPoison.length,
+        quarantinedOther: quarantinedOther.length,
+        laterEventsOfPoisoned: laterIds.length,
+        laterEventsOfPoisonedApplied: laterApplied.length,
         webhookRows: rows.length,
+        expectedCycles: expectedCycles.length,
+        cycles: cycleRows.length,
+        effectsMissing,
+        effectsDoubled,
+        effectsUnexpected,
         notifications: notif!.total,
         distinctNotificationKeys: notif!.distinct_keys,
         expectedNotifications: dunningCustomers.size,
@@ -539,6 +793,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         stateMismatches: mismatches,
       },
       faults,
+      crashes,
       unexpectedExits,
       timings: { stackMs, burstMs, drainMs, totalMs: 0 },
       dir,
@@ -551,6 +806,27 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   }
 }
 
+/** The worker's fault-injection log lines (pino JSON; other lines are skipped). */
+function readWorkerFaultLines(file: string): { msg: string; eventIds: string[] }[] {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: { msg: string; eventIds: string[] }[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.includes('"fault injected')) continue;
+    try {
+      const j = JSON.parse(line) as { msg?: string; eventIds?: string[] };
+      if (j.msg) out.push({ msg: j.msg, eventIds: j.eventIds ?? [] });
+    } catch {
+      /* a line cut by the SIGKILL */
+    }
+  }
+  return out;
+}
+
 /** Renders the report as the table `npm run chaos` prints. */
 export function renderChaosReport(r: ChaosReport): string {
   const c = r.counts;
@@ -558,20 +834,28 @@ export function renderChaosReport(r: ChaosReport): string {
     '',
     `| chaos check | result |`,
     `|---|---|`,
-    `| unique events (handled + ignored types) | ${c.uniqueEvents} (${c.handled} + ${c.ignoredTypes}) |`,
+    `| unique events (handled + ignored types + poison) | ${c.uniqueEvents} (${c.handled} + ${c.ignoredTypes} + ${c.poisonEvents}) |`,
     `| deliveries sent (incl. duplicates) | ${c.deliveries} (${c.duplicateDeliveries} duplicates), ${c.retriedDeliveries} needed retries: ${JSON.stringify(c.non2xx)} |`,
     ...r.faults.map((f) => `| fault: ${f.kind} | at ${f.firedAtAcked}/${c.deliveries} acknowledged, ${f.durationMs} ms, ${f.failedDeliveriesDuring} deliveries failed meanwhile (retried) |`),
+    r.crashes.rate > 0
+      ? `| fault: crash after commit (${Math.round(r.crashes.rate * 1000) / 10} % of applies, and every apply holding a payment failure or a poison) | ${r.crashes.injected} applies failed after their commit and were retried; payment-failure applies among them: ${r.crashes.paymentFailuresCrashed} of ${r.crashes.paymentFailures}, poison applies: ${r.crashes.poisonsCrashed} of ${c.poisonEvents} |`
+      : `| fault: crash after commit | off (--crash-rate 0) |`,
     `| unexpected process exits | ${r.unexpectedExits.length ? r.unexpectedExits.map((e) => `${e.name} (${e.code ?? e.signal})`).join(', ') : 'none'} |`,
     `| lost events (handled, not applied) | ${c.lost} |`,
     `| applied_events rows / unique handled events | ${c.applied} / ${c.handled} |`,
     `| applied rows for non-handled events | ${c.unexpectedApplied} |`,
     `| ignored-type events not recorded as ignored | ${c.notIgnored} |`,
+    `| poison events (invoice attempt_count 2^31: int4 overflow) quarantined by the apply / sent; other events quarantined | ${c.quarantinedPoison} / ${c.poisonEvents}; ${c.quarantinedOther} |`,
+    `| poisoned customers' later events applied | ${c.laterEventsOfPoisonedApplied} / ${c.laterEventsOfPoisoned} |`,
+    `| dunning cycles / expected (one per failed, never-paid invoice) | ${c.cycles} / ${c.expectedCycles} |`,
+    `| effects missing / doubled / unexpected (cycle row, running dunning workflow, notice) | ${c.effectsMissing} / ${c.effectsDoubled} / ${c.effectsUnexpected} |`,
     `| notifications: rows / distinct dedup keys | ${c.notifications} / ${c.distinctNotificationKeys} |`,
     `| notices delivered / expected (one per opened dunning cycle) / suppressed by the caps | ${c.deliveredNotifications} / ${c.expectedNotifications} / ${c.suppressedNotifications} |`,
     `| customers whose final state ≠ fault-free result | ${c.stateMismatches} of ${c.customersChecked} |`,
     `| time: stack / burst / drain after burst | ${(r.timings.stackMs / 1000).toFixed(1)} s / ${(r.timings.burstMs / 1000).toFixed(1)} s / ${(r.timings.drainMs / 1000).toFixed(1)} s |`,
     '',
-    r.ok ? 'CHAOS OK: zero lost, zero double-applied, final state equals the fault-free result.' : `CHAOS FAILED:\n${r.violations.map((v) => `  - ${v}`).join('\n')}\n(logs kept in ${r.dir})`,
+    r.ok
+      ? 'CHAOS OK: zero lost, zero double-applied, zero effects missing or doubled, poison quarantined without blocking its customer, final state equals the fault-free result.' : `CHAOS FAILED:\n${r.violations.map((v) => `  - ${v}`).join('\n')}\n(logs kept in ${r.dir})`,
     '',
   ];
   return lines.join('\n');
@@ -592,6 +876,8 @@ function parseArgs(argv: string[]): ChaosOptions {
     else if (a === '--seed') o.seed = num();
     else if (a === '--concurrency') o.concurrency = num();
     else if (a === '--rate') o.ratePerSecond = num();
+    else if (a === '--crash-rate') o.crashAfterCommitRate = num();
+    else if (a === '--poison') o.poisonCustomers = num();
     else if (a === '--keep') o.keep = true;
     else throw new Error(`unknown flag ${a} (see the header of scripts/chaos.ts)`);
   }
