@@ -1,14 +1,15 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import Stripe from 'stripe';
-import { customerWorkflowId, reconciliationWorkflowId } from '../../domain/ids';
+import { customerWorkflowId, dunningWorkflowId, reconciliationWorkflowId } from '../../domain/ids';
 import type { ReconciliationInput, ReconciliationResult } from '../../domain/reconciliation';
 import type { Config } from '../../lib/config';
+import { stateQuery } from '../../workflows/contracts';
 import type { reconciliationWorkflow } from '../../workflows/reconciliation';
 import { loadFixture } from '../fixtures';
 import { buildTestApp } from '../helpers/app';
-import { createPagingStripe, fakeSubscription, type PagingStripe } from '../helpers/paging-stripe';
-import { seedLocalSubscription, seedPlans, startReconciliationWorker } from '../helpers/reconciliation';
+import { createPagingStripe, fakeInvoice, fakeSubscription, type PagingStripe } from '../helpers/paging-stripe';
+import { failInvoiceThroughWebhook, seedLocalSubscription, seedPlans, startReconciliationWorker } from '../helpers/reconciliation';
 import {
   createTestDatabase,
   eventually,
@@ -72,6 +73,30 @@ describe('reconciliationWorkflow on the Temporal dev server with real Postgres',
     sql<DriftRow[]>`
       SELECT object_id, customer_id, field, local_value, stripe_value, repair_status
       FROM reconciliation_drift WHERE run_id = ${runId} ORDER BY object_id, field`;
+
+  /** [object type, object id, field, local value, Stripe value, repair status] per drift row. */
+  const driftTuples = async (sql: TestDatabase['sql'], runId: string) =>
+    (
+      await sql<(DriftRow & { object_type: string })[]>`
+        SELECT object_type, object_id, customer_id, field, local_value, stripe_value, repair_status
+        FROM reconciliation_drift WHERE run_id = ${runId} ORDER BY object_id, field`
+    ).map((d) => [d.object_type, d.object_id, d.field, d.local_value, d.stripe_value, d.repair_status]);
+
+  const cycleOf = async (sql: TestDatabase['sql'], invoiceId: string) =>
+    (
+      await sql<{ customer_id: string; subscription_id: string | null; state: string; started_at: Date; ended_at: Date | null }[]>`
+        SELECT customer_id, subscription_id, state, started_at, ended_at FROM dunning_cycles WHERE invoice_id = ${invoiceId}`
+    )[0] ?? null;
+
+  /** The customer workflow's own view of a cycle (its `state` query), once it shows `state`. */
+  const cycleViewOf = (customerId: string, invoiceId: string, state: string) =>
+    eventually(async () => {
+      const view = (await client.workflow.getHandle(customerWorkflowId(customerId)).query(stateQuery)).dunning.find((d) => d.invoiceId === invoiceId);
+      return view?.state === state ? view : null;
+    }, 20_000, `${customerId}'s workflow to show ${invoiceId} ${state}`);
+
+  const accessOf = async (sql: TestDatabase['sql'], customerId: string) =>
+    (await sql<{ access_state: string }[]>`SELECT access_state FROM customers WHERE id = ${customerId}`)[0]?.access_state;
 
   it('detects, records and repairs drift of every kind through the customer workflows; a second run finds none', async () => {
     const u = uniqueId();
@@ -277,5 +302,162 @@ describe('reconciliationWorkflow on the Temporal dev server with real Postgres',
       return rows[0]?.status === 'applied' ? rows[0] : null;
     }, 20_000, 'the delivery log to show it applied');
     expect(applied.status).toBe('applied');
+  });
+  it('opens the missing dunning cycle of an open, attempted invoice through the customer workflow, and leaves other open invoices alone', async () => {
+    const u = uniqueId();
+    const cus = (n: string) => `cus_${n}_${u}`;
+    const sub = (n: string) => `sub_${n}_${u}`;
+    const inv = (n: string) => `in_${n}_${u}`;
+    const fake = createPagingStripe([
+      fakeSubscription({ id: sub('due'), customer: cus('due'), status: 'past_due' }),
+      fakeSubscription({ id: sub('upgrade'), customer: cus('upgrade') }),
+      fakeSubscription({ id: sub('gone'), customer: cus('gone'), status: 'canceled' }),
+      fakeSubscription({ id: sub('fresh'), customer: cus('fresh') }),
+      fakeSubscription({ id: sub('dunned'), customer: cus('dunned'), status: 'past_due' }),
+    ]);
+    const finalizedAt = Math.floor(Date.now() / 1000) - 600;
+    fake.invoices = [
+      fakeInvoice({ id: inv('due'), customer: cus('due'), subscription: sub('due'), created: finalizedAt }),
+      // A declined plan change's proration invoice: the plan change handles it, not dunning.
+      fakeInvoice({ id: inv('upgrade'), customer: cus('upgrade'), subscription: sub('upgrade'), billingReason: 'subscription_update' }),
+      fakeInvoice({ id: inv('gone'), customer: cus('gone'), subscription: sub('gone') }),
+      // Finalized, not attempted yet.
+      fakeInvoice({ id: inv('fresh'), customer: cus('fresh'), subscription: sub('fresh'), attemptCount: 0 }),
+      fakeInvoice({ id: inv('dunned'), customer: cus('dunned'), subscription: sub('dunned') }),
+    ];
+    const { sql } = await setUp(fake);
+    for (const n of ['due', 'upgrade', 'fresh']) {
+      await seedLocalSubscription(sql, { id: sub(n), customer: cus(n), status: n === 'due' ? 'past_due' : 'active' });
+    }
+    await seedLocalSubscription(sql, { id: sub('gone'), customer: cus('gone'), status: 'canceled' });
+    await seedLocalSubscription(sql, { id: sub('dunned'), customer: cus('dunned'), status: 'past_due' });
+    await failInvoiceThroughWebhook({ sql, client, config, invoice: fake.invoices[4]! });
+
+    const first = await reconcile({ pageSize: 2 });
+
+    expect(first.result).toMatchObject({ status: 'succeeded', scanned: 5, drifted: 1, repaired: 1, flagged: 0, pending: 0 });
+    expect(await driftTuples(sql, first.runId)).toEqual([['invoice', inv('due'), 'invoice_without_cycle', null, 'open, 1 attempt(s)', 'repaired']]);
+    // Every open invoice was listed, page by page.
+    expect(fake.calls.filter((c) => c.method === 'invoices.list').map((c) => c.arg)).toEqual([null, inv('upgrade'), inv('fresh')]);
+    // Opened by the customer workflow applying the synthetic failure: its row, its child, its own view.
+    const applied = await sql`SELECT customer_id, type, outcome FROM applied_events WHERE event_id = ${`recon:${first.runId}:${inv('due')}`}`;
+    expect(applied).toEqual([{ customer_id: cus('due'), type: 'invoice.payment_failed', outcome: 'applied' }]);
+    const cycle = await cycleOf(sql, inv('due'));
+    expect(cycle).toMatchObject({ customer_id: cus('due'), subscription_id: sub('due'), ended_at: null });
+    // The failure dates from the invoice's finalization (the retry schedule counts from it), not from today.
+    expect(cycle!.started_at.getTime()).toBe(finalizedAt * 1000);
+    await cycleViewOf(cus('due'), inv('due'), 'retrying');
+    expect((await client.workflow.getHandle(dunningWorkflowId(inv('due'))).describe()).status.name).toBe('RUNNING');
+    expect(await accessOf(sql, cus('due'))).toBe('grace');
+    for (const n of ['upgrade', 'gone', 'fresh']) expect(await cycleOf(sql, inv(n))).toBeNull();
+
+    const second = await reconcile({ pageSize: 2 });
+    expect(second.result).toMatchObject({ status: 'succeeded', drifted: 0 });
+    expect(second.result.invoicesChecked).toBe(7); // 5 open invoices + the 2 cycles now open
+  });
+
+  it('ends the local cycles whose invoice Stripe has paid or voided, through the customer workflow', async () => {
+    const u = uniqueId();
+    const cus = (n: string) => `cus_${n}_${u}`;
+    const sub = (n: string) => `sub_${n}_${u}`;
+    const inv = (n: string) => `in_${n}_${u}`;
+    const names = ['paid', 'void', 'open'];
+    const fake = createPagingStripe(names.map((n) => fakeSubscription({ id: sub(n), customer: cus(n), status: 'past_due' })));
+    fake.invoices = names.map((n) => fakeInvoice({ id: inv(n), customer: cus(n), subscription: sub(n) }));
+    const { sql } = await setUp(fake);
+    for (const n of names) {
+      await seedLocalSubscription(sql, { id: sub(n), customer: cus(n), status: 'past_due' });
+      await failInvoiceThroughWebhook({ sql, client, config, invoice: fake.invoices.find((i) => i.id === inv(n))! });
+      await cycleViewOf(cus(n), inv(n), 'retrying');
+    }
+    // Settled at Stripe; the webhooks that said so never arrived.
+    const paid = fake.invoices.find((i) => i.id === inv('paid'))!;
+    Object.assign(paid, { status: 'paid', amount_paid: 1000, amount_remaining: 0, status_transitions: { ...paid.status_transitions, paid_at: paid.created + 7200 } });
+    const voided = fake.invoices.find((i) => i.id === inv('void'))!;
+    Object.assign(voided, { status: 'void', status_transitions: { ...voided.status_transitions, voided_at: voided.created + 7200 } });
+
+    const { runId, result } = await reconcile({ pageSize: 2 });
+
+    expect(result).toMatchObject({ status: 'succeeded', drifted: 2, repaired: 2, flagged: 0, pending: 0 });
+    expect(await driftTuples(sql, runId)).toEqual([
+      ['invoice', inv('paid'), 'cycle_invoice_closed', 'retrying', 'paid', 'repaired'],
+      ['invoice', inv('void'), 'cycle_invoice_closed', 'retrying', 'void', 'repaired'],
+    ]);
+    expect(fake.calls.filter((c) => c.method === 'invoices.retrieve').map((c) => c.arg).sort()).toEqual(names.map(inv).sort());
+    expect(await cycleOf(sql, inv('paid'))).toMatchObject({ state: 'recovered', ended_at: expect.any(Date) });
+    expect(await cycleOf(sql, inv('void'))).toMatchObject({ state: 'canceled', ended_at: expect.any(Date) });
+    expect(await cycleOf(sql, inv('open'))).toMatchObject({ state: 'retrying', ended_at: null });
+    await cycleViewOf(cus('paid'), inv('paid'), 'recovered');
+    await cycleViewOf(cus('void'), inv('void'), 'canceled');
+    const applied = await sql<{ event_id: string; type: string }[]>`
+      SELECT event_id, type FROM applied_events WHERE event_id LIKE ${`recon:${runId}:%`} ORDER BY event_id`;
+    expect(applied).toEqual([
+      { event_id: `recon:${runId}:${inv('paid')}`, type: 'invoice.paid' },
+      { event_id: `recon:${runId}:${inv('void')}`, type: 'invoice.voided' },
+    ]);
+
+    const second = await reconcile({ pageSize: 2 });
+    expect(second.result).toMatchObject({ status: 'succeeded', drifted: 0 });
+  });
+
+  it('flags a customer whose access state disagrees with its rows; a subscription repair re-derives access instead', async () => {
+    const u = uniqueId();
+    const cus = (n: string) => `cus_${n}_${u}`;
+    const sub = (n: string) => `sub_${n}_${u}`;
+    const fake = createPagingStripe([
+      fakeSubscription({ id: sub('grace'), customer: cus('grace') }),
+      fakeSubscription({ id: sub('ended'), customer: cus('ended'), status: 'canceled' }),
+      fakeSubscription({ id: sub('ok'), customer: cus('ok') }),
+    ]);
+    const { sql } = await setUp(fake);
+    for (const n of ['grace', 'ended', 'ok']) await seedLocalSubscription(sql, { id: sub(n), customer: cus(n) });
+    // Left in grace with no open cycle and an active subscription (written around the apply path).
+    await sql`UPDATE customers SET access_state = 'grace' WHERE id = ${cus('grace')}`;
+    expect(await accessOf(sql, cus('ended'))).toBe('active');
+
+    const { runId, result } = await reconcile({ pageSize: 2 });
+
+    expect(result).toMatchObject({ status: 'succeeded', drifted: 2, repaired: 1, flagged: 1, pending: 0, customersChecked: 2 });
+    expect(await driftTuples(sql, runId)).toEqual([
+      ['customer', cus('grace'), 'access_state', 'grace', 'active', 'flagged'],
+      ['subscription', sub('ended'), 'status', 'active', 'canceled', 'repaired'],
+    ]);
+    // The snapshot repair re-derived access; the flagged one is left for a human: reconciliation writes no billing row.
+    expect(await accessOf(sql, cus('ended'))).toBe('suspended');
+    expect(await accessOf(sql, cus('grace'))).toBe('grace');
+  });
+
+  it('undoes the retired mark_unpaid pause in Stripe once, and the customer workflow mirrors the plain status', async () => {
+    const u = uniqueId();
+    const fake = createPagingStripe([
+      fakeSubscription({ id: `sub_marked_${u}`, customer: `cus_marked_${u}`, status: 'past_due', markedUnpaidFor: `in_marked_${u}` }),
+      fakeSubscription({ id: `sub_ended_${u}`, customer: `cus_ended_${u}`, status: 'canceled', markedUnpaidFor: `in_ended_${u}` }),
+      fakeSubscription({ id: `sub_ok_${u}`, customer: `cus_ok_${u}` }),
+    ]);
+    const { sql } = await setUp(fake);
+    // What the old mapping recorded for a "marked unpaid" subscription.
+    await seedLocalSubscription(sql, { id: `sub_marked_${u}`, customer: `cus_marked_${u}`, status: 'unpaid' });
+    await seedLocalSubscription(sql, { id: `sub_ended_${u}`, customer: `cus_ended_${u}`, status: 'canceled' });
+    await seedLocalSubscription(sql, { id: `sub_ok_${u}`, customer: `cus_ok_${u}` });
+
+    const first = await reconcile({ pageSize: 2 });
+
+    expect(first.result).toMatchObject({ status: 'succeeded', drifted: 1, repaired: 1, flagged: 0, pending: 0 });
+    expect(await driftTuples(sql, first.runId)).toEqual([
+      ['subscription', `sub_marked_${u}`, 'pause_collection', null, 'keep_as_draft', 'repaired'],
+      ['subscription', `sub_marked_${u}`, 'status', 'unpaid', 'past_due', 'repaired'],
+    ]);
+    // One update, of the live subscription only, unsetting the pause and the markers.
+    const updates = fake.calls.filter((c) => c.method === 'update');
+    expect(updates.map((c) => [c.arg, c.params, c.idempotencyKey])).toEqual([
+      [`sub_marked_${u}`, { pause_collection: '', metadata: { dunning_final_action: '', dunning_invoice_id: '' } }, `recon:undo-mark-unpaid:sub_marked_${u}`],
+    ]);
+    expect(fake.subscriptions[0]).toMatchObject({ pause_collection: null, metadata: {} });
+    const [local] = await sql<{ status: string }[]>`SELECT status FROM subscriptions WHERE id = ${`sub_marked_${u}`}`;
+    expect(local!.status).toBe('past_due');
+
+    const second = await reconcile({ pageSize: 2 });
+    expect(second.result).toMatchObject({ status: 'succeeded', drifted: 0 });
+    expect(fake.calls.filter((c) => c.method === 'update')).toHaveLength(1);
   });
 });
