@@ -18,7 +18,6 @@ import { reconcileSignal, stripeEventSignal } from '../workflows/contracts';
 import {
   closedInvoiceEventType,
   diffSubscription,
-  impliedAccessState,
   invoiceRepairEvent,
   isMarkUnpaidEmulation,
   pastDueInvoiceSubscription,
@@ -34,6 +33,7 @@ import {
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
 import type { Config } from '../lib/config';
+import { accessFactColumns, accessOf, type AccessFactRow } from './db/customers';
 import type { Sql, TxSql } from '../lib/db';
 import { isStripeNotFound, mapStripeError } from './errors';
 import { createTokenBucket, type RateLimiter } from './rate-limit';
@@ -574,24 +574,15 @@ export function createReconciliationActivities(deps: ReconciliationDeps) {
      */
     async checkAccessStatesPage(input: { runId: string; cursor: string | null; pageSize: number }): Promise<AccessStatePageResult> {
       // One statement: a consistent snapshot of each customer's rows, whatever its workflow writes meanwhile.
-      const rows = await sql<
-        { id: string; access_state: string; in_dunning: boolean; subs: { id: string; status: SubscriptionStatus; stripeUpdatedAt: number | null; updatedAt: number | null }[] }[]
-      >`
-        SELECT c.id, c.access_state,
-               EXISTS (SELECT 1 FROM dunning_cycles dc WHERE dc.customer_id = c.id AND dc.ended_at IS NULL) AS in_dunning,
-               COALESCE((
-                 SELECT json_agg(json_build_object(
-                   'id', s.id, 'status', s.status,
-                   'stripeUpdatedAt', floor(extract(epoch FROM s.stripe_updated_at) * 1000),
-                   'updatedAt', floor(extract(epoch FROM s.updated_at) * 1000)))
-                 FROM subscriptions s WHERE s.customer_id = c.id), '[]'::json) AS subs
+      const rows = await sql<({ id: string; access_state: string } & AccessFactRow)[]>`
+        SELECT c.id, c.access_state, ${accessFactColumns(sql)}
         FROM customers c
         WHERE NOT EXISTS (SELECT 1 FROM reconciliation_drift d WHERE d.run_id = ${input.runId} AND d.customer_id = c.id)
           ${input.cursor ? sql`AND c.id > ${input.cursor}` : sql``}
         ORDER BY c.id
         LIMIT ${input.pageSize}`;
       const drift = rows.flatMap((r) => {
-        const implied = impliedAccessState(r.subs, r.in_dunning);
+        const implied = accessOf(r);
         if (implied === r.access_state) return [];
         // No repair to send: the apply path derives the column, so a mismatch is for a human to explain.
         const row = {

@@ -3,7 +3,6 @@
  * states, retry spacing, how long the cycle waits on the customer, and how a subscription that
  * dunning marked unpaid reads back from Stripe. No I/O, no clock: safe to import from workflows.
  */
-import type { SubscriptionStatus } from './billing-event';
 import type { DunningPolicy } from './dunning-policy';
 
 const DAY_MS = 86_400_000;

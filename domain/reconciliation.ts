@@ -4,11 +4,10 @@
  * the local rows imply, the retired 'mark_unpaid' emulation; and the reconciliation workflow's I/O.
  */
 import { BillingEventSchema, type BillingEvent, type SubscriptionStatus } from './billing-event';
-import { isEndedSubscriptionStatus, pickCurrentSubscription, type CurrentSubscriptionCandidate } from './billing/current-subscription';
+import { isEndedSubscriptionStatus } from './billing/current-subscription';
 import { DUNNING_FINAL_ACTION_METADATA_KEY } from './dunning-cycle';
 import { invoicePaymentFailed } from './events/invoice';
 import type { SubscriptionSnapshot } from './messages';
-import { accessStateFor, type AccessState } from './subscription-state';
 
 /** The columns of a local subscription that reconciliation compares. */
 export interface LocalSubscriptionRow {
@@ -209,15 +208,6 @@ export function invoiceRepairEvent(input: { runId: string; invoice: StripeInvoic
 
 // ---- access state ------------------------------------------------------------------------------
 
-/**
- * The access state the customer's rows imply: the current subscription's, held at 'grace' while a
- * dunning cycle is open. The same rule as refreshAccessState (activities/db/customers.ts), which
- * writes the column in every apply; a disagreement means the column was written around it.
- */
-export function impliedAccessState(subscriptions: readonly CurrentSubscriptionCandidate[], inDunning: boolean): AccessState {
-  const access = accessStateFor(pickCurrentSubscription(subscriptions)?.status ?? null);
-  return inDunning && (access === 'active' || access === 'grace') ? 'grace' : access;
-}
 
 // ---- the retired 'mark_unpaid' final action ------------------------------------------------------
 

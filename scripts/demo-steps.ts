@@ -230,6 +230,7 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
 
   /** Signs and posts a fixture-built event to our webhook endpoint (as Stripe would deliver it). */
   async function postEvent(event: Obj): Promise<Obj> {
+    await Promise.all(pendingDeclines.splice(0));
     const out = await deliverWebhook(`${stack.apiUrl}/webhooks/stripe`, stack.webhookSecret, event);
     if (out.status !== 200) throw new StepFailure(`webhook ${String(event.type)} ${String(event.id)}: HTTP ${out.status} ${JSON.stringify(out.body)}`);
     return out.body;
@@ -301,14 +302,15 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
       line.amount = invoice.amount_due;
       line.description = `1 × ${ctx.upgrade?.name ?? 'plan'} (renewal)`;
     }
-    const payment = o.payments?.data?.[0];
-    if (payment) {
-      payment.amount_requested = invoice.amount_due;
-      const intent = payment.payment.payment_intent;
-      intent.amount = invoice.amount_due;
-      intent.last_payment_error = { ...intent.last_payment_error, decline_code: declineCode, message: d.message, advice_code: d.advice, network_decline_code: d.network };
-    }
+    // Today's webhook invoice says nothing about the decline; Stripe holds it on the invoice's payment.
+    // localstripe knows no decline codes, so the gateway is told what Stripe would hold (see its header).
+    void registerDecline(String(invoice.id), { decline_code: declineCode, advice_code: d.advice, network_decline_code: d.network });
     return event;
+  }
+
+  const pendingDeclines: Promise<unknown>[] = [];
+  function registerDecline(invoiceId: string, decline: Obj): void {
+    pendingDeclines.push(http(stack.stripeApiBase, 'POST', `/_gateway/invoices/${encodeURIComponent(invoiceId)}/decline`, decline));
   }
 
   // ==================================================================================== 1. catalog

@@ -8,7 +8,8 @@
  *
  *  1. POST /v1/subscriptions/:id (update)
  *     - drops `proration_behavior`, `payment_behavior`, `billing_cycle_anchor`, `default_payment_method`,
- *       `pause_collection[...]` (localstripe answers 500 to them);
+ *       `pause_collection[...]` (localstripe answers 500 to them); an update left empty answers the
+ *       subscription unchanged (localstripe answers 400 to an empty update);
  *     - renames `items[i][price]` to `items[i][plan]` (localstripe has Plans, no Prices; with `price`
  *       the item update would be a silent no-op);
  *     - with `proration_behavior=always_invoice` and a changed plan: creates and pays the proration
@@ -19,7 +20,10 @@
  *  2. Every subscription object in a response (retrieve, list, update, cancel) gets what the pinned
  *     API version reads and localstripe lacks: `items.data[].price` (mirroring the item's plan),
  *     `items.data[].current_period_start/_end` (from the subscription), and `schedule` (see 4).
- *  3. POST /v1/invoices/:id/pay: drops `off_session` (localstripe answers 500 to it).
+ *  3. POST /v1/invoices/:id/pay: drops `off_session` (localstripe answers 500 to it) and `payment_method`
+ *     (localstripe pays with the customer's default method, which the demo sets to the new card).
+ *     GET /v1/invoices?status=…: localstripe rejects `status` and `expand`: lists without them and
+ *     filters by status here.
  *     POST /v1/invoices/create_preview: renames `subscription_details[items][i][price]` to `[plan]` and
  *     drops `subscription_details[proration_behavior]`; if localstripe still fails, answers a preview
  *     computed from localstripe's plan amounts (new plan, minus the current plan as "Unused time").
@@ -32,7 +36,10 @@
  *     attaches the card (default pm_card_visa), creates the subscription on localstripe (real webhooks
  *     follow from localstripe) and POSTs a signed `checkout.session.completed`.
  *  6. GET /v1/events?delivery_success=false: localstripe does not track deliveries, so: an empty page.
- *     GET /v1/invoice_payments: localstripe has none: an empty page.
+ *     GET /v1/invoice_payments?invoice=…: localstripe has none: an empty page, or, for an invoice whose
+ *     decline the demo registered (POST /_gateway/invoices/:id/decline with decline_code, advice_code,
+ *     network_decline_code), one invoice payment whose PaymentIntent carries that last_payment_error,
+ *     the way Stripe holds a decline today (webhook invoices say nothing about it).
  *  7. GET /_gateway/health: liveness of this gateway.
  */
 import { createHmac, randomBytes } from 'node:crypto';
@@ -254,6 +261,9 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
       out.append(price ? `items[${price[1]}][plan]` : key, value);
     }
     const expand = [...out.entries()].filter(([k]) => k.startsWith('expand')).map(([, v]) => v);
+    // Nothing localstripe can apply is left (e.g. only default_payment_method): it answers 400 to an
+    // empty update, Stripe would answer the subscription. The customer's default method stands in.
+    if ([...out.keys()].every((k) => k.startsWith('expand'))) return { status: 200, body: decorateSubscription(before.json) };
     const updated = await upstream('POST', `/v1/subscriptions/${encodeURIComponent(id)}`, auth, out);
     if (updated.status !== 200 || !updated.json) return { status: updated.status, body: updated.json ?? { error: { message: updated.text } } };
     let after = updated.json;
@@ -449,6 +459,44 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
   }
 
   // ---- routing
+  /** Declines registered by the demo, by invoice id (what Stripe would hold on the invoice's PaymentIntent). */
+  const declines = new Map<string, Obj>();
+
+  function invoicePayments(params: URLSearchParams): { status: number; body: Obj } {
+    const invoiceId = params.get('invoice');
+    const decline = invoiceId ? declines.get(invoiceId) : undefined;
+    const empty = { object: 'list', data: [], has_more: false, url: '/v1/invoice_payments' };
+    if (!invoiceId || !decline) return { status: 200, body: empty };
+    // stripe-node sends arrays with indices (expand[0]=…).
+    const expanded = [...params.entries()].some(([k, v]) => k.startsWith('expand') && v === 'data.payment.payment_intent');
+    const intent = {
+      id: `pi_gw_${invoiceId}`,
+      object: 'payment_intent',
+      status: 'requires_payment_method',
+      last_payment_error: { type: 'card_error', code: 'card_declined', ...decline },
+    };
+    const payment = {
+      id: `inpay_gw_${invoiceId}`,
+      object: 'invoice_payment',
+      created: now(),
+      invoice: invoiceId,
+      is_default: true,
+      status: 'open',
+      payment: { type: 'payment_intent', payment_intent: expanded ? intent : intent.id },
+    };
+    return { status: 200, body: { ...empty, data: [payment] } };
+  }
+
+  async function listInvoicesByStatus(auth: string | undefined, params: URLSearchParams): Promise<{ status: number; body: Obj }> {
+    const wanted = params.get('status');
+    const q = new URLSearchParams();
+    for (const key of ['customer', 'subscription', 'limit', 'starting_after']) if (params.has(key)) q.set(key, params.get(key)!);
+    const res = await upstream('GET', `/v1/invoices${q.size ? `?${q}` : ''}`, auth);
+    if (!res.json) return { status: res.status, body: { error: { type: 'api_error', message: res.text } } };
+    const data = Array.isArray(res.json.data) ? (res.json.data as Obj[]).filter((i) => i.status === wanted) : [];
+    return { status: res.status, body: { ...res.json, data } };
+  }
+
   async function route(req: http.IncomingMessage, raw: string): Promise<{ status: number; body: Obj } | null> {
     const url = new URL(req.url ?? '/', baseUrl);
     const method = req.method ?? 'GET';
@@ -462,6 +510,7 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
     if (method === 'POST' && (m = /^\/v1\/subscriptions\/([^/]+)$/.exec(p))) return updateSubscription(decodeURIComponent(m[1]!), auth, form, idem);
     if (method === 'POST' && (m = /^\/v1\/invoices\/([^/]+)\/pay$/.exec(p))) {
       form.delete('off_session');
+      form.delete('payment_method');
       const res = await upstream('POST', `/v1/invoices/${m[1]}/pay`, auth, [...form].length ? form : undefined);
       return { status: res.status, body: res.json ?? { error: { type: 'api_error', message: res.text } } };
     }
@@ -490,7 +539,13 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
     if (method === 'GET' && p === '/v1/events' && url.searchParams.has('delivery_success')) {
       return { status: 200, body: { object: 'list', data: [], has_more: false, url: '/v1/events' } };
     }
-    if (method === 'GET' && p === '/v1/invoice_payments') return { status: 200, body: { object: 'list', data: [], has_more: false, url: '/v1/invoice_payments' } };
+    if (method === 'POST' && (m = /^\/_gateway\/invoices\/([^/]+)\/decline$/.exec(p))) {
+      const body = raw ? (JSON.parse(raw) as Obj) : {};
+      declines.set(decodeURIComponent(m[1]!), { decline_code: body.decline_code ?? null, advice_code: body.advice_code ?? null, network_decline_code: body.network_decline_code ?? null });
+      return { status: 200, body: { ok: true } };
+    }
+    if (method === 'GET' && p === '/v1/invoice_payments') return invoicePayments(url.searchParams);
+    if (method === 'GET' && p === '/v1/invoices' && url.searchParams.has('status')) return listInvoicesByStatus(auth, url.searchParams);
     return null;
   }
 

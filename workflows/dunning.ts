@@ -112,6 +112,8 @@ interface DunningCarry {
   lastAdviceCode?: string | null;
   lastNetworkDeclineCode?: string | null;
   paymentIntentId?: string | null;
+  /** A failure arrived without decline data (today's invoice payloads): read it from Stripe before deciding. */
+  refreshDecline?: boolean;
   /** The payment method the customer just added: the next attempt pays with it. */
   newPaymentMethodId?: string | null;
 }
@@ -183,6 +185,14 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
     const ended = drainEvents();
     if (ended) return finish(ended);
 
+    if (s.refreshDecline) {
+      s.refreshDecline = false;
+      const before = [s.declineClass, s.lastDeclineCode, s.lastAdviceCode ?? null].join('|');
+      await readDeclineFromSource();
+      if ([s.declineClass, s.lastDeclineCode, s.lastAdviceCode ?? null].join('|') !== before) s.replan = true;
+      continue;
+    }
+
     if (s.replan) {
       s.replan = false;
       if ((await plan()) === 'exhausted') return finish('exhausted');
@@ -222,6 +232,8 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
           if (declineFromSource) s.newPaymentMethodId = event.paymentMethodId;
           break;
         case 'payment_failed':
+          // Today's invoice.payment_failed carries no decline: the source (the invoice's payment) does.
+          if (declineFromSource && event.declineCode === null) s.refreshDecline = true;
           // A failure without a code (e.g. Stripe's webhook echoing our own failed retry) says nothing new.
           if (event.declineCode !== null) {
             // New decline data is recorded (a report follows the replan); the notice dedup key keeps it quiet.

@@ -1,9 +1,9 @@
 /** The `customers` rows: creation, updates from customer events, and the derived access state. */
 import type { CustomerData } from '../../domain/billing-event';
-import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
+import { deriveAccessState } from '../../domain/billing/access';
 import type { SubscriptionStatus } from '../../domain/billing-event';
-import { accessStateFor } from '../../domain/subscription-state';
-import type { TxSql } from '../../lib/db';
+import type { AccessState } from '../../domain/subscription-state';
+import type { Sql, TxSql } from '../../lib/db';
 import { toTs, toUnix } from './shared';
 
 /** Creates the customer row if it is new. */
@@ -29,32 +29,46 @@ export async function writeCustomer(tx: TxSql, customerId: string, d: CustomerDa
 }
 
 /**
- * Sets customers.access_state from the current subscription, then the documented overrides, strongest last:
- * - 'grace' while a dunning cycle is open (an active or past_due subscription);
- * - 'restricted' while a dispute is open or lost, or an actionable early fraud warning's charge is neither
- *   refunded nor won in a dispute (a won dispute restores access);
- * - 'suspended' while an invoice of that subscription is written off (uncollectible: dunning's
- *   mark_uncollectible final action) until it is paid.
- * Callers hold the customer's lock (lockCustomer), so the read and the write cannot interleave.
+ * The facts the access rule reads (domain/billing/access.ts), as columns of a query over `customers c`:
+ * `in_dunning`, `disputed`, `written_off` (subscription ids with an uncollectible invoice) and `subs`.
+ * Shared with reconciliation, which checks the stored column against the same rule.
+ */
+export function accessFactColumns(sql: Sql | TxSql) {
+  return sql`
+    EXISTS (SELECT 1 FROM dunning_cycles dc WHERE dc.customer_id = c.id AND dc.ended_at IS NULL) AS in_dunning,
+    (EXISTS (SELECT 1 FROM disputes dp WHERE dp.customer_id = c.id AND dp.status IS DISTINCT FROM 'won' AND dp.status IS DISTINCT FROM 'warning_closed')
+     OR EXISTS (SELECT 1 FROM fraud_warnings w WHERE w.customer_id = c.id AND w.actionable
+                AND NOT EXISTS (SELECT 1 FROM charges ch WHERE ch.id = w.charge_id AND ch.refunded)
+                AND NOT EXISTS (SELECT 1 FROM disputes d2 WHERE d2.charge_id = w.charge_id AND d2.status IN ('won', 'warning_closed')))) AS disputed,
+    COALESCE((SELECT array_agg(DISTINCT i.subscription_id) FROM invoices i
+              WHERE i.customer_id = c.id AND i.status = 'uncollectible' AND i.subscription_id IS NOT NULL), '{}') AS written_off,
+    COALESCE((SELECT json_agg(json_build_object(
+                'id', s.id, 'status', s.status,
+                'stripeUpdatedAt', floor(extract(epoch FROM s.stripe_updated_at) * 1000),
+                'updatedAt', floor(extract(epoch FROM s.updated_at) * 1000)))
+              FROM subscriptions s WHERE s.customer_id = c.id), '[]'::json) AS subs`;
+}
+
+/** A row of accessFactColumns. */
+export interface AccessFactRow {
+  in_dunning: boolean;
+  disputed: boolean;
+  written_off: string[];
+  subs: { id: string; status: SubscriptionStatus; stripeUpdatedAt: number | null; updatedAt: number | null }[];
+}
+
+/** The access state a row of accessFactColumns implies. */
+export function accessOf(row: AccessFactRow): AccessState {
+  return deriveAccessState({ subscriptions: row.subs, inDunning: row.in_dunning, disputed: row.disputed, writtenOffSubscriptionIds: row.written_off });
+}
+
+/**
+ * Sets customers.access_state by the one rule (domain/billing/access.ts). Callers hold the customer's
+ * lock (lockCustomer), so the read and the write cannot interleave.
  */
 export async function refreshAccessState(tx: TxSql, customerId: string): Promise<void> {
-  const subs = await tx<{ id: string; status: SubscriptionStatus; stripe_updated_at: Date | null; updated_at: Date | null }[]>`
-    SELECT id, status, stripe_updated_at, updated_at FROM subscriptions WHERE customer_id = ${customerId}`;
-  const current = pickCurrentSubscription(
-    subs.map((s) => ({ ...s, stripeUpdatedAt: s.stripe_updated_at?.getTime() ?? null, updatedAt: s.updated_at?.getTime() ?? null })),
-  );
-  const [open] = await tx<{ in_dunning: boolean; written_off: boolean; disputed: boolean }[]>`
-    SELECT
-      EXISTS (SELECT 1 FROM dunning_cycles WHERE customer_id = ${customerId} AND ended_at IS NULL) AS in_dunning,
-      (EXISTS (SELECT 1 FROM disputes WHERE customer_id = ${customerId} AND status IS DISTINCT FROM 'won' AND status IS DISTINCT FROM 'warning_closed')
-       OR EXISTS (SELECT 1 FROM fraud_warnings w WHERE w.customer_id = ${customerId} AND w.actionable
-                  AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.id = w.charge_id AND c.refunded)
-                  AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.charge_id = w.charge_id AND d.status IN ('won', 'warning_closed')))) AS disputed,
-      EXISTS (SELECT 1 FROM invoices WHERE customer_id = ${customerId} AND subscription_id = ${current?.id ?? null}
-              AND status = 'uncollectible') AS written_off`;
-  let access = accessStateFor(current?.status ?? null);
-  if (open?.in_dunning && (access === 'active' || access === 'grace')) access = 'grace';
-  if (open?.disputed && (access === 'active' || access === 'grace')) access = 'restricted';
-  if (open?.written_off && (access === 'active' || access === 'grace' || access === 'restricted')) access = 'suspended';
+  const [row] = await tx<AccessFactRow[]>`SELECT ${accessFactColumns(tx)} FROM customers c WHERE c.id = ${customerId}`;
+  if (!row) return;
+  const access = accessOf(row);
   await tx`UPDATE customers SET access_state = ${access}, updated_at = now() WHERE id = ${customerId} AND access_state <> ${access}`;
 }

@@ -3,3 +3,4 @@ export * from './state';
 export * from './effects';
 export * from './reducer';
 export * from './current-subscription';
+export * from './access';

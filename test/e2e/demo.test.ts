@@ -60,7 +60,7 @@ describe('npm run demo (fast variant against its own dev stack)', () => {
       await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => {});
       await admin.end();
     }
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (dir && !process.env.KEEP_DEMO_DIR) rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
   it('plays all six steps to their expected states', async () => {
