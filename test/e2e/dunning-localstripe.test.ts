@@ -6,8 +6,10 @@
  *
  * Where localstripe differs from Stripe (see ../shared/EMULATORS.md), this test does the closest
  * honest thing and says so:
- * - `POST /v1/invoices/:id/pay` answers 500 to `off_session`: the worker's Stripe client drops that
- *   one parameter on the way out (the activity still sends it; the test asserts it did).
+ * - `POST /v1/invoices/:id/pay` answers 500 to `off_session` and `payment_method`, a subscription update
+ *   to `default_payment_method` answers 500, and `/v1/invoice_payments` does not exist: the worker's
+ *   Stripe client works around each on the way out (see withoutOffSession; the activity still sends
+ *   the parameters, and the test asserts it did).
  * - localstripe never sends `payment_method.attached` and its `customer.updated` has no
  *   `previous_attributes`: after attaching the good card for real, the test posts a signed
  *   `payment_method.attached` envelope around the payment method localstripe returned.
@@ -159,7 +161,8 @@ describe('dunning end to end on localstripe', () => {
       [1, 'schedule', 'failed'],
       [2, 'payment_method', 'succeeded'],
     ]);
-    expect(payParams).toEqual([{ off_session: true }, { off_session: true }]);
+    // The retry after the new card names it: it pays with that card, not the one that failed.
+    expect(payParams).toEqual([{ off_session: true }, { off_session: true, payment_method: goodCard.id }]);
     expect((await stripe.invoices.retrieve(renewal.id)).status).toBe('paid');
 
     const [cycle] = await db.sql`SELECT state, ended_at FROM dunning_cycles WHERE invoice_id = ${renewal.id}`;
@@ -214,8 +217,17 @@ function withoutOffSession(stripe: Stripe, sent: unknown[]): Stripe {
   const pay = stripe.invoices.pay.bind(stripe.invoices);
   stripe.invoices.pay = ((id: string, params?: Stripe.InvoicePayParams, options?: Stripe.RequestOptions) => {
     sent.push(params);
-    const { off_session: _dropped, ...rest } = params ?? {};
+    // localstripe answers 500 to both; it pays with the customer's default method, which the test sets to the new card.
+    const { off_session: _dropped, payment_method: _pm, ...rest } = params ?? {};
     return pay(id, rest, options);
   }) as typeof stripe.invoices.pay;
+  // localstripe has no invoice payments (decline data is covered by the time-skipping suite and the gateway).
+  stripe.invoicePayments.list = (async () => ({ object: 'list', data: [], has_more: false, url: '/v1/invoice_payments' })) as never;
+  // localstripe answers 500 to default_payment_method on a subscription update: keep the subscription as it is.
+  const update = stripe.subscriptions.update.bind(stripe.subscriptions);
+  stripe.subscriptions.update = ((id: string, params?: Stripe.SubscriptionUpdateParams, options?: Stripe.RequestOptions) => {
+    const { default_payment_method: _default, ...rest } = params ?? {};
+    return Object.keys(rest).length === 0 ? stripe.subscriptions.retrieve(id) : update(id, rest, options);
+  }) as typeof stripe.subscriptions.update;
   return stripe;
 }
