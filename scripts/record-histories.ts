@@ -1,7 +1,7 @@
 /**
  * Records real histories of the customer workflow into test/fixtures/histories/ for the replay test.
  * Run after a deliberate, patched() change has landed: `npx tsx scripts/record-histories.ts`. It writes
- * the current generation (v4-*: effects as data, the dunning cycle reporting to its customer workflow,
+ * the current generation (v5-*: effects as data, the dunning cycle reporting to its customer workflow and reading declines from Stripe,
  * update writes in the main loop); older generations stay as recorded.
  * It starts its own PostgreSQL and Temporal dev server, runs scripted scenarios with the real
  * database activities (Stripe faked at the boundary) and saves each history as JSON.
@@ -95,9 +95,9 @@ async function main(): Promise<void> {
         },
       });
       await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 6);
-      await save(client, handle.workflowId, handle.signaledRunId, 'v4-customer-lifecycle-run1');
+      await save(client, handle.workflowId, handle.signaledRunId, 'v5-customer-lifecycle-run1');
       const latest = await client.workflow.getHandle(handle.workflowId).describe();
-      await save(client, handle.workflowId, latest.runId, 'v4-customer-lifecycle-run2');
+      await save(client, handle.workflowId, latest.runId, 'v5-customer-lifecycle-run2');
       await client.workflow.getHandle(handle.workflowId).terminate('recorded');
 
       // Scenario 2 (current code): plan catalog loaded, a downgrade Update, a payment failure that
@@ -134,9 +134,9 @@ async function main(): Promise<void> {
         await waitFor(async () => (await h2.query(stateQuery)).lastEventId === e.id);
       }
       await new Promise((r) => setTimeout(r, 3000));
-      await save(client, h2.workflowId, h2.signaledRunId, 'v4-customer-plan-change-dunning');
+      await save(client, h2.workflowId, h2.signaledRunId, 'v5-customer-plan-change-dunning');
       const failedInvoice = failed.data.object.id as string;
-      await save(client, `dunning:${failedInvoice}`, (await client.workflow.getHandle(`dunning:${failedInvoice}`).describe()).runId, 'v4-dunning-ended-by-payment');
+      await save(client, `dunning:${failedInvoice}`, (await client.workflow.getHandle(`dunning:${failedInvoice}`).describe()).runId, 'v5-dunning-ended-by-payment');
 
       // Scenario 3: a failure whose cycle retries on its (seconds-long) schedule and recovers; the cycle
       // reports each step to the customer workflow, which records it.
@@ -160,8 +160,8 @@ async function main(): Promise<void> {
       const child = client.workflow.getHandle(`dunning:${retryInvoice}`);
       await waitFor(async () => (await child.describe()).status.name === 'COMPLETED');
       await new Promise((r) => setTimeout(r, 2000));
-      await save(client, child.workflowId, (await child.describe()).runId, 'v4-dunning-retry-recovered');
-      await save(client, h3.workflowId, h3.signaledRunId, 'v4-customer-dunning-reports');
+      await save(client, child.workflowId, (await child.describe()).runId, 'v5-dunning-retry-recovered');
+      await save(client, h3.workflowId, h3.signaledRunId, 'v5-customer-dunning-reports');
       await client.workflow.getHandle(h3.workflowId).terminate('recorded');
       await client.workflow.getHandle(h2.workflowId).terminate('recorded');
     });

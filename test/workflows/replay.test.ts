@@ -35,16 +35,24 @@ describe('replaying recorded customer and dunning workflow histories against the
       expect(markers).toContain('core_local_activity');
       expect(patchesOf(history)).not.toContain('customer-effects-as-data');
     }
-    // The current generation: effects as data, update writes in the main loop, dunning cycles that report
-    // to their customer workflow (customer and dunning histories both).
-    const current = files.filter((f) => f.startsWith('v4-'));
-    expect(current).toHaveLength(6);
-    const customer = current.filter((f) => f.includes('-customer-'));
-    const dunning = current.filter((f) => f.includes('-dunning-') && !f.includes('-customer-'));
-    expect(customer).toHaveLength(4);
-    expect(dunning).toHaveLength(2);
-    for (const f of customer) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('customer-effects-as-data');
-    for (const f of dunning) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('dunning-reports-to-parent');
+    // v4: effects as data, update writes in the main loop, dunning cycles that report to their customer
+    // workflow (customer and dunning histories both); v5, the current code: dunning cycles that also read
+    // the decline from Stripe, pay with the new card and re-read the invoice before the final action.
+    for (const generation of ['v4-', 'v5-']) {
+      const current = files.filter((f) => f.startsWith(generation));
+      expect(current).toHaveLength(6);
+      const customer = current.filter((f) => f.includes('-customer-'));
+      const dunning = current.filter((f) => f.includes('-dunning-') && !f.includes('-customer-'));
+      expect(customer).toHaveLength(4);
+      expect(dunning).toHaveLength(2);
+      for (const f of customer) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('customer-effects-as-data');
+      for (const f of dunning) {
+        const patches = patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history);
+        expect(patches).toContain('dunning-reports-to-parent');
+        if (generation === 'v4-') expect(patches).not.toContain('dunning-decline-from-source');
+        else expect(patches).toContain('dunning-decline-from-source');
+      }
+    }
   });
 
   it.each(files.map((f) => [f]))('%s replays without nondeterminism', async (file) => {
