@@ -1,8 +1,12 @@
 /** The Stripe client, pinned to one API version and optionally pointed at a local emulator. */
 import Stripe from 'stripe';
 
-/** The API version the client pins (the stripe package's own); payload normalizers accept older shapes too. */
-export const STRIPE_API_VERSION = '2026-10-28.endive' as const;
+/**
+ * The API version the client pins; payload normalizers accept older shapes too. The newest version whose
+ * OpenAPI spec ships offline with stripe-mock (scripts/tools.sh pins the module; test/unit/fixtures-spec
+ * validates every fixture against it). The stripe package's own 2026-10-28.endive has no offline spec.
+ */
+export const STRIPE_API_VERSION = '2026-08-26.dahlia' as const;
 
 export interface StripeClientOptions {
   secretKey: string;

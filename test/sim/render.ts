@@ -1,7 +1,7 @@
 /**
- * Renders simulated events as Stripe webhook envelopes: each one a copy of the 2025+ fixture of its
- * type (test/fixtures/events) with ids, statuses, amounts and times substituted. Never expanded: ids
- * stay strings, and the invoice's includable `payments` list (absent from webhooks) is dropped.
+ * Renders simulated events as Stripe webhook envelopes: each one a copy of the fixture of its type
+ * (test/fixtures/events, in the pinned API version's shape) with ids, statuses, amounts and times
+ * substituted. Never expanded: ids stay strings, as in every webhook.
  */
 import { loadFixtureText } from '../fixtures';
 import { PRICES, type History, type PriceId, type SimEvent, type SubObject } from './lifecycle';
@@ -12,7 +12,6 @@ export type Envelope = Record<string, any>;
 /** Types without a fixture of their own: an invoice fixture with the type and status changed. */
 const FIXTURE_OF: Record<string, string> = {
   'invoice.created': 'invoice.finalized',
-  'invoice.voided': 'invoice.finalized',
 };
 
 /** attempt_count of the 'int_overflow' poison: one past int4. */
@@ -113,7 +112,6 @@ export function renderEnvelope(h: History, e: SimEvent): Envelope {
     case 'invoice': {
       const paid = o.status === 'paid';
       const closed = paid || o.status === 'void';
-      delete obj.payments; // includable only on request: never part of a webhook
       obj.status = o.status;
       obj.created = o.createdAt;
       obj.amount_due = o.amount;
@@ -135,7 +133,7 @@ export function renderEnvelope(h: History, e: SimEvent): Envelope {
       obj.status_transitions = { finalized_at: o.finalizedAt, marked_uncollectible_at: null, paid_at: o.paidAt, voided_at: o.voidedAt };
       obj.parent.subscription_details.metadata.plan_id = PLAN_OF[o.priceId].planId;
       const line = obj.lines.data[0];
-      line.amount = o.amount;
+      line.amount = line.subtotal = o.amount;
       line.description = `1 × ${PLAN_OF[o.priceId].name} (at $${(PRICES[o.priceId] / 100).toFixed(2)} / month)`;
       line.period = { start: o.periodEnd, end: o.periodEnd + 30 * 86_400 };
       line.pricing.price_details = { price: o.priceId, product: `prod_${PLAN_OF[o.priceId].name}Plan` };
@@ -182,17 +180,13 @@ function renderItem(item: any, f: ItemFields): any {
   const amount = PRICES[f.priceId];
   item.current_period_start = f.periodStart;
   item.current_period_end = f.periodEnd;
-  for (const p of [item.price, item.plan]) {
-    p.id = f.priceId;
-    p.nickname = `${plan.name} (monthly)`;
-    p.product = `prod_${plan.name}Plan`;
-    p.metadata = { plan_id: plan.planId };
-  }
+  item.price.id = f.priceId;
+  item.price.nickname = `${plan.name} (monthly)`;
+  item.price.product = `prod_${plan.name}Plan`;
+  item.price.metadata = { plan_id: plan.planId };
   item.price.lookup_key = plan.lookupKey;
   item.price.unit_amount = amount;
   item.price.unit_amount_decimal = String(amount);
-  item.plan.amount = amount;
-  item.plan.amount_decimal = String(amount);
   return item;
 }
 
@@ -205,7 +199,7 @@ function itemsList(o: SubObject, old: { data: ItemFields[] }): any {
   item.id = itemId(o.id);
   item.subscription = o.id;
   item.created = o.startedAt;
-  return { object: 'list', data: [item], has_more: false, total_count: 1, url: `/v1/subscription_items?subscription=${o.id}` };
+  return { object: 'list', data: [item], has_more: false, url: `/v1/subscription_items?subscription=${o.id}` };
 }
 
 function renderSubscription(obj: any, o: SubObject): void {

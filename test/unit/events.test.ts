@@ -162,28 +162,45 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
     objectId: FIXTURE_SUBSCRIPTION_ID,
     data: subscription({ currentPeriodStart: 1765000000, currentPeriodEnd: 1765000000 + 31 * 86400, trialEnd: TRIAL_END }),
   },
+  'customer.subscription.pending_update_applied': { objectId: FIXTURE_SUBSCRIPTION_ID, data: subscription({}) },
+  'customer.subscription.pending_update_expired': { objectId: FIXTURE_SUBSCRIPTION_ID, data: subscription({}) },
   'invoice.finalized': {
     objectId: FIXTURE_INVOICE_ID,
     data: invoice({ attemptCount: 0, nextPaymentAttempt: P1 + 3600 }),
   },
   'invoice.paid': {
     objectId: FIXTURE_INVOICE_ID,
-    data: invoice({ status: 'paid', amountPaid: 2900, attemptCount: 2, paymentIntentId: FIXTURE_PAYMENT_INTENT_ID }),
+    data: invoice({ status: 'paid', amountPaid: 2900, attemptCount: 2 }),
   },
   'invoice.payment_succeeded': {
     objectId: FIXTURE_INVOICE_ID,
     data: invoice({ status: 'paid', amountPaid: 2900, attemptCount: 2 }),
   },
-  'invoice.payment_failed': {
-    objectId: FIXTURE_INVOICE_ID,
-    data: invoice({
-      nextPaymentAttempt: P1 + 3600 + 3 * 86400,
-      paymentIntentId: FIXTURE_PAYMENT_INTENT_ID,
-      declineCode: 'insufficient_funds',
-      failureCode: 'card_declined',
-    }),
-  },
+  // Webhook invoices (basil+) name no PaymentIntent and carry no decline data: see payment_intent.payment_failed.
+  'invoice.payment_failed': { objectId: FIXTURE_INVOICE_ID, data: invoice({ nextPaymentAttempt: P1 + 3600 + 3 * 86400 }) },
   'invoice.payment_action_required': { objectId: FIXTURE_INVOICE_ID, data: invoice({}) },
+  'invoice.voided': { objectId: FIXTURE_INVOICE_ID, data: invoice({ status: 'void', nextPaymentAttempt: null }) },
+  'invoice.marked_uncollectible': {
+    objectId: FIXTURE_INVOICE_ID,
+    data: invoice({ status: 'uncollectible', attemptCount: 4, nextPaymentAttempt: null }),
+  },
+  'payment_intent.payment_failed': {
+    objectId: FIXTURE_PAYMENT_INTENT_ID,
+    data: {
+      kind: 'payment_intent',
+      paymentIntentId: FIXTURE_PAYMENT_INTENT_ID,
+      status: 'requires_payment_method',
+      invoiceId: null,
+      declineCode: 'insufficient_funds',
+      adviceCode: 'try_again_later',
+      networkDeclineCode: '51',
+      failureCode: 'card_declined',
+    },
+  },
+  'setup_intent.succeeded': {
+    objectId: 'seti_1SjaFixtureSetup01',
+    data: { kind: 'setup_intent', setupIntentId: 'seti_1SjaFixtureSetup01', status: 'succeeded', paymentMethodId: FIXTURE_PAYMENT_METHOD_ID },
+  },
   'invoice.upcoming': {
     objectId: UPCOMING_KEY,
     data: invoice({
@@ -231,6 +248,31 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
       status: 'needs_response',
     },
   },
+  'charge.dispute.closed': {
+    objectId: 'du_1SmFixtureDispute01',
+    options: { fallbackCustomerId: FIXTURE_CUSTOMER_ID },
+    data: {
+      kind: 'dispute',
+      disputeId: 'du_1SmFixtureDispute01',
+      chargeId: FIXTURE_CHARGE_ID,
+      amount: 2900,
+      currency: 'usd',
+      reason: 'fraudulent',
+      status: 'won',
+    },
+  },
+  'radar.early_fraud_warning.created': {
+    objectId: 'issfr_1SmFixtureWarning01',
+    // Like a dispute, a warning names only its charge.
+    options: { fallbackCustomerId: FIXTURE_CUSTOMER_ID },
+    data: {
+      kind: 'fraud_warning',
+      warningId: 'issfr_1SmFixtureWarning01',
+      chargeId: FIXTURE_CHARGE_ID,
+      actionable: true,
+      fraudType: 'made_with_stolen_card',
+    },
+  },
   'charge.refunded': {
     objectId: FIXTURE_CHARGE_ID,
     data: {
@@ -246,9 +288,9 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
 };
 
 describe('HANDLED_EVENT_TYPES', () => {
-  it('lists the 21 handled Stripe event types once each', () => {
-    expect(HANDLED_EVENT_TYPES).toHaveLength(21);
-    expect(new Set(HANDLED_EVENT_TYPES).size).toBe(21);
+  it('lists the 29 handled Stripe event types once each', () => {
+    expect(HANDLED_EVENT_TYPES).toHaveLength(29);
+    expect(new Set(HANDLED_EVENT_TYPES).size).toBe(29);
     expect([...HANDLED_EVENT_TYPES].sort()).toEqual(Object.keys(EXPECTED).sort());
   });
 });
@@ -363,7 +405,7 @@ describe('subscription shapes', () => {
     delete item.current_period_start;
     delete item.current_period_end;
     item.price.id = 'price_2020';
-    item.plan.id = 'plan_ignored';
+    item.plan = { id: 'plan_ignored', object: 'plan' }; // older versions' items carry a plan next to the price
     expect(dataOf(handled(normalizeStripeEvent(envelope)), 'subscription')).toMatchObject({
       priceId: 'price_2020',
       currentPeriodStart: 1700000000,
@@ -374,7 +416,7 @@ describe('subscription shapes', () => {
   it('uses the item plan when the item has no price', () => {
     const envelope = loadFixture('customer.subscription.created');
     delete envelope.data.object.items.data[0].price;
-    envelope.data.object.items.data[0].plan.id = 'plan_ItemOnly';
+    envelope.data.object.items.data[0].plan = { id: 'plan_ItemOnly', object: 'plan' };
     expect(dataOf(handled(normalizeStripeEvent(envelope)), 'subscription').priceId).toBe('plan_ItemOnly');
   });
 
