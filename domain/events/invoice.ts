@@ -45,8 +45,10 @@ export const InvoiceObjectSchema = z.looseObject({
   billing_reason: z.string().nullish(),
   hosted_invoice_url: z.string().nullish(),
   period_end: TimestampSchema,
-  // Payment and failure details are read opportunistically: old versions put the ids on the invoice,
-  // basil+ only under `payments`, and decline codes exist only where Stripe expanded the object.
+  // Payment and failure details are read opportunistically, for older API versions and API reads with
+  // `expand`: a basil+ webhook invoice names no PaymentIntent and carries no decline. Dunning reads the
+  // decline from the invoice's payments (activities/dunning.ts fetchInvoiceDecline) and from
+  // payment_intent.payment_failed, joined to the invoice locally.
   payment_intent: lenient(PaymentIntentRefSchema),
   payments: lenient(
     z.looseObject({

@@ -120,7 +120,7 @@ describe('operability and security', () => {
       expect((await postWebhook(built.app, envelope)).status).toBe(200); // redelivery
       expect((await postWebhook(built.app, uniqueFixture(type).envelope, { secret: 'whsec_wrong' })).status).toBe(400);
       const ignored = uniqueFixture('customer.created').envelope;
-      ignored.type = 'radar.early_fraud_warning.created';
+      ignored.type = 'issuing_card.created';
       expect((await postWebhook(built.app, ignored)).status).toBe(200);
       const invalid = uniqueFixture('customer.subscription.updated').envelope;
       invalid.data.object.status = 'not-a-status';

@@ -54,10 +54,10 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
         await db.sql`
           INSERT INTO checkout_sessions (id, customer_id, plan_id, status) VALUES (${obj.id}, ${customerId}, 'pro-monthly', 'open')`;
       }
-      if (type === 'charge.dispute.created') {
-        // Disputes name only the charge: the customer is found through the charges table.
+      if (type === 'charge.dispute.created' || type === 'charge.dispute.closed' || type === 'radar.early_fraud_warning.created') {
+        // Disputes and fraud warnings name only the charge: the customer is found through the charges table.
         await db.sql`INSERT INTO customers (id) VALUES (${customerId}) ON CONFLICT DO NOTHING`;
-        await db.sql`INSERT INTO charges (id, customer_id, amount, currency) VALUES (${obj.charge}, ${customerId}, ${obj.amount}, ${obj.currency})`;
+        await db.sql`INSERT INTO charges (id, customer_id, amount, currency) VALUES (${obj.charge}, ${customerId}, ${obj.amount ?? 2900}, ${obj.currency ?? 'usd'})`;
       }
       const res = await postWebhook(built.app, envelope);
       expect(res.status).toBe(200);
@@ -80,9 +80,16 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
       } else if (type.startsWith('payment_method.')) {
         const p = await row(db.sql`SELECT * FROM payment_methods WHERE id = ${obj.id}`);
         expect(p).toMatchObject({ customer_id: customerId, attached: type === 'payment_method.attached', card_last4: obj.card.last4 });
-      } else if (type === 'charge.dispute.created') {
+      } else if (type === 'charge.dispute.created' || type === 'charge.dispute.closed') {
         const d = await row(db.sql`SELECT * FROM disputes WHERE id = ${obj.id}`);
-        expect(d).toMatchObject({ customer_id: customerId, charge_id: obj.charge, amount: obj.amount });
+        expect(d).toMatchObject({ customer_id: customerId, charge_id: obj.charge, amount: obj.amount, status: obj.status });
+      } else if (type === 'radar.early_fraud_warning.created') {
+        const w = await row(db.sql`SELECT * FROM fraud_warnings WHERE id = ${obj.id}`);
+        expect(w).toMatchObject({ customer_id: customerId, charge_id: obj.charge, actionable: obj.actionable, fraud_type: obj.fraud_type });
+      } else if (type === 'payment_intent.payment_failed' || type === 'setup_intent.succeeded') {
+        // No row of their own: a PaymentIntent's decline lands on its invoice, a setup intent's method
+        // reaches open dunning cycles (test/integration/dunning-today.test.ts); here the apply is recorded.
+        expect(await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).toHaveLength(1);
       } else if (type === 'charge.refunded') {
         const c = await row(db.sql`SELECT * FROM charges WHERE id = ${obj.id}`);
         expect(c).toMatchObject({ customer_id: customerId, refunded: true, amount_refunded: obj.amount_refunded });
@@ -182,7 +189,7 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
 
   it('stores an unknown event type as ignored and answers 200', async () => {
     const { envelope } = uniqueFixture('customer.created');
-    envelope.type = 'radar.early_fraud_warning.created';
+    envelope.type = 'issuing_card.created';
     const res = await postWebhook(built.app, envelope);
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 'ignored' });
