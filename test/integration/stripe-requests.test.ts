@@ -1,11 +1,12 @@
 /**
- * Every Stripe request of checkout and plan transitions, sent by the real code to stripe-mock, which
+ * Every Stripe request of checkout, plan transitions and dunning, sent by the real code to stripe-mock, which
  * validates each one against Stripe's OpenAPI spec (unknown or malformed params → 400). stripe-mock
  * is stateless: responses are fixtures, so these tests prove request shapes, not Stripe's behaviour.
  */
 import type { Client } from '@temporalio/client';
 import type Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
+import { createDunningActivities } from '../../activities/dunning';
 import { createPlanChangeStripeActivities } from '../../activities/plan-change';
 import type { Plan } from '../../domain/plans';
 import { createStripe } from '../../lib/stripe';
@@ -216,5 +217,41 @@ describe('Stripe request shapes against stripe-mock', () => {
     await a.cancelStripeSubscription({ customerId: 'cus_req', subscriptionId: 'sub_req', requestId: 'c-3', atPeriodEnd: true });
     await a.resumeStripeSubscription({ customerId: 'cus_req', subscriptionId: 'sub_req', requestId: 'r-2' });
     expect(update.mock.calls.map((c) => c[1])).toEqual([{ cancel_at_period_end: true }, { cancel_at_period_end: false }]);
+  });
+
+  describe('dunning', () => {
+    const dunning = () => createDunningActivities({ sql: db.sql, stripe, config });
+
+    it('reads the decline from the invoice payments, expanded to the PaymentIntent', async () => {
+      const list = vi.spyOn(stripe.invoicePayments, 'list');
+      await dunning().fetchInvoiceDecline({ invoiceId: 'in_req_decline' });
+      expect(list).toHaveBeenCalledWith({ invoice: 'in_req_decline', limit: 10, expand: ['data.payment.payment_intent'] });
+      expect(sent).toEqual([expect.objectContaining({ method: 'GET', path: expect.stringMatching(/^\/v1\/invoice_payments\?/), status: 200 })]);
+    });
+
+    it('retries with the new card: the subscription default first, then invoices.pay naming it', async () => {
+      await dunning().retryInvoicePayment({ invoiceId: 'in_req_retry', attempt: 2, paymentMethodId: 'pm_req_new', subscriptionId: 'sub_req_retry' });
+      expect(sent.map((r) => [r.method, r.path, r.status, r.idempotencyKey])).toEqual([
+        ['POST', '/v1/subscriptions/sub_req_retry', 200, 'dunning:in_req_retry:2:default-payment-method'],
+        ['POST', '/v1/invoices/in_req_retry/pay', 200, 'dunning:in_req_retry:2'],
+      ]);
+    });
+
+    it('writes the invoice off (mark_uncollectible) and reads the subscription back', async () => {
+      await dunning().applyDunningFinalAction({ invoiceId: 'in_req_final', subscriptionId: 'sub_req_final', finalAction: 'mark_uncollectible' });
+      expect(sent.map((r) => [r.method, r.path, r.status, r.idempotencyKey])).toEqual([
+        ['POST', '/v1/invoices/in_req_final/mark_uncollectible', 200, 'dunning:in_req_final:final'],
+        ['GET', '/v1/subscriptions/sub_req_final', 200, null],
+      ]);
+    });
+
+    it('re-reads the invoice before a final action, and voids an expired upgrade\'s proration invoice', async () => {
+      await dunning().fetchInvoiceStatus({ invoiceId: 'in_req_status' });
+      await dunning().voidInvoice({ invoiceId: 'in_req_void', reason: 'pending update expired' });
+      expect(sent.map((r) => [r.method, r.path, r.status, r.idempotencyKey])).toEqual([
+        ['GET', '/v1/invoices/in_req_status', 200, null],
+        ['POST', '/v1/invoices/in_req_void/void', 200, 'void:in_req_void'],
+      ]);
+    });
   });
 });
