@@ -533,14 +533,28 @@ export function createReconciliationActivities(deps: ReconciliationDeps) {
     /**
      * Unsets the retired 'mark_unpaid' pause in Stripe (`pause_collection` and the dunning metadata,
      * idempotency key per subscription) and marks each `pause_collection` drift row repaired, or failed
-     * when Stripe refuses the update. Stripe then collects the subscription's invoices again.
+     * when Stripe refuses the update. Stripe then collects the subscription's new invoices again; the
+     * exhausted invoice the pause stood for is written off (what the mark_uncollectible final action
+     * does), so access follows it (suspended until it is paid) instead of a grace that nothing ends.
      */
     async undoMarkUnpaidEmulation(input: { runId: string; subscriptionIds: string[] }): Promise<{ undone: number; failed: number }> {
+      async function writeOffExhausted(invoiceId: string, subscriptionId: string): Promise<void> {
+        try {
+          await paced(() => stripe.invoices.markUncollectible(invoiceId, {}, { idempotencyKey: `recon:undo-mark-unpaid:${subscriptionId}:write-off` }));
+        } catch (err) {
+          // Paid, voided or written off since: nothing to write off.
+          if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) throw err;
+          log.info('exhausted invoice not written off', { invoiceId, subscriptionId, error: err.message });
+        }
+      }
       let undone = 0;
       let failed = 0;
       for (const id of input.subscriptionIds) {
         let outcome: 'repaired' | 'failed' = 'repaired';
         try {
+          const before = await paced(() => stripe.subscriptions.retrieve(id));
+          const exhausted = (before.metadata ?? {}).dunning_invoice_id;
+          if (exhausted) await writeOffExhausted(exhausted, id);
           await paced(() =>
             stripe.subscriptions.update(
               id,

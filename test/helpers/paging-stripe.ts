@@ -44,7 +44,7 @@ export interface FakeInvoice {
 }
 
 export interface FakeCall {
-  method: 'list' | 'retrieve' | 'update' | 'events.list' | 'invoices.list' | 'invoices.retrieve';
+  method: 'list' | 'retrieve' | 'update' | 'events.list' | 'invoices.list' | 'invoices.retrieve' | 'invoices.markUncollectible';
   /** `starting_after` for the lists, the id for retrieve and update. */
   arg: string | null;
   at: number;
@@ -244,6 +244,17 @@ export function createPagingStripe(subscriptions: FakeSubscription[] = []): Pagi
     return structuredClone(found);
   }
 
+  async function markUncollectible(id: string, _params: unknown, options?: { idempotencyKey?: string }) {
+    const call = await enter({ method: 'invoices.markUncollectible', arg: id, idempotencyKey: options?.idempotencyKey });
+    const found = fake.invoices.find((i) => i.id === id);
+    if (!found) {
+      call.outcome = 'not_found';
+      throw new Stripe.errors.StripeInvalidRequestError({ message: `No such invoice: '${id}'`, code: 'resource_missing', statusCode: 404 } as never);
+    }
+    found.status = 'uncollectible';
+    return structuredClone(found);
+  }
+
   async function listEvents(params: { delivery_success?: boolean; created?: { gte?: number }; limit?: number; starting_after?: string } = {}) {
     await enter({ method: 'events.list', arg: params.starting_after ?? null });
     if (params.delivery_success !== false) throw new Error('the fake serves only delivery_success: false');
@@ -257,7 +268,7 @@ export function createPagingStripe(subscriptions: FakeSubscription[] = []): Pagi
 
   fake.stripe = {
     subscriptions: { list, retrieve, update },
-    invoices: { list: listInvoices, retrieve: retrieveInvoice },
+    invoices: { list: listInvoices, retrieve: retrieveInvoice, markUncollectible },
     events: { list: listEvents },
   } as unknown as Pick<Stripe, 'subscriptions' | 'events' | 'invoices'>;
   return fake;

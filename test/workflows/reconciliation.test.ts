@@ -453,6 +453,10 @@ describe('reconciliationWorkflow on the Temporal dev server with real Postgres',
       [`sub_marked_${u}`, { pause_collection: '', metadata: { dunning_final_action: '', dunning_invoice_id: '' } }, `recon:undo-mark-unpaid:sub_marked_${u}`],
     ]);
     expect(fake.subscriptions[0]).toMatchObject({ pause_collection: null, metadata: {} });
+    // The exhausted invoice the pause stood for is written off, as the mark_uncollectible final action does.
+    expect(fake.calls.filter((c) => c.method === 'invoices.markUncollectible').map((c) => [c.arg, c.idempotencyKey])).toEqual([
+      [`in_marked_${u}`, `recon:undo-mark-unpaid:sub_marked_${u}:write-off`],
+    ]);
     const [local] = await sql<{ status: string }[]>`SELECT status FROM subscriptions WHERE id = ${`sub_marked_${u}`}`;
     expect(local!.status).toBe('past_due');
 
