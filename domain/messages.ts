@@ -3,6 +3,7 @@
  * only: the Temporal definitions live in workflows/contracts.ts, so domain/ imports nothing from Temporal).
  */
 import type { SubscriptionStatus } from './billing-event';
+import type { LocalSubscription } from './billing/state';
 
 /** A fresh subscription object read from the Stripe API (reconciliation or a same-second tie). */
 export interface SubscriptionSnapshot {
@@ -57,15 +58,7 @@ export interface PlanChangeView {
 /** What the `state` query returns. */
 export interface CustomerWorkflowState {
   customerId: string;
-  subscription: {
-    id: string;
-    status: SubscriptionStatus;
-    planId: string | null;
-    priceId: string | null;
-    currentPeriodEnd: number | null;
-    cancelAtPeriodEnd: boolean;
-    pendingPlanId: string | null;
-  } | null;
+  subscription: LocalSubscription | null;
   dunning: DunningView[];
   planChange: PlanChangeView | null;
   queued: number;

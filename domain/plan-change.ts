@@ -2,6 +2,7 @@
  * Plan-change rules shared by the customer workflow's update validators and the preview endpoint.
  * Pure and synchronous: validators must be deterministic and cannot call activities.
  */
+import type { LocalSubscription } from './billing/state';
 import type { SubscriptionStatus } from './billing-event';
 import type { Plan } from './plans';
 import { classifyPlanChange } from './proration';
@@ -21,16 +22,8 @@ export type PlanChangeRejection =
   | 'RequestIdReused'
   | 'NotCanceling';
 
-/** What the rules read of the customer's subscription. */
-export interface PlanChangeSubject {
-  id: string;
-  status: SubscriptionStatus;
-  planId: string | null;
-  priceId: string | null;
-  currentPeriodEnd: number | null;
-  cancelAtPeriodEnd: boolean;
-  pendingPlanId: string | null;
-}
+/** What the rules read of the customer's subscription: the one local subscription contract. */
+export type PlanChangeSubject = LocalSubscription;
 
 export type PlanChangeDecision =
   | { ok: true; kind: 'upgrade' | 'downgrade'; from: Plan; to: Plan }
