@@ -610,33 +610,6 @@ describe('dunningWorkflow (time-skipping)', () => {
       }
     });
 
-    it('a declined upgrade is not renewal dunning: the customer is told, and the proration invoice is voided when the pending update expires', async () => {
-      const ids = dunningIds();
-      const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
-      const worker = await startWorker({ fake });
-      const realNow = Math.floor(Date.now() / 1000);
-      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 }));
-      try {
-        // pending_if_incomplete: the proration invoice (billing_reason subscription_update) is declined.
-        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', billingReason: 'subscription_update', ...ids, declineCode: 'insufficient_funds', created: realNow - 30 }));
-        await eventually(async () => (await notices(ids.invoiceId)).some((n) => n.kind === 'upgrade_declined'), 20_000, 'the upgrade-declined notice');
-        await expect(env.client.workflow.getHandle(dunningWorkflowId(ids.invoiceId)).describe()).rejects.toThrow();
-        expect(await db.sql`SELECT 1 FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`).toHaveLength(0);
-
-        // Stripe gives up on the pending update: the old plan stays, the proration invoice must not stay collectible.
-        const expired = { ...subscriptionEvent({ ...ids, status: 'active', created: realNow - 10 }), type: 'customer.subscription.pending_update_expired' };
-        await customer.signal(stripeEventSignal, expired);
-        await eventually(async () => fake.invoiceCalls.some((c) => c.method === 'voidInvoice'), 20_000, 'the proration invoice to be voided');
-        expect(fake.invoiceCalls.filter((c) => c.method === 'voidInvoice')).toEqual([
-          { method: 'voidInvoice', invoiceId: ids.invoiceId, params: {}, idempotencyKey: `void:${ids.invoiceId}` },
-        ]);
-        expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'upgrade_declined')).toHaveLength(1);
-      } finally {
-        await stopCustomer(customer);
-        await worker.stop();
-      }
-    });
-
     // Keep this the last test that skips time: when a child completes after its parent run continued-as-new,
     // the Java test server keeps a time-skipping lock, so nothing may need skipped time afterwards.
     it('survives the customer workflow continuing-as-new mid-cycle: same cycle, no duplicate', async () => {
@@ -680,6 +653,34 @@ describe('dunningWorkflow (time-skipping)', () => {
           const local = await localState(ids.customerId);
           return local?.access_state === 'active' && local.status === 'active';
         }, 20_000, 'the local state to be active again');
+      } finally {
+        await stopCustomer(customer);
+        await worker.stop();
+      }
+    });
+
+    // After the last time-skipping test: this one needs no skipped time (a stuck lock cannot slow it).
+    it('a declined upgrade is not renewal dunning: the customer is told, and the proration invoice is voided when the pending update expires', async () => {
+      const ids = dunningIds();
+      const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
+      const worker = await startWorker({ fake });
+      const realNow = Math.floor(Date.now() / 1000);
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 }));
+      try {
+        // pending_if_incomplete: the proration invoice (billing_reason subscription_update) is declined.
+        await customer.signal(stripeEventSignal, invoiceEvent({ type: 'invoice.payment_failed', billingReason: 'subscription_update', ...ids, declineCode: 'insufficient_funds', created: realNow - 30 }));
+        await eventually(async () => (await notices(ids.invoiceId)).some((n) => n.kind === 'upgrade_declined'), 20_000, 'the upgrade-declined notice');
+        await expect(env.client.workflow.getHandle(dunningWorkflowId(ids.invoiceId)).describe()).rejects.toThrow();
+        expect(await db.sql`SELECT 1 FROM dunning_cycles WHERE invoice_id = ${ids.invoiceId}`).toHaveLength(0);
+
+        // Stripe gives up on the pending update: the old plan stays, the proration invoice must not stay collectible.
+        const expired = { ...subscriptionEvent({ ...ids, status: 'active', created: realNow - 10 }), type: 'customer.subscription.pending_update_expired' };
+        await customer.signal(stripeEventSignal, expired);
+        await eventually(async () => fake.invoiceCalls.some((c) => c.method === 'voidInvoice'), 20_000, 'the proration invoice to be voided');
+        expect(fake.invoiceCalls.filter((c) => c.method === 'voidInvoice')).toEqual([
+          { method: 'voidInvoice', invoiceId: ids.invoiceId, params: {}, idempotencyKey: `void:${ids.invoiceId}` },
+        ]);
+        expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'upgrade_declined')).toHaveLength(1);
       } finally {
         await stopCustomer(customer);
         await worker.stop();
