@@ -163,6 +163,18 @@ async function main(): Promise<void> {
       await save(client, child.workflowId, (await child.describe()).runId, 'v5-dunning-retry-recovered');
       await save(client, h3.workflowId, h3.signaledRunId, 'v5-customer-dunning-reports');
       await client.workflow.getHandle(h3.workflowId).terminate('recorded');
+
+      // Scenario 4: a reconciliation run (patched reconciliation-invoices) against stripe-mock's canned
+      // objects, one page per run so it continues as new; the first and the last run are saved.
+      const recon = await client.workflow.start('reconciliationWorkflow', {
+        workflowId: 'reconciliation:record-histories',
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ repairWaitSeconds: 5, pagesPerRun: 1, pageSize: 1 }],
+      });
+      await recon.result();
+      await save(client, recon.workflowId, recon.firstExecutionRunId, 'v5-reconciliation-run1');
+      const lastRun = await client.workflow.getHandle(recon.workflowId).describe();
+      if (lastRun.runId !== recon.firstExecutionRunId) await save(client, recon.workflowId, lastRun.runId, 'v5-reconciliation-last-run');
       await client.workflow.getHandle(h2.workflowId).terminate('recorded');
     });
     await nativeConnection.close();

@@ -19,7 +19,7 @@ function patchesOf(history: { events: any[] }): string[] {
 const DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 
-describe('replaying recorded customer and dunning workflow histories against the current code', () => {
+describe('replaying recorded customer, dunning and reconciliation workflow histories against the current code', () => {
   it('has recorded histories to replay', () => {
     expect(files.length).toBeGreaterThanOrEqual(8);
     // Histories recorded before the plan-change-catalog patch must keep replaying.
@@ -39,7 +39,7 @@ describe('replaying recorded customer and dunning workflow histories against the
     // workflow (customer and dunning histories both); v5, the current code: dunning cycles that also read
     // the decline from Stripe, pay with the new card and re-read the invoice before the final action.
     for (const generation of ['v4-', 'v5-']) {
-      const current = files.filter((f) => f.startsWith(generation));
+      const current = files.filter((f) => f.startsWith(generation) && !f.includes('-reconciliation-'));
       expect(current).toHaveLength(6);
       const customer = current.filter((f) => f.includes('-customer-'));
       const dunning = current.filter((f) => f.includes('-dunning-') && !f.includes('-customer-'));
@@ -53,6 +53,11 @@ describe('replaying recorded customer and dunning workflow histories against the
         else expect(patches).toContain('dunning-decline-from-source');
       }
     }
+    // The reconciliation workflow after patched('reconciliation-invoices'): a first run and the last run of its
+    // continue-as-new chain.
+    const reconciliation = files.filter((f) => f.startsWith('v5-reconciliation-'));
+    expect(reconciliation).toHaveLength(2);
+    for (const f of reconciliation) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('reconciliation-invoices');
   });
 
   it.each(files.map((f) => [f]))('%s replays without nondeterminism', async (file) => {
