@@ -206,9 +206,6 @@ export function invoiceRepairEvent(input: { runId: string; invoice: StripeInvoic
   return event.success ? event.data : null;
 }
 
-// ---- access state ------------------------------------------------------------------------------
-
-
 // ---- the retired 'mark_unpaid' final action ------------------------------------------------------
 
 /**

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BillingEvent } from '../../domain/billing-event';
+import { deriveAccessState, type AccessFacts } from '../../domain/billing/access';
 import { compareCurrentSubscription, pickCurrentSubscription } from '../../domain/billing/current-subscription';
 import { reduceBillingEvent, reduceSubscriptionSnapshot } from '../../domain/billing/reducer';
 import type { BillingSlice } from '../../domain/billing/state';
@@ -166,5 +167,25 @@ describe('the current subscription rule', () => {
     expect(pickCurrentSubscription([rows[0]!])?.id).toBe('sub_c');
     expect(pickCurrentSubscription([])).toBeNull();
     expect(compareCurrentSubscription(rows[1]!, rows[2]!)).toBeGreaterThan(0);
+  });
+});
+
+describe('the access rule', () => {
+  const sub = (id: string, status: 'active' | 'past_due' | 'canceled' | 'unpaid') => ({ id, status, stripeUpdatedAt: 1, updatedAt: 1 });
+  const facts = (over: Partial<AccessFacts> = {}): AccessFacts => ({ subscriptions: [sub('sub_1', 'active')], inDunning: false, disputed: false, writtenOffSubscriptionIds: [], ...over });
+
+  it('follows the current subscription, then the overrides, strongest last', () => {
+    expect(deriveAccessState(facts())).toBe('active');
+    expect(deriveAccessState(facts({ subscriptions: [] }))).toBe('none');
+    expect(deriveAccessState(facts({ inDunning: true }))).toBe('grace');
+    expect(deriveAccessState(facts({ inDunning: true, disputed: true }))).toBe('restricted');
+    expect(deriveAccessState(facts({ disputed: true, writtenOffSubscriptionIds: ['sub_1'] }))).toBe('suspended');
+    expect(deriveAccessState(facts({ subscriptions: [sub('sub_1', 'canceled')], disputed: true }))).toBe('suspended');
+    expect(deriveAccessState(facts({ subscriptions: [sub('sub_1', 'unpaid')], disputed: true }))).toBe('restricted');
+  });
+
+  it('suspends only for a written-off invoice of the current subscription', () => {
+    expect(deriveAccessState(facts({ writtenOffSubscriptionIds: ['sub_old'] }))).toBe('active');
+    expect(deriveAccessState(facts({ subscriptions: [sub('sub_old', 'canceled'), sub('sub_1', 'active')], writtenOffSubscriptionIds: ['sub_old'] }))).toBe('active');
   });
 });

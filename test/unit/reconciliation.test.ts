@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { createTokenBucket } from '../../activities/rate-limit';
 import type { SubscriptionSnapshot } from '../../domain/messages';
-import { diffSubscription, driftKind, type LocalSubscriptionRow } from '../../domain/reconciliation';
+import {
+  closedInvoiceEventType,
+  diffSubscription,
+  driftKind,
+  invoiceRepairEvent,
+  invoiceTransitionTime,
+  isMarkUnpaidEmulation,
+  pastDueInvoiceSubscription,
+  type LocalSubscriptionRow,
+} from '../../domain/reconciliation';
 
 const local: LocalSubscriptionRow = {
   subscriptionId: 'sub_1',
@@ -107,5 +116,43 @@ describe('createTokenBucket', () => {
     await Promise.all([1, 2, 3].map((n) => bucket.acquire().then(() => order.push(n))));
     expect(order).toEqual([1, 2, 3]);
     expect(c.now()).toBe(2000);
+  });
+});
+
+describe('invoice repairs', () => {
+  const base = { id: 'in_1', customer: 'cus_1', status: 'open', attempt_count: 1, billing_reason: 'subscription_cycle', created: 100, status_transitions: { finalized_at: 120 } };
+
+  it('finds the subscription of an open, attempted renewal invoice; not a proration, an unattempted or an ended one', () => {
+    expect(pastDueInvoiceSubscription({ ...base, parent: { subscription_details: { subscription: 'sub_1' } } })).toBe('sub_1');
+    expect(pastDueInvoiceSubscription({ ...base, subscription: 'sub_old' })).toBe('sub_old');
+    expect(pastDueInvoiceSubscription({ ...base, billing_reason: 'subscription_update', subscription: 'sub_1' })).toBeNull();
+    expect(pastDueInvoiceSubscription({ ...base, attempt_count: 0, subscription: 'sub_1' })).toBeNull();
+    expect(pastDueInvoiceSubscription({ ...base, status: 'paid', subscription: 'sub_1' })).toBeNull();
+    expect(pastDueInvoiceSubscription({ ...base, parent: { subscription_details: { subscription: { id: 'sub_1', status: 'canceled' } } } })).toBeNull();
+    expect(pastDueInvoiceSubscription({ ...base })).toBeNull();
+  });
+
+  it('maps a closed status to the event that ends its cycle, at the transition time', () => {
+    expect(closedInvoiceEventType('paid')).toBe('invoice.paid');
+    expect(closedInvoiceEventType('void')).toBe('invoice.voided');
+    expect(closedInvoiceEventType('uncollectible')).toBe('invoice.marked_uncollectible');
+    expect(closedInvoiceEventType('open')).toBeNull();
+    expect(invoiceTransitionTime({ ...base, status_transitions: { paid_at: 300 } }, 'invoice.paid', 999)).toBe(300);
+    expect(invoiceTransitionTime({ ...base, status_transitions: null }, 'invoice.voided', 999)).toBe(999);
+    expect(invoiceTransitionTime(base, 'invoice.payment_failed', 999)).toBe(120);
+  });
+
+  it('builds a normalized invoice event with a per-run id, or null when the invoice names no customer', () => {
+    const event = invoiceRepairEvent({ runId: 'reconciliation:r1', invoice: { ...base, amount_due: 900, currency: 'usd', parent: { subscription_details: { subscription: 'sub_1' } } } as never, type: 'invoice.payment_failed', fetchedAt: 999 });
+    expect(event).toMatchObject({ eventId: 'recon:reconciliation:r1:in_1', type: 'invoice.payment_failed', created: 120, customerId: 'cus_1', data: { kind: 'invoice', invoiceId: 'in_1', subscriptionId: 'sub_1', status: 'open' } });
+    expect(invoiceRepairEvent({ runId: 'r', invoice: { ...base, customer: null, amount_due: 900, currency: 'usd' } as never, type: 'invoice.paid', fetchedAt: 1 })).toBeNull();
+  });
+
+  it('recognizes only a live subscription paused by the retired mark_unpaid action', () => {
+    const marked = { status: 'past_due', metadata: { dunning_final_action: 'mark_unpaid' }, pause_collection: { behavior: 'keep_as_draft' } };
+    expect(isMarkUnpaidEmulation(marked)).toBe(true);
+    expect(isMarkUnpaidEmulation({ ...marked, status: 'canceled' })).toBe(false);
+    expect(isMarkUnpaidEmulation({ ...marked, pause_collection: null })).toBe(false);
+    expect(isMarkUnpaidEmulation({ ...marked, metadata: {} })).toBe(false);
   });
 });
