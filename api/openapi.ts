@@ -391,9 +391,11 @@ function registerAdminReconciliationPaths(k: OpenApiKit): void {
     'ReconciliationDrift',
     z.object({
       id: z.number().int(),
-      subscriptionId: z.string(),
+      subscriptionId: z.string().describe('the drifted object id, whatever its type (kept for compatibility; see objectId)'),
+      objectType: z.string().describe('subscription, invoice or customer'),
+      objectId: z.string(),
       customerId: z.string().nullable(),
-      field: z.string().describe('existence, status, price, current_period_end, cancel_at_period_end or customer'),
+      field: z.string().describe('existence, status, price, current_period_end, cancel_at_period_end, customer, invoice_without_cycle, cycle_invoice_closed, access_state or pause_collection'),
       kind: z.string(),
       localValue: z.string().nullable(),
       stripeValue: z.string().nullable(),

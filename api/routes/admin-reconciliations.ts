@@ -138,6 +138,7 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
       {
         id: number;
         object_id: string;
+        object_type: string;
         customer_id: string | null;
         field: DriftField;
         local_value: string | null;
@@ -147,7 +148,7 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
         repaired_at: Date | null;
       }[]
     >`
-      SELECT id, object_id, customer_id, field, local_value, stripe_value, detected_at, repair_status, repaired_at
+      SELECT id, object_type, object_id, customer_id, field, local_value, stripe_value, detected_at, repair_status, repaired_at
       FROM reconciliation_drift
       WHERE run_id = ${runId} ${q.cursor !== undefined ? sql`AND id > ${q.cursor}` : sql``}
       ORDER BY id
@@ -169,7 +170,10 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
       },
       drift: page.map((d) => ({
         id: d.id,
+        // subscriptionId is kept for existing clients; it names the object whatever its type.
         subscriptionId: d.object_id,
+        objectType: d.object_type,
+        objectId: d.object_id,
         customerId: d.customer_id,
         field: d.field,
         kind: driftKind({ field: d.field, localValue: d.local_value, stripeValue: d.stripe_value }),
