@@ -78,12 +78,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   // Reconciliation gauges are set from Postgres on each scrape (api/reconciliation-stats.ts).
   const reconciliationDriftFound = new Gauge({
     name: 'billing_reconciliation_drift_found',
-    help: 'Drifted subscriptions found by the latest successful reconciliation run',
+    help: 'Drifted objects (subscriptions, invoices, customers) found by the latest successful reconciliation run',
     registers: [registry],
   });
   const reconciliationDriftRepaired = new Gauge({
     name: 'billing_reconciliation_drift_repaired',
-    help: 'Drifted subscriptions of the latest successful run repaired through their customer workflow',
+    help: 'Drifted objects of the latest successful run repaired through their customer workflow (or in Stripe)',
     registers: [registry],
   });
   const reconciliationDriftFlagged = new Gauge({

@@ -3,7 +3,7 @@ import type { Sql } from '../lib/db';
 import type { Metrics } from './metrics';
 
 export interface ReconciliationStats {
-  /** Drifted subscriptions found by the latest successful run (0 when none ran). */
+  /** Drifted objects found by the latest successful run (0 when none ran). */
   driftFound: number;
   /** Of those, repaired by the customer workflows so far (counted live, so late repairs show up). */
   driftRepaired: number;
