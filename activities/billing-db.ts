@@ -12,7 +12,9 @@ import { describeError, isDataError } from './db/failure-policy';
 import { logEvent } from './event-log';
 import { loadCurrentSubscription } from './db/subscriptions';
 
-export type { LocalSubscription } from '../domain/billing/state';
+import type { LocalSubscription } from '../domain/billing/state';
+
+export type { LocalSubscription };
 export type { ApplyEventResult, ApplyEventOptions, ApplyFaults, ApplyOutcome } from './db/apply';
 export { refreshAccessState } from './db/customers';
 
@@ -64,12 +66,10 @@ export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults 
     },
 
     /** Reads the customer's current local subscription. */
-    async loadLocalSubscription(customerId: string): Promise<LocalSubscriptionRow> {
+    async loadLocalSubscription(customerId: string): Promise<LocalSubscription | null> {
       return loadCurrentSubscription(sql, customerId);
     },
   };
 }
-
-type LocalSubscriptionRow = Awaited<ReturnType<typeof loadCurrentSubscription>>;
 
 export type BillingDbActivities = ReturnType<typeof createBillingDbActivities>;

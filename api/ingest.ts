@@ -5,13 +5,14 @@
 import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import type { BillingEvent } from '../domain/billing-event';
-import { NO_CUSTOMER_ERROR, normalizeStripeEvent, type NormalizeResult } from '../domain/events';
+import { NO_CUSTOMER_ERROR, normalizeStripeEvent } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
 import { stripeEventSignal } from '../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import type { Sql } from '../lib/db';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from './metrics';
+import { implausible, missingAtStripe, plausibleUnix, sanitizeForJsonb, stripNul, truncatedPayload, unroutedLogFields, type Envelope, type Normalized } from './payload';
 
 export interface IngestDeps {
   sql: Sql;
@@ -35,94 +36,12 @@ export type IngestOutcome =
   | { status: 'deferred'; eventId: string; error: string }
   | { status: 'unavailable'; eventId: string; error: string };
 
-type Envelope = Record<string, unknown>;
-
-/** A normalize result, or: cannot be routed yet because Stripe did not answer a lookup (retry later). */
-type Normalized = NormalizeResult | { outcome: 'deferred'; error: string; eventId: string | null; type: string };
 
 /** Counts behind the inbox gauges (computed from Postgres at scrape time). */
 export interface InboxHealth {
   quarantined: number;
   stuck: number;
   stuckOldestAgeSeconds: number;
-}
-
-const JSONB_UNSAFE = /[\u0000\ud800-\udfff]/;
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-
-/** jsonb rejects NUL and unpaired UTF-16 surrogates (a `\ud800` escape is valid JSON): drop / replace them. */
-function jsonbSafeString(s: string): string {
-  return JSONB_UNSAFE.test(s) ? s.replace(/\u0000/g, '').replace(LONE_SURROGATE, '\ufffd') : s;
-}
-
-/** Makes a parsed payload storable as jsonb (no NUL, no lone surrogates) and drops prototype-polluting keys. */
-export function sanitizeForJsonb(value: unknown): unknown {
-  if (typeof value === 'string') return jsonbSafeString(value);
-  if (Array.isArray(value)) return value.map(sanitizeForJsonb);
-  if (value && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
-      if (k === '__proto__' || k === 'constructor' || k === 'prototype') continue;
-      out[jsonbSafeString(k)] = sanitizeForJsonb(v);
-    }
-    return out;
-  }
-  return value;
-}
-
-function truncatedPayload(env: Envelope, rawBytes: number): Envelope {
-  const data = (env.data && typeof env.data === 'object' ? env.data : {}) as Envelope;
-  const obj = (data.object && typeof data.object === 'object' ? data.object : {}) as Envelope;
-  return {
-    id: env.id,
-    type: env.type,
-    created: env.created,
-    api_version: env.api_version,
-    livemode: env.livemode,
-    data: { object: { id: obj.id, object: obj.object, customer: obj.customer } },
-    truncated_from_bytes: rawBytes,
-  };
-}
-
-/**
- * Correlation ids of an event that is not routed to a workflow (ignored, failed, lookup): the
- * customer if its object names one, and a null workflowId, so every event log line has all three keys.
- */
-function unroutedLogFields(envelope: Envelope): { eventId: unknown; customerId: string | null; workflowId: null } {
-  const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
-  const customer = typeof obj.customer === 'string' ? obj.customer : obj.object === 'customer' && typeof obj.id === 'string' ? obj.id : null;
-  return { eventId: envelope.id, customerId: customer, workflowId: null };
-}
-
-/**
- * Stripe ids are short printable ASCII (`cus_…`, `sub_…`). Anything else cannot be a btree key (too
- * long), a Postgres text (NUL) or a Temporal workflow id / search attribute (invalid UTF-8, over 1,000 chars).
- */
-const PLAUSIBLE_ID = /^[\x21-\x7e]{1,255}$/;
-/** 9999-12-31T23:59:59Z, the last second Postgres and JS dates agree on. */
-const LATEST_UNIX_SECONDS = 253_402_300_799;
-
-const plausibleUnix = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= LATEST_UNIX_SECONDS;
-const stripNul = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : s);
-
-/** Stripe said the object does not exist (404 / resource_missing); anything else may succeed later. */
-function missingAtStripe(err: unknown): boolean {
-  return err instanceof Stripe.errors.StripeError && (err.statusCode === 404 || err.code === 'resource_missing');
-}
-
-/** A verified event whose ids or time cannot be stored or routed is recorded as failed instead of dispatched. */
-function implausible(result: Normalized): Normalized {
-  if (result.outcome !== 'handled') return result;
-  const e = result.event;
-  const badId = (id: string) => !PLAUSIBLE_ID.test(id);
-  const error = badId(e.customerId)
-    ? 'customer id is not a plausible Stripe id'
-    : badId(e.objectId)
-      ? 'object id is not a plausible Stripe id'
-      : !plausibleUnix(e.created)
-        ? 'created is not a plausible unix time'
-        : null;
-  return error ? { outcome: 'invalid', error, eventId: e.eventId, type: e.type } : result;
 }
 
 /** Creates the ingest service. */

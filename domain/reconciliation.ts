@@ -5,6 +5,7 @@
  */
 import { BillingEventSchema, type BillingEvent, type SubscriptionStatus } from './billing-event';
 import { isEndedSubscriptionStatus } from './billing/current-subscription';
+import { UPGRADE_BILLING_REASON } from './billing/reducer';
 import { DUNNING_FINAL_ACTION_METADATA_KEY } from './dunning-cycle';
 import { invoicePaymentFailed } from './events/invoice';
 import type { SubscriptionSnapshot } from './messages';
@@ -130,8 +131,6 @@ export interface StripeInvoiceView {
 /** The synthetic invoice events reconciliation hands to the customer workflow. */
 export type InvoiceRepairType = 'invoice.payment_failed' | 'invoice.paid' | 'invoice.voided' | 'invoice.marked_uncollectible';
 
-/** The proration invoice of a plan change: its decline is not renewal dunning (the reducer's rule too). */
-const UPGRADE_BILLING_REASON = 'subscription_update';
 
 /**
  * The subscription of an invoice that should be in dunning: open, attempted at least once, not a plan

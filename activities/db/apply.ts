@@ -14,7 +14,7 @@ import type { Sql, TxSql } from '../../lib/db';
 import { logEvent } from '../event-log';
 import { ensureCustomer, loadCustomerWatermark, refreshAccessState, writeCustomer } from './customers';
 import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
-import { loadEffects, storeEffects } from './effects';
+import { claimEvent, markDelivered, setOutcome, storeEffects } from './applied';
 import { DataError, describeError, isDataError, quarantineEvent } from './failure-policy';
 import { loadInvoiceFact, loadInvoiceOfPaymentIntent, loadOpenUpgradeInvoices, writeInvoice, writePaymentIntentDecline } from './invoices';
 import { writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writePaymentMethod } from './records';
@@ -109,25 +109,16 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
   async function applyInTx(tx: TxSql, event: BillingEvent, opts: ApplyEventOptions): Promise<OneResult> {
     const parsed = BillingEventSchema.safeParse(event);
     if (!parsed.success) throw new DataError(`event does not parse: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const inserted = await tx`
-      INSERT INTO applied_events (event_id, customer_id, type, outcome)
-      VALUES (${event.eventId}, ${event.customerId}, ${event.type}, 'applied')
-      ON CONFLICT (event_id) DO NOTHING
-      RETURNING event_id`;
-    if (inserted.length === 0) {
-      const [first] = await tx<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${event.eventId}`;
-      return { outcome: 'duplicate', firstOutcome: first?.outcome ?? null, effects: await loadEffects(tx, event.eventId) };
-    }
+    const already = await claimEvent(tx, event, 'applied');
+    if (already) return already;
     await ensureCustomer(tx, event.customerId);
     const reduction: Reduction = reduceBillingEvent(await sliceFor(tx, event), event, opts);
     if (reduction.verdict === 'tie') throw new TieDetected();
     if (reduction.verdict === 'applied') await writeRows(tx, event);
     await applyCycleChanges(tx, event.customerId, reduction.cycles, dunningMaxAttempts);
     await storeEffects(tx, event.eventId, event.customerId, reduction.effects);
-    if (reduction.verdict !== 'applied') await tx`UPDATE applied_events SET outcome = ${reduction.verdict} WHERE event_id = ${event.eventId}`;
-    await tx`
-      UPDATE webhook_events SET status = 'applied', applied_at = now(), last_error = NULL
-      WHERE event_id = ${event.eventId} AND status <> 'applied'`;
+    if (reduction.verdict !== 'applied') await setOutcome(tx, event.eventId, reduction.verdict);
+    await markDelivered(tx, event.eventId);
     return { outcome: reduction.verdict, effects: reduction.effects };
   }
 
@@ -243,17 +234,9 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
       });
       async function writeSnapshot(tx: TxSql): Promise<OneResult> {
         if (eventId) {
-          const inserted = await tx`
-            INSERT INTO applied_events (event_id, customer_id, type, outcome)
-            VALUES (${eventId}, ${owner}, ${input.eventType ?? 'refetch'}, 'refetched')
-            ON CONFLICT (event_id) DO NOTHING RETURNING event_id`;
-          if (inserted.length === 0) {
-            const [first] = await tx<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${eventId}`;
-            return { outcome: 'duplicate', firstOutcome: first?.outcome ?? null, effects: await loadEffects(tx, eventId) };
-          }
-          await tx`
-            UPDATE webhook_events SET status = 'applied', applied_at = now(), last_error = NULL
-            WHERE event_id = ${eventId} AND status <> 'applied'`;
+          const already = await claimEvent(tx, { eventId, customerId: owner, type: input.eventType ?? 'refetch' }, 'refetched');
+          if (already) return already;
+          await markDelivered(tx, eventId);
         }
         await ensureCustomer(tx, owner);
         const watermark = Math.max(snapshot.fetchedAt, input.eventCreated ?? 0);

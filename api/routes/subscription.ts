@@ -5,17 +5,16 @@
  * running request or gets its result); update ids stay random, because Temporal would replay a failed
  * update's failure to every later call with the same id.
  */
-import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
+import { loadCurrentSubscription } from '../../lib/subscriptions';
 import { ServiceError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client } from '@temporalio/client';
 import { ApplicationFailure, WorkflowNotFoundError, type UpdateDefinition } from '@temporalio/common';
 import { Hono } from 'hono';
 import type Stripe from 'stripe';
 import { z } from 'zod';
-import type { SubscriptionStatus } from '../../domain/billing-event';
 import { customerWorkflowId } from '../../domain/ids';
 import { type ChangePlanRequest, type ChangePlanResult } from '../../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from '../../workflows/contracts';
-import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection, type PlanChangeSubject } from '../../domain/plan-change';
+import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../../domain/plan-change';
 import { prorateUpgrade } from '../../domain/proration';
 import type { Sql } from '../../lib/db';
 import { readPlans } from '../../lib/plans';
@@ -88,36 +87,6 @@ export function changePlanStatus(result: ChangePlanResult): 200 | 202 | 402 {
   return result.status === 'pending' || result.status === 'scheduled' ? 202 : 200;
 }
 
-type LocalSubscriptionRow = {
-  id: string;
-  status: SubscriptionStatus;
-  plan_id: string | null;
-  price_id: string | null;
-  current_period_end: Date | null;
-  cancel_at_period_end: boolean;
-  pending_plan_id: string | null;
-  stripe_updated_at: Date | null;
-  updated_at: Date | null;
-};
-
-async function currentSubscription(sql: Sql, customerId: string): Promise<PlanChangeSubject | null> {
-  const rows = await sql<LocalSubscriptionRow[]>`
-    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, stripe_updated_at, updated_at
-    FROM subscriptions WHERE customer_id = ${customerId}`;
-  // The one rule the workflow uses too (domain/billing/current-subscription.ts).
-  const r = pickCurrentSubscription(rows.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
-  if (!r) return null;
-  return {
-    id: r.id,
-    status: r.status,
-    planId: r.plan_id,
-    priceId: r.price_id,
-    currentPeriodEnd: r.current_period_end ? Math.floor(r.current_period_end.getTime() / 1000) : null,
-    cancelAtPeriodEnd: r.cancel_at_period_end,
-    pendingPlanId: r.pending_plan_id,
-  };
-}
-
 export interface SubscriptionRouteDeps {
   sql: Sql;
   temporal: Client;
@@ -155,7 +124,7 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
     const body = await parseJsonBody(c, PreviewPlanChangeBodySchema);
     const known = await sql`SELECT 1 FROM customers WHERE id = ${customerId}`;
     if (known.length === 0) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
-    const sub = await currentSubscription(sql, customerId);
+    const sub = await loadCurrentSubscription(sql, customerId);
     const prorationDate = Math.floor(Date.now() / 1000);
     const decision = decidePlanChange({ catalog: await readPlans(sql), subscription: sub, planId: body.planId, now: prorationDate });
     if (!decision.ok) throw rejectionError(decision.type, decision.message);

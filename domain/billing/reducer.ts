@@ -32,7 +32,7 @@ export interface ReduceOptions {
 
 const FAILURE_TYPES = new Set(['invoice.payment_failed', 'invoice.payment_action_required']);
 /** The proration invoice of a plan change (`pending_if_incomplete`): its decline is not renewal dunning. */
-const UPGRADE_BILLING_REASON = 'subscription_update';
+export const UPGRADE_BILLING_REASON = 'subscription_update';
 const CLOSED_INVOICE = new Set(['paid', 'void', 'uncollectible']);
 
 const nothing = (verdict: Verdict): Reduction => ({ verdict, cycles: [], effects: [] });
