@@ -24,6 +24,7 @@ import { adminWebhookRoutes } from './routes/admin-webhooks';
 import { customerRoutes } from './routes/customers';
 import { subscriptionRoutes } from './routes/subscription';
 import { webhookRoutes } from './routes/webhooks';
+import type { Dispatcher } from './dispatcher';
 
 export interface AppDeps {
   config: Pick<
@@ -44,6 +45,8 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   ingest: Ingest;
+  /** The process's dispatcher, when it runs one (its state shows in /readyz). */
+  dispatcher?: Pick<Dispatcher, 'status'>;
 }
 
 type Env = { Variables: { requestId: string } };
@@ -109,14 +112,31 @@ export function createApp(deps: AppDeps): Hono<Env> {
     ]);
     if (checks[0].status === 'rejected') failing.push('postgres');
     else if (checks[0].value === false) failing.push('migrations');
-    if (checks[1].status === 'rejected') failing.push('temporal');
-    return failing.length === 0
-      ? c.json({ status: 'ready' })
-      : c.json({ status: 'unavailable', error: 'not_ready', message: `failing: ${failing.join(', ')}`, failing }, 503);
+    const temporalUp = checks[1].status === 'fulfilled';
+    const dispatcher = deps.dispatcher?.status();
+    if (failing.length > 0) {
+      return c.json({ status: 'unavailable', error: 'not_ready', message: `failing: ${failing.join(', ')}`, failing, temporal: temporalUp ? 'up' : 'down' }, 503);
+    }
+    // Temporal down is not a reason to leave the load balancer: webhooks are still stored and
+    // acknowledged, and the dispatcher hands them over when Temporal is back.
+    if (!temporalUp) {
+      return c.json({
+        status: 'degraded',
+        temporal: 'down',
+        degraded: ['temporal'],
+        message: 'temporal unreachable: webhooks are stored and acknowledged, and dispatched when it is back; plan changes and cancellations answer 503',
+        ...(dispatcher ? { dispatcher } : {}),
+      });
+    }
+    return c.json({ status: 'ready', temporal: 'up', ...(dispatcher ? { dispatcher } : {}) });
   });
   const appliedLag = createAppliedLagCollector({ sql: deps.sql, metrics: deps.metrics });
   app.get('/metrics', async (c) => {
-    deps.metrics.oldestUndispatchedAge.set(await deps.ingest.oldestUndispatchedAgeSeconds().catch(() => 0));
+    const depth = await deps.ingest.inboxDepth().catch(() => null);
+    if (depth) {
+      deps.metrics.inboxDepth.set(depth.depth);
+      deps.metrics.oldestUndispatchedAge.set(depth.oldestAgeSeconds);
+    }
     const inbox = await deps.ingest.inboxHealth(deps.config.STUCK_DISPATCH_THRESHOLD_MS).catch(() => null);
     if (inbox) {
       deps.metrics.webhookEventsQuarantined.set(inbox.quarantined);

@@ -1,13 +1,14 @@
 /**
- * The durable inbox: verify → store in webhook_events → normalize → signal-with-start the customer
- * workflow → mark dispatched. Shared by the webhook route, the sweeper and admin replay.
+ * The durable inbox. The request path verifies and stores (`ingestVerified`): 2xx means the row is
+ * committed. Handing stored rows to Temporal is the dispatcher's job (api/dispatcher.ts), which uses
+ * `resolveStored` from here; admin replay and the stuck sweeper re-send one row with `redispatch`.
  */
 import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import type { BillingEvent } from '../domain/billing-event';
 import { NO_CUSTOMER_ERROR, normalizeStripeEvent } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
-import { stripeEventSignal } from '../workflows/contracts';
+import { stripeEventsSignal } from '../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import type { Sql } from '../lib/db';
 import type { Logger } from '../lib/logger';
@@ -25,7 +26,23 @@ export interface IngestDeps {
   stripe?: Pick<Stripe, 'charges' | 'events'>;
   /** Deadline of one signal-with-start (default 5 s). */
   dispatchTimeoutMs?: number;
+  /** Called after a routable delivery is committed (wakes this process's dispatcher at once). */
+  onStored?: () => void;
 }
+
+/** What the request path did with a verified delivery: the row is committed in every case. */
+export type StoreOutcome =
+  /** New and routable: 'received', the dispatcher hands it over. */
+  | { status: 'received'; eventId: string; duplicate: false }
+  /** A redelivery: the stored row's status is answered, nothing else is done. */
+  | { status: 'duplicate'; eventId: string; previous: string }
+  | { status: 'ignored'; eventId: string; reason: string }
+  | { status: 'failed'; eventId: string; error: string };
+
+/** What resolving a stored row decided: an event to hand over, or a status already written. */
+export type Resolved =
+  | { kind: 'event'; event: BillingEvent }
+  | { kind: 'settled'; outcome: Extract<IngestOutcome, { status: 'ignored' | 'failed' | 'deferred' }> };
 
 export type IngestOutcome =
   | { status: 'dispatched'; eventId: string; customerId: string; workflowId: string; duplicate: boolean }
@@ -87,32 +104,83 @@ export function createIngest(deps: IngestDeps) {
     return customerId ? normalizeStripeEvent(envelope, { fallbackCustomerId: customerId }) : first;
   }
 
-  async function signal(event: BillingEvent): Promise<string> {
-    const workflowId = customerWorkflowId(event.customerId);
-    // Bound the hand-over: Stripe waits for our answer, and a 503 makes it (and the sweeper) retry.
+  /** Hands one customer's events, in order, to its workflow in one signal-with-start (`stripeEvents`). */
+  async function signalEvents(customerId: string, events: BillingEvent[]): Promise<string> {
+    const workflowId = customerWorkflowId(customerId);
+    // Bound the hand-over: a hung call must not hold the dispatcher's slot (or an admin request).
     await temporal.connection.withDeadline(Date.now() + (deps.dispatchTimeoutMs ?? 5000), () => temporal.workflow.signalWithStart('customerWorkflow', {
       workflowId,
       taskQueue,
-      args: [{ customerId: event.customerId }],
-      signal: stripeEventSignal,
-      signalArgs: [event],
+      args: [{ customerId }],
+      signal: stripeEventsSignal,
+      signalArgs: [events],
       typedSearchAttributes: [
-        { key: StripeCustomerIdKey, value: event.customerId },
+        { key: StripeCustomerIdKey, value: customerId },
         { key: BillingWorkflowKindKey, value: 'customer' },
       ],
     }));
     return workflowId;
   }
 
-  /** Signals the workflow and marks the row dispatched; leaves it 'received' if Temporal is down. */
+  /**
+   * Turns a stored row into the event to hand over. Re-fetches a truncated payload and looks up a
+   * dispute's customer when it must; writes 'ignored' / 'failed', or keeps the row 'received' with
+   * the reason when Stripe did not answer ('deferred': tried again later).
+   */
+  async function resolveStored(
+    row: { event_id: string; payload: Envelope; payload_truncated: boolean; customer_id: string | null },
+    opts: { stripe?: Pick<Stripe, 'events'> } = {},
+  ): Promise<Resolved> {
+    const eventId = row.event_id;
+    /** Stripe did not answer a call the event needs: record why; a received or failed row waits 'received'. */
+    const defer = async (error: string): Promise<Resolved> => {
+      await sql`
+        UPDATE webhook_events
+        SET status = CASE WHEN status IN ('received', 'failed') THEN 'received' ELSE status END, last_error = ${stripNul(error).slice(0, 2000)}
+        WHERE event_id = ${eventId}`;
+      return { kind: 'settled', outcome: { status: 'deferred', eventId, error } };
+    };
+    let envelope = row.payload;
+    if (row.payload_truncated) {
+      const stripe = opts.stripe ?? deps.stripe;
+      if (!stripe) return { kind: 'settled', outcome: { status: 'failed', eventId, error: 'payload was truncated and no Stripe client is available to re-fetch it' } };
+      try {
+        envelope = sanitizeForJsonb(await stripe.events.retrieve(eventId)) as Envelope;
+      } catch (err) {
+        const error = `re-fetch of the truncated payload: ${err instanceof Error ? err.message : String(err)}`;
+        // Stripe keeps events for 30 days: a 404 is final, anything else is worth another try.
+        if (!missingAtStripe(err)) return defer(error);
+        await sql`UPDATE webhook_events SET status = 'failed', last_error = ${stripNul(error).slice(0, 2000)} WHERE event_id = ${eventId} AND status <> 'applied'`;
+        return { kind: 'settled', outcome: { status: 'failed', eventId, error } };
+      }
+    }
+    const result = await normalize(envelope, row.customer_id);
+    if (result.outcome === 'deferred') return defer(result.error);
+    if (result.outcome === 'ignored') {
+      await sql`UPDATE webhook_events SET status = 'ignored', dispatch_claimed_until = NULL WHERE event_id = ${eventId}`;
+      return { kind: 'settled', outcome: { status: 'ignored', eventId, reason: result.reason } };
+    }
+    if (result.outcome === 'invalid') {
+      await sql`UPDATE webhook_events SET status = 'failed', last_error = ${stripNul(result.error).slice(0, 2000)}, dispatch_claimed_until = NULL WHERE event_id = ${eventId}`;
+      return { kind: 'settled', outcome: { status: 'failed', eventId, error: result.error } };
+    }
+    if (result.event.customerId !== row.customer_id || row.payload_truncated) {
+      await sql`
+        UPDATE webhook_events SET customer_id = ${result.event.customerId}, object_id = ${result.event.objectId}
+        WHERE event_id = ${eventId}`;
+    }
+    return { kind: 'event', event: result.event };
+  }
+
+  /** Signals one event's workflow and marks the row dispatched (admin replay, stuck re-send); leaves it as it was if Temporal is down. */
   async function dispatch(event: BillingEvent): Promise<IngestOutcome> {
     try {
-      const workflowId = await signal(event);
+      const workflowId = await signalEvents(event.customerId, [event]);
       // first_dispatched_at is when the row entered 'dispatched'; a re-send of a row already there
       // (sweeper, replay) bumps only dispatched_at, so a stuck delivery stays counted until applied.
       await sql`
         UPDATE webhook_events
-        SET status = 'dispatched', dispatched_at = now(), workflow_id = ${workflowId}, last_error = NULL,
+        SET status = 'dispatched', dispatched_at = now(), workflow_id = ${workflowId}, last_error = NULL, dispatch_claimed_until = NULL,
             first_dispatched_at = CASE WHEN status = 'dispatched' THEN coalesce(first_dispatched_at, dispatched_at, now()) ELSE now() END
         WHERE event_id = ${event.eventId} AND status IN ('received', 'failed', 'ignored', 'quarantined', 'dispatched')`;
       logger.info({ eventId: event.eventId, customerId: event.customerId, workflowId, type: event.type }, 'event dispatched');
@@ -130,15 +198,29 @@ export function createIngest(deps: IngestDeps) {
     }
   }
 
+  /** The request path's classification: no network, no lookups (those are the dispatcher's). */
+  function classify(envelope: Envelope): Normalized {
+    const first = implausible(normalizeStripeEvent(envelope));
+    // A dispute or early fraud warning names only its charge: stored 'received', the dispatcher finds the customer.
+    if (first.outcome === 'invalid' && first.error === NO_CUSTOMER_ERROR && CHARGE_ONLY_TYPES.has(String(envelope.type))) {
+      const obj = ((envelope.data as Envelope | undefined)?.object ?? {}) as Envelope;
+      if (typeof obj.charge === 'string') return { outcome: 'deferred', error: 'customer not yet known: looked up by its charge', eventId: first.eventId, type: String(envelope.type) };
+    }
+    return first;
+  }
+
   return {
+    signalEvents,
+    resolveStored,
+
     /**
-     * Records a verified event and hands it to its customer workflow. A redelivery bumps the attempt
-     * counter; if the first delivery was already dispatched it is acknowledged without a new signal.
+     * Records a verified event, and only that: the answer can be 2xx as soon as this commits. A
+     * redelivery bumps the attempt counter and answers the stored row's status.
      */
-    async ingestVerified(raw: Envelope, rawBytes: number): Promise<IngestOutcome> {
-      // The workflow gets exactly what is stored: normalize the jsonb-safe copy, not the raw envelope.
+    async ingestVerified(raw: Envelope, rawBytes: number): Promise<StoreOutcome> {
+      // The workflow gets exactly what is stored: classify the jsonb-safe copy, not the raw envelope.
       const envelope = sanitizeForJsonb(raw) as Envelope;
-      const result = await normalize(envelope);
+      const result = classify(envelope);
       const eventId = typeof envelope.id === 'string' ? envelope.id : null;
       if (!eventId) throw new Error('ingestVerified requires an envelope with an id');
       const type = typeof envelope.type === 'string' ? envelope.type : 'unknown';
@@ -148,7 +230,7 @@ export function createIngest(deps: IngestDeps) {
       const stored = truncated ? truncatedPayload(envelope, rawBytes) : envelope;
       const routable = result.outcome === 'handled' || result.outcome === 'deferred';
       const status = routable ? 'received' : result.outcome === 'ignored' ? 'ignored' : 'failed';
-      const lastError = result.outcome === 'invalid' || result.outcome === 'deferred' ? stripNul(result.error).slice(0, 2000) : null;
+      const lastError = result.outcome === 'invalid' ? stripNul(result.error).slice(0, 2000) : null;
       const customerId = result.outcome === 'handled' ? result.event.customerId : null;
       const objectId = result.outcome === 'handled' ? result.event.objectId : null;
 
@@ -167,10 +249,7 @@ export function createIngest(deps: IngestDeps) {
 
       if (!row.inserted) {
         metrics.webhooksDuplicate.inc();
-        // Not yet handed over (an earlier 503): try again now, the workflow dedups by event id.
-        if (row.status !== 'received' || result.outcome !== 'handled') {
-          return { status: 'already_handled', eventId, previous: row.status };
-        }
+        return { status: 'duplicate', eventId, previous: row.status };
       }
       if (result.outcome === 'ignored') {
         metrics.webhooksIgnored.inc();
@@ -182,21 +261,19 @@ export function createIngest(deps: IngestDeps) {
         logger.warn({ ...unroutedLogFields(envelope), type, error: lastError }, 'verified event failed validation; stored as failed');
         return { status: 'failed', eventId, error: result.error };
       }
-      if (result.outcome === 'deferred') return { status: 'deferred', eventId, error: result.error };
-      const outcome = await dispatch(result.event);
-      if (outcome.status === 'dispatched') outcome.duplicate = !row.inserted;
-      return outcome;
+      deps.onStored?.();
+      return { status: 'received', eventId, duplicate: false };
     },
 
     /**
-     * Re-dispatches a stored event (admin replay, sweeper), whatever its status; it is 'dispatched'
+     * Re-dispatches a stored event (admin replay, stuck sweeper), whatever its status; it is 'dispatched'
      * afterwards. Already-applied events are a no-op, and a log row that missed its apply is marked applied.
      */
     async redispatch(eventId: string, opts: { stripe?: Pick<Stripe, 'events'> } = {}): Promise<
       IngestOutcome | { status: 'noop'; eventId: string; reason: string } | { status: 'not_found'; eventId: string }
     > {
-      const rows = await sql<{ payload: Envelope; payload_truncated: boolean; status: string; customer_id: string | null }[]>`
-        SELECT payload, payload_truncated, status, customer_id FROM webhook_events WHERE event_id = ${eventId}`;
+      const rows = await sql<{ event_id: string; payload: Envelope; payload_truncated: boolean; status: string; customer_id: string | null }[]>`
+        SELECT event_id, payload, payload_truncated, status, customer_id FROM webhook_events WHERE event_id = ${eventId}`;
       const row = rows[0];
       if (!row) return { status: 'not_found', eventId };
       const applied = await sql<{ applied_at: Date }[]>`SELECT applied_at FROM applied_events WHERE event_id = ${eventId}`;
@@ -208,56 +285,9 @@ export function createIngest(deps: IngestDeps) {
           WHERE event_id = ${eventId} AND status IN ('received', 'dispatched')`;
         return { status: 'noop', eventId, reason: 'already applied' };
       }
-      /** Stripe did not answer a call the event needs: record why; a received or failed row waits 'received' for the sweeper. */
-      const defer = async (error: string) => {
-        await sql`
-          UPDATE webhook_events
-          SET status = CASE WHEN status IN ('received', 'failed') THEN 'received' ELSE status END, last_error = ${stripNul(error).slice(0, 2000)}
-          WHERE event_id = ${eventId}`;
-        return { status: 'deferred' as const, eventId, error };
-      };
-      let envelope = row.payload;
-      if (row.payload_truncated) {
-        const stripe = opts.stripe ?? deps.stripe;
-        if (!stripe) return { status: 'failed', eventId, error: 'payload was truncated and no Stripe client is available to re-fetch it' };
-        try {
-          envelope = sanitizeForJsonb(await stripe.events.retrieve(eventId)) as Envelope;
-        } catch (err) {
-          const error = `re-fetch of the truncated payload: ${err instanceof Error ? err.message : String(err)}`;
-          // Stripe keeps events for 30 days: a 404 is final, anything else is worth another try.
-          return missingAtStripe(err) ? { status: 'failed', eventId, error } : defer(error);
-        }
-      }
-      const result = await normalize(envelope, row.customer_id);
-      if (result.outcome === 'deferred') return defer(result.error);
-      if (result.outcome === 'ignored') {
-        await sql`UPDATE webhook_events SET status = 'ignored' WHERE event_id = ${eventId}`;
-        return { status: 'ignored', eventId, reason: result.reason };
-      }
-      if (result.outcome === 'invalid') {
-        await sql`UPDATE webhook_events SET status = 'failed', last_error = ${result.error.slice(0, 2000)} WHERE event_id = ${eventId}`;
-        return { status: 'failed', eventId, error: result.error };
-      }
-      await sql`
-        UPDATE webhook_events SET customer_id = ${result.event.customerId}, object_id = ${result.event.objectId}
-        WHERE event_id = ${eventId}`;
-      return dispatch(result.event);
-    },
-
-    /** Re-dispatches rows left 'received' longer than thresholdMs (Temporal was down, or a Stripe lookup failed). */
-    async sweep(thresholdMs: number, limit = 200): Promise<{ attempted: number; dispatched: number }> {
-      const rows = await sql<{ event_id: string }[]>`
-        SELECT event_id FROM webhook_events
-        WHERE status = 'received' AND received_at < now() - ${thresholdMs / 1000} * interval '1 second'
-        ORDER BY received_at LIMIT ${limit}`;
-      let dispatched = 0;
-      for (const r of rows) {
-        const out = await this.redispatch(r.event_id);
-        if (out.status === 'dispatched') dispatched++;
-        else if (out.status === 'unavailable') break; // still down: try again next tick
-        // 'deferred': Stripe still not answering; the row stays 'received' for the next tick.
-      }
-      return { attempted: rows.length, dispatched };
+      const resolved = await resolveStored(row, opts);
+      if (resolved.kind === 'settled') return resolved.outcome;
+      return dispatch(resolved.event);
     },
 
     /**
@@ -303,11 +333,12 @@ export function createIngest(deps: IngestDeps) {
       return { quarantined: r.quarantined, stuck: r.stuck, stuckOldestAgeSeconds: r.oldest };
     },
 
-    /** Seconds since the oldest undispatched delivery was received (0 when none). */
-    async oldestUndispatchedAgeSeconds(): Promise<number> {
-      const rows = await sql<{ age: number | null }[]>`
-        SELECT EXTRACT(EPOCH FROM now() - min(received_at))::float8 AS age FROM webhook_events WHERE status = 'received'`;
-      return rows[0]?.age ?? 0;
+    /** Deliveries stored and not yet handed to Temporal, and the oldest one's age in seconds (0 when none). */
+    async inboxDepth(): Promise<{ depth: number; oldestAgeSeconds: number }> {
+      const rows = await sql<{ depth: number; age: number | null }[]>`
+        SELECT count(*)::int AS depth, EXTRACT(EPOCH FROM now() - min(received_at))::float8 AS age
+        FROM webhook_events WHERE status = 'received'`;
+      return { depth: rows[0]?.depth ?? 0, oldestAgeSeconds: rows[0]?.age ?? 0 };
     },
   };
 }

@@ -34,7 +34,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   });
   const webhooksUnavailable = new Counter({
     name: 'billing_webhooks_unavailable_total',
-    help: 'Deliveries answered 503 because Temporal or Postgres was unreachable',
+    help: 'Deliveries answered 503 because Postgres could not store them',
     registers: [registry],
   });
   const ackLatency = new Histogram({
@@ -49,9 +49,67 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     help: 'Age of the oldest delivery stored but not yet handed to Temporal',
     registers: [registry],
   });
-  const sweeperRedispatched = new Counter({
-    name: 'billing_webhook_sweeper_redispatched_total',
-    help: 'Deliveries re-dispatched by the sweeper',
+  const inboxDepth = new Gauge({
+    name: 'billing_inbox_depth',
+    help: 'Deliveries stored and not yet handed to Temporal (status received)',
+    registers: [registry],
+  });
+  // The dispatcher (api/dispatcher.ts).
+  const dispatchEvents = new Counter({
+    name: 'billing_dispatch_events_total',
+    help: 'Deliveries handed to their customer workflow by the dispatcher',
+    registers: [registry],
+  });
+  const dispatchSignals = new Counter({
+    name: 'billing_dispatch_signals_total',
+    help: 'stripeEvents signals sent by the dispatcher (events / signals is the coalescing factor)',
+    registers: [registry],
+  });
+  const dispatchBatchEvents = new Histogram({
+    name: 'billing_dispatch_batch_events',
+    help: 'Events per stripeEvents signal (the coalescing factor)',
+    buckets: [1, 2, 3, 5, 8, 13, 21, 50, 100],
+    registers: [registry],
+  });
+  const dispatchInFlight = new Gauge({
+    name: 'billing_dispatch_in_flight',
+    help: 'Signals the dispatcher has in flight to Temporal',
+    registers: [registry],
+  });
+  const dispatchPendingWorkflows = new Gauge({
+    name: 'billing_dispatch_pending_workflows',
+    help: 'Customer workflows with deliveries dispatched but not yet applied (admission control reading)',
+    registers: [registry],
+  });
+  const dispatchPendingOldestAge = new Gauge({
+    name: 'billing_dispatch_pending_oldest_age_seconds',
+    help: 'Age of the oldest delivery dispatched but not yet applied (admission control reading)',
+    registers: [registry],
+  });
+  const dispatchWindow = new Gauge({
+    name: 'billing_dispatch_window',
+    help: 'Admission window: how many workflows may have deliveries pending in Temporal at once',
+    registers: [registry],
+  });
+  const dispatchWindowShrinks = new Counter({
+    name: 'billing_dispatch_window_shrinks_total',
+    help: 'Times the admission window shrank because the oldest pending delivery exceeded DISPATCH_TARGET_LAG_MS',
+    registers: [registry],
+  });
+  const dispatchAdmissionWaits = new Counter({
+    name: 'billing_dispatch_admission_waits_total',
+    help: 'Dispatcher passes deferred because the admission window was full',
+    registers: [registry],
+  });
+  const dispatchErrors = new Counter({
+    name: 'billing_dispatch_errors_total',
+    help: 'Dispatch failures by reason (temporal_unavailable, rejected, deferred, postgres)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const dispatchTemporalUp = new Gauge({
+    name: 'billing_dispatch_temporal_up',
+    help: '1 while the dispatcher reaches Temporal, 0 while deliveries wait in the inbox for it',
     registers: [registry],
   });
   const sweeperStuckRedispatched = new Counter({
@@ -163,7 +221,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     webhooksUnavailable,
     ackLatency,
     oldestUndispatchedAge,
-    sweeperRedispatched,
+    inboxDepth,
+    dispatchEvents,
+    dispatchSignals,
+    dispatchBatchEvents,
+    dispatchInFlight,
+    dispatchPendingWorkflows,
+    dispatchPendingOldestAge,
+    dispatchWindow,
+    dispatchWindowShrinks,
+    dispatchAdmissionWaits,
+    dispatchErrors,
+    dispatchTemporalUp,
     sweeperStuckRedispatched,
     webhookEventsQuarantined,
     webhookEventsStuck,

@@ -6,6 +6,7 @@ import { createLogger } from '../lib/logger';
 import { createStripe } from '../lib/stripe';
 import { createTemporalClient } from '../lib/temporal';
 import { createApp } from './app';
+import { createDispatcher, dispatcherOptions } from './dispatcher';
 import { createIngest } from './ingest';
 import { createMetrics } from './metrics';
 import { createSweeper } from './sweeper';
@@ -25,19 +26,23 @@ async function main(): Promise<void> {
     metrics,
     payloadStoreLimitBytes: config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
     stripe,
+    onStored: () => dispatcher.wake(),
   });
-  const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest });
+  // Hands stored deliveries to Temporal; the request path only stores them.
+  const dispatcher = createDispatcher({ sql, ingest, logger, metrics, options: dispatcherOptions(config) });
+  const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest, dispatcher });
 
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: '0.0.0.0' }, (info) => {
     logger.info({ port: info.port, stripeApiBase: config.STRIPE_API_BASE ?? 'api.stripe.com' }, 'api listening');
   });
 
-  // Re-dispatches deliveries stored while Temporal was unreachable and re-sends those stuck in 'dispatched'.
+  await dispatcher.start();
+  // The dispatcher's fallback, and the re-send of deliveries stuck in 'dispatched'.
   const stopSweeper = createSweeper({
     ingest,
     metrics,
     logger,
-    receivedThresholdMs: config.SWEEPER_THRESHOLD_MS,
+    dispatcher,
     stuckThresholdMs: config.STUCK_DISPATCH_THRESHOLD_MS,
   }).start(config.SWEEPER_INTERVAL_MS);
 
@@ -50,6 +55,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
     server.close(async () => {
+      await dispatcher.stop().catch(() => {});
       await sql.end({ timeout: 5 }).catch(() => {});
       await temporal.connection.close().catch(() => {});
       process.exit(0);

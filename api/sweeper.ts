@@ -1,6 +1,7 @@
 /**
- * The API's sweeper: every tick re-dispatches deliveries left 'received' (Temporal was down, or a
- * Stripe lookup failed) and re-sends deliveries stuck in 'dispatched' (the workflow dedups by event id).
+ * The API's sweeper, the dispatcher's fallback: every tick wakes the dispatcher (deliveries left
+ * 'received' while Temporal was down or a Stripe lookup failed) and re-sends deliveries stuck in
+ * 'dispatched' (the workflow dedups by event id).
  */
 import type { Logger } from '../lib/logger';
 import type { Ingest } from './ingest';
@@ -10,15 +11,14 @@ export interface SweeperDeps {
   ingest: Ingest;
   metrics: Metrics;
   logger: Logger;
-  /** Age of a 'received' row before it is re-dispatched (SWEEPER_THRESHOLD_MS). */
-  receivedThresholdMs: number;
+  /** The dispatcher to wake each tick (its own timer is the first fallback, this the second). */
+  dispatcher?: { wake(): void };
   /** Age of a 'dispatched' row before it is stuck and re-sent (STUCK_DISPATCH_THRESHOLD_MS). */
   stuckThresholdMs: number;
 }
 
-/** What one tick did: rows selected and rows handed to Temporal, per pass. */
+/** What one tick did: stuck rows selected and re-sent. */
 export interface SweepReport {
-  received: { attempted: number; dispatched: number };
   stuck: { attempted: number; dispatched: number };
 }
 
@@ -26,19 +26,15 @@ export interface SweepReport {
 export function createSweeper(deps: SweeperDeps) {
   const { ingest, metrics, logger } = deps;
 
-  /** One pass over 'received' rows, then over stuck 'dispatched' rows. */
+  /** Wakes the dispatcher, then one pass over stuck 'dispatched' rows. */
   async function tick(): Promise<SweepReport> {
-    const received = await ingest.sweep(deps.receivedThresholdMs);
-    if (received.dispatched > 0) {
-      metrics.sweeperRedispatched.inc(received.dispatched);
-      logger.info(received, 'sweeper re-dispatched deliveries');
-    }
+    deps.dispatcher?.wake();
     const stuck = await ingest.sweepStuck(deps.stuckThresholdMs);
     if (stuck.attempted > 0) {
       metrics.sweeperStuckRedispatched.inc(stuck.dispatched);
       logger.warn(stuck, 'sweeper re-sent deliveries stuck in dispatched');
     }
-    return { received, stuck };
+    return { stuck };
   }
 
   return {

@@ -44,7 +44,14 @@ export const ConfigSchema = z
     WEBHOOK_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
     WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
     SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(15_000),
-    SWEEPER_THRESHOLD_MS: z.coerce.number().int().min(0).default(60_000),
+    /** The dispatcher (api/dispatcher.ts): signals in flight, admission window bounds and lag target, signal size. */
+    DISPATCH_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(256).default(16),
+    DISPATCH_MAX_PENDING_WORKFLOWS: z.coerce.number().int().min(1).default(200),
+    DISPATCH_TARGET_LAG_MS: z.coerce.number().int().min(100).default(2000),
+    DISPATCH_BATCH_MAX_EVENTS: z.coerce.number().int().min(1).max(1000).default(100),
+    DISPATCH_BATCH_MAX_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024).default(256 * 1024),
+    /** The dispatcher's fallback wake-up when no LISTEN notification arrives. */
+    DISPATCH_POLL_MS: z.coerce.number().int().min(10).default(1000),
     /** A delivery 'dispatched' but not applied for longer is stuck: counted, listed and re-sent by the sweeper. */
     STUCK_DISPATCH_THRESHOLD_MS: z.coerce.number().int().min(1000).default(300_000),
     DUNNING_RETRY_DAYS: z.string().default('1,3,5,7'),

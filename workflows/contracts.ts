@@ -24,7 +24,10 @@ export const CUSTOM_SEARCH_ATTRIBUTES = {
 } as const;
 
 // ---- customer workflow ----------------------------------------------------------------------------
+/** One event (admin replay before the dispatcher, and signals already in running workflows' histories). */
 export const stripeEventSignal = defineSignal<[BillingEvent]>('stripeEvent');
+/** One customer's events in delivery order, coalesced by the API's dispatcher (bounded by count and bytes). */
+export const stripeEventsSignal = defineSignal<[BillingEvent[]]>('stripeEvents');
 export const reconcileSignal = defineSignal<[ReconcileRequest]>('reconcile');
 export const stateQuery = defineQuery<CustomerWorkflowState>('state');
 export const changePlanUpdate = defineUpdate<ChangePlanResult, [ChangePlanRequest]>('changePlan');

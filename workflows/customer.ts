@@ -25,7 +25,7 @@ import type { BillingEvent } from '../domain/billing-event';
 import { dunningWorkflowId } from '../domain/ids';
 import type { Effect, StartDunningEffect } from '../domain/billing/effects';
 import { type CustomerWorkflowState, type DunningEvent, type DunningReport, type DunningView, type ReconcileRequest } from '../domain/messages';
-import { dunningEventSignal, dunningProgressSignal, dunningReportSignal, reconcileSignal, stateQuery, stripeEventSignal } from './contracts';
+import { dunningEventSignal, dunningProgressSignal, dunningReportSignal, reconcileSignal, stateQuery, stripeEventSignal, stripeEventsSignal } from './contracts';
 import { DunningStateKey, PlanIdKey, SubscriptionStatusKey } from './contracts';
 import type { ApplyEventResult } from '../activities/billing-db';
 import type { LocalSubscription } from '../domain/billing/state';
@@ -123,7 +123,8 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     (batched && inFlight.includes(eventId)) ||
     queue.some((q) => q.kind === 'event' && q.event.eventId === eventId);
 
-  setHandler(stripeEventSignal, (event) => {
+  /** Validates and enqueues one event (signal handlers never throw: that would fail the workflow). */
+  function enqueueEvent(event: BillingEvent | null | undefined): void {
     if (!event || typeof event.eventId !== 'string' || event.customerId !== customerId) {
       log.warn('dropping malformed or misrouted event', { eventId: event?.eventId, customerId });
       return;
@@ -133,6 +134,16 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
       return;
     }
     queue.push({ kind: 'event', event });
+  }
+
+  setHandler(stripeEventSignal, enqueueEvent);
+  // Registering a handler adds no command: histories recorded before it replay unchanged.
+  setHandler(stripeEventsSignal, (events) => {
+    if (!Array.isArray(events)) {
+      log.warn('dropping a malformed event batch', { customerId });
+      return;
+    }
+    for (const event of events) enqueueEvent(event);
   });
 
   setHandler(reconcileSignal, (request) => {

@@ -1,4 +1,4 @@
-/** POST /webhooks/stripe: verify the raw body first, store, hand over, then answer. */
+/** POST /webhooks/stripe: verify the raw body, store it, answer. The dispatcher hands it to Temporal. */
 import { Hono } from 'hono';
 import type { Logger } from '../../lib/logger';
 import type { Ingest } from '../ingest';
@@ -65,21 +65,16 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
       );
       return done(503, { error: 'unavailable', message: 'could not record the event; retry later' });
     }
+    // Committed: 2xx whatever Temporal is doing.
     switch (outcome.status) {
-      case 'unavailable':
-        deps.metrics.webhooksUnavailable.inc();
-        return done(503, { error: 'unavailable', message: 'event stored but not yet handed over; retry later', eventId: outcome.eventId });
-      case 'dispatched':
-        return done(200, { received: true, eventId: outcome.eventId, status: 'dispatched', duplicate: outcome.duplicate });
-      case 'already_handled':
+      case 'received':
+        return done(200, { received: true, eventId: outcome.eventId, status: 'received', duplicate: false });
+      case 'duplicate':
         return done(200, { received: true, eventId: outcome.eventId, status: outcome.previous, duplicate: true });
       case 'ignored':
         return done(200, { received: true, eventId: outcome.eventId, status: 'ignored' });
       case 'failed':
         return done(200, { received: true, eventId: outcome.eventId, status: 'failed', error: outcome.error });
-      case 'deferred':
-        // Stored and ours to retry (the sweeper): a Stripe retry would only repeat the lookup.
-        return done(200, { received: true, eventId: outcome.eventId, status: 'received' });
     }
   });
   return app;

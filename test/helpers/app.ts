@@ -3,6 +3,7 @@ import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import { inject } from 'vitest';
 import { createApp } from '../../api/app';
+import { createDispatcher, dispatcherOptions, type DispatcherOptions } from '../../api/dispatcher';
 import { createIngest } from '../../api/ingest';
 import { createMetrics } from '../../api/metrics';
 import type { Config } from '../../lib/config';
@@ -11,8 +12,23 @@ import { createLogger, type Logger } from '../../lib/logger';
 import { createStripe } from '../../lib/stripe';
 import { TEST_WEBHOOK_SECRET } from './services';
 
-/** Creates app + its services against the given database and Temporal client. */
-export function buildTestApp(opts: { sql: Sql; temporal: Client; config: Config; stripe?: Stripe; logger?: Logger }) {
+/** Every dispatcher a test app started: stopped by `stopTestDispatchers` (global teardown of each file). */
+const running = new Set<{ stop(): Promise<void> }>();
+
+/**
+ * Creates app + its services against the given database and Temporal client. The app's dispatcher
+ * runs (woken by the app's own inserts, polling every 50 ms) unless `dispatch: false`: then tests drive
+ * it with `dispatcher.pass()`.
+ */
+export function buildTestApp(opts: {
+  sql: Sql;
+  temporal: Client;
+  config: Config;
+  stripe?: Stripe;
+  logger?: Logger;
+  dispatch?: boolean;
+  dispatcherOptions?: Partial<DispatcherOptions>;
+}) {
   const logger = opts.logger ?? createLogger({ level: 'silent' });
   const metrics = createMetrics();
   const stripe = opts.stripe ?? createStripe({ secretKey: 'sk_test_123', apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 });
@@ -24,9 +40,31 @@ export function buildTestApp(opts: { sql: Sql; temporal: Client; config: Config;
     metrics,
     payloadStoreLimitBytes: opts.config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
     stripe,
+    onStored: () => dispatcher.wake(),
   });
-  const app = createApp({ config: opts.config, sql: opts.sql, temporal: opts.temporal, stripe, logger, metrics, ingest });
-  return { app, ingest, metrics, stripe, logger };
+  const dispatcher = createDispatcher({
+    sql: opts.sql,
+    ingest,
+    logger,
+    metrics,
+    options: { ...dispatcherOptions(opts.config), listen: false, pollMs: 50, ...opts.dispatcherOptions },
+  });
+  const app = createApp({ config: opts.config, sql: opts.sql, temporal: opts.temporal, stripe, logger, metrics, ingest, dispatcher });
+  const started = opts.dispatch === false ? Promise.resolve() : dispatcher.start();
+  running.add(dispatcher);
+  /** Stops the dispatcher (before the test closes its database). */
+  const close = async () => {
+    await started;
+    await dispatcher.stop();
+    running.delete(dispatcher);
+  };
+  return { app, ingest, metrics, stripe, logger, dispatcher, close };
+}
+
+/** Stops every dispatcher test apps started in this file (call before closing their databases). */
+export async function stopTestDispatchers(): Promise<void> {
+  await Promise.all([...running].map((d) => d.stop()));
+  running.clear();
 }
 
 /** Signs a raw body the way Stripe does (t=…,v1=HMAC). */

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } fro
 import type { Plan } from '../../domain/plans';
 import { syncPlans } from '../../lib/plans';
 import { createStripe } from '../../lib/stripe';
-import { buildTestApp } from '../helpers/app';
+import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { createTestDatabase, TEST_ADMIN_TOKEN, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
 
 const PLANS: Plan[] = [
@@ -42,6 +42,7 @@ describe('checkout and subscription HTTP API', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await client?.connection.close();
     await db?.drop();
   });

@@ -7,7 +7,7 @@ import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dunningWorkflowId } from '../../domain/ids';
-import { buildTestApp, postWebhook } from '../helpers/app';
+import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
   createTestDatabase,
@@ -35,6 +35,7 @@ describe('dunning and access on today\'s Stripe', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await worker?.stop();
     await client?.connection.close();
     await db?.drop();

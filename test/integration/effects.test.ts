@@ -12,7 +12,7 @@ import { normalizeStripeEvent } from '../../domain/events';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
 import { stripeEventSignal } from '../../workflows/contracts';
 import { createStripe } from '../../lib/stripe';
-import { buildTestApp, postWebhook } from '../helpers/app';
+import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
   TEST_ADMIN_TOKEN,
@@ -57,6 +57,7 @@ describe('effects exactly once', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await worker?.stop();
     await client?.connection.close();
     await db?.drop();

@@ -7,7 +7,7 @@ import { type SubscriptionSnapshot } from '../../domain/messages';
 import { stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import { subscriptionSnapshotFromStripe } from '../../domain/stripe-objects';
 import { freePort, startTemporal, tempDir } from '../../scripts/stack';
-import { buildTestApp, postWebhook } from '../helpers/app';
+import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
   createTestDatabase,
@@ -89,6 +89,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await worker?.stop();
     await client?.connection.close();
     await db?.drop();
@@ -204,36 +205,45 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
     expect(rows).toHaveLength(4);
   });
 
-  it('answers 503 while Temporal is down, keeps the row, and the sweeper delivers it once Temporal is back', async () => {
+  it('answers 200 while Temporal is down, keeps the delivery in the inbox with the reason, and dispatches it once Temporal is back', async () => {
     const dir = tempDir('temporal-outage');
     const port = await freePort();
     const temporal = await startTemporal({ port, dbFile: path.join(dir, 'temporal.db'), logDir: dir });
     const connection = await Connection.connect({ address: temporal.address });
     const outageClient = new Client({ connection, namespace: 'default' });
     const outageConfig = testConfig({ TEMPORAL_ADDRESS: temporal.address });
+    // Only this app's dispatcher (the Temporal that goes down) may hand the delivery over.
+    await built.dispatcher.stop();
     const app = buildTestApp({ sql: db.sql, temporal: outageClient, config: outageConfig });
     let outageWorker: RunningWorker | null = null;
     try {
       await temporal.kill('SIGKILL');
       const { envelope, customerId } = uniqueFixture('customer.created');
       const res = await postWebhook(app.app, envelope);
-      expect(res.status).toBe(503);
-      const row = await db.sql`SELECT status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`;
-      expect(row[0]).toMatchObject({ status: 'received' });
-      expect(String(row[0]!.last_error)).toMatch(/dispatch/);
-      expect(await app.ingest.oldestUndispatchedAgeSeconds()).toBeGreaterThanOrEqual(0);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ received: true, eventId: envelope.id, status: 'received' });
+      // The dispatcher tried, failed, and left the row in the inbox with the reason.
+      const row = await eventually(async () => {
+        const [r] = await db.sql<{ status: string; last_error: string | null }[]>`SELECT status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`;
+        return r?.last_error ? r : null;
+      }, 20_000, 'the failed hand-over to be recorded');
+      expect(row.status).toBe('received');
+      expect(row.last_error).toMatch(/^dispatch: /);
+      expect((await app.ingest.inboxDepth()).depth).toBeGreaterThanOrEqual(1);
+      expect(app.dispatcher.status().temporalUp).toBe(false);
+      const ready = await app.app.request('/readyz');
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ status: 'degraded', temporal: 'down', degraded: ['temporal'] });
 
       await temporal.start();
       outageWorker = await startTestWorker({ taskQueue: outageConfig.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, outageConfig), address: temporal.address });
-      const swept = await eventually(async () => {
-        const r = await app.ingest.sweep(0);
-        return r.dispatched > 0 ? r : null;
-      }, 30_000, 'the sweeper to re-dispatch');
-      expect(swept.dispatched).toBeGreaterThanOrEqual(1);
-      await eventually(async () => (await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).length === 1, 20_000, 'the swept event to apply');
+      await eventually(async () => (await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).length === 1, 45_000, 'the kept event to be dispatched and applied');
+      expect(app.dispatcher.status().temporalUp).toBe(true);
       const c = await db.sql`SELECT email FROM customers WHERE id = ${customerId}`;
       expect(c[0]?.email).toBe(envelope.data.object.email);
     } finally {
+      await app.close();
+      await built.dispatcher.start();
       await outageWorker?.stop();
       await connection.close().catch(() => {});
       await temporal.stop();

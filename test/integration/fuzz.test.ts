@@ -12,7 +12,7 @@ import { HANDLED_EVENT_TYPES } from '../../domain/events';
 import type { Sql } from '../../lib/db';
 import { createLogger } from '../../lib/logger';
 import { loadFixtureText } from '../fixtures';
-import { buildTestApp, signPayload } from '../helpers/app';
+import { buildTestApp, signPayload, stopTestDispatchers } from '../helpers/app';
 import { createTestDatabase, testClient, testConfig, TEST_ADMIN_TOKEN, type TestDatabase } from '../helpers/services';
 
 // ---------------------------------------------------------------- hostile values, rendered to JSON text by hand
@@ -144,6 +144,7 @@ describe('fuzzing the HTTP surface', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     // Customer workflows started by accepted hostile events wait on a task queue no worker polls: end them.
     await client?.workflowService
       .startBatchOperation({

@@ -13,7 +13,7 @@ import { createSweeper } from '../../api/sweeper';
 import type { BillingEvent } from '../../domain/billing-event';
 import { customerWorkflowId } from '../../domain/ids';
 import type { Sql } from '../../lib/db';
-import { buildTestApp, postWebhook } from '../helpers/app';
+import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
   createTestDatabase,
@@ -81,10 +81,12 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
     db = await createTestDatabase();
     client = await testClient();
     worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
-    built = buildTestApp({ sql: db.sql, temporal: client, config });
+    // Driven by hand (dispatcher.pass): apps with faked Stripe clients share this database.
+    built = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false });
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await worker?.stop();
     await client?.connection.close();
     await db?.drop();
@@ -101,8 +103,9 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
     const history = await client.workflow.getHandle(customerWorkflowId(customerId)).fetchHistory();
     return (history.events ?? []).flatMap((e) => {
       const a = e.workflowExecutionSignaledEventAttributes;
-      if (!a || a.signalName !== 'stripeEvent') return [];
-      return [defaultPayloadConverter.fromPayload<BillingEvent>(a.input!.payloads![0] as Payload)];
+      if (!a || (a.signalName !== 'stripeEvent' && a.signalName !== 'stripeEvents')) return [];
+      const arg = defaultPayloadConverter.fromPayload<BillingEvent | BillingEvent[]>(a.input!.payloads![0] as Payload);
+      return Array.isArray(arg) ? arg : [arg];
     });
   }
 
@@ -112,8 +115,10 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       envelope.data.object.name = 'Ada\u0000 Lovelace';
       const res = await postWebhook(built.app, envelope);
       expect(res.status).toBe(200);
-      expect(await res.json()).toMatchObject({ status: 'dispatched' });
+      expect(await res.json()).toMatchObject({ status: 'received' });
+      expect(await built.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1, signals: 1 });
 
+      await applied(envelope.id);
       const [signalled] = await signalledEvents(customerId);
       expect(signalled).toMatchObject({ eventId: envelope.id, data: { kind: 'customer', name: 'Ada Lovelace' } });
       await applied(envelope.id);
@@ -131,29 +136,32 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       ['a 429', () => new Stripe.errors.StripeRateLimitError({ message: 'Too many requests', statusCode: 429, type: 'rate_limit_error' } as never)],
     ];
 
-    it.each(transient)('stays received after %s, answers 200, and the sweeper routes it once Stripe answers', async (_what, error) => {
+    it.each(transient)('stays received after %s, answers 200, and the dispatcher routes it once Stripe answers', async (_what, error) => {
       const fake = fakeCharges();
       fake.answer = () => Promise.reject(error());
-      const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe: fake.stripe });
+      const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe: fake.stripe, dispatch: false, dispatcherOptions: { deferMs: 0 } });
       const { envelope, customerId } = uniqueFixture('charge.dispute.created');
       const chargeId: string = envelope.data.object.charge;
 
       const res = await postWebhook(app.app, envelope);
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ received: true, eventId: envelope.id, status: 'received' });
+      // The request path stores only: the lookup is the dispatcher's.
+      expect(fake.calls).toEqual([]);
+      expect(await app.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 0, retried: 1 });
       expect(fake.calls).toEqual([chargeId]);
       const row = (await db.sql<{ status: string; last_error: string | null }[]>`
         SELECT status::text AS status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`)[0]!;
       expect(row.status).toBe('received');
       expect(row.last_error).toMatch(/charge/);
 
-      // Stripe still failing: the sweeper asks again and leaves the row for the next tick.
-      await app.ingest.sweep(0);
+      // Stripe still failing: the next pass asks again and leaves the row for a later one.
+      await app.dispatcher.pass();
       expect(fake.calls).toEqual([chargeId, chargeId]);
       expect(await statusOf(envelope.id)).toBe('received');
 
       fake.answer = (id) => Promise.resolve({ id, object: 'charge', customer: customerId });
-      await app.ingest.sweep(0);
+      expect(await app.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1, signals: 1 });
       await applied(envelope.id);
       const dispute = await db.sql`SELECT customer_id, charge_id FROM disputes WHERE id = ${envelope.data.object.id}`;
       expect(dispute[0]).toMatchObject({ customer_id: customerId, charge_id: chargeId });
@@ -164,31 +172,32 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       const fake = fakeCharges();
       fake.answer = (id) =>
         Promise.reject(new Stripe.errors.StripeInvalidRequestError({ message: `No such charge: '${id}'`, code: 'resource_missing', statusCode: 404 } as never));
-      const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe: fake.stripe });
+      const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe: fake.stripe, dispatch: false });
       const { envelope } = uniqueFixture('charge.dispute.created');
       const res = await postWebhook(app.app, envelope);
       expect(res.status).toBe(200);
-      expect(await res.json()).toMatchObject({ status: 'failed' });
+      expect(await res.json()).toMatchObject({ status: 'received' });
+      expect(await app.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 0, settled: 1 });
       expect(await statusOf(envelope.id)).toBe('failed');
     });
   });
 
-  it('re-fetches a payload stored truncated when the sweeper re-dispatches it, and waits while Stripe fails', async () => {
+  it('re-fetches a payload stored truncated when the dispatcher hands it over, and waits while Stripe fails', async () => {
     const { envelope, customerId } = uniqueFixture('customer.created');
     await insertDelivery(db.sql, { envelope: { ...envelope, data: { object: { id: customerId, object: 'customer' } } }, customerId, status: 'received', agoSeconds: 120 });
     await db.sql`UPDATE webhook_events SET payload_truncated = true WHERE event_id = ${envelope.id}`;
     let answer: () => Promise<unknown> = () =>
       Promise.reject(new Stripe.errors.StripeAPIError({ message: 'An unknown error occurred', statusCode: 502, type: 'api_error' } as never));
     const stripe = { events: { retrieve: () => answer() } } as unknown as Stripe;
-    const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe });
+    const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe, dispatch: false, dispatcherOptions: { deferMs: 0 } });
 
-    await app.ingest.sweep(60_000);
+    await app.dispatcher.pass();
     const waiting = (await db.sql<{ status: string; last_error: string }[]>`
       SELECT status::text AS status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`)[0]!;
     expect(waiting).toMatchObject({ status: 'received', last_error: expect.stringContaining('re-fetch') });
 
     answer = () => Promise.resolve({ ...envelope, data: { object: { ...envelope.data.object, name: 'Grace\u0000 Hopper' } } });
-    await app.ingest.sweep(60_000);
+    expect(await app.dispatcher.pass()).toMatchObject({ dispatched: 1 });
     await applied(envelope.id);
     const c = await db.sql<{ email: string; name: string }[]>`SELECT email, name FROM customers WHERE id = ${customerId}`;
     expect(c[0]).toMatchObject({ email: envelope.data.object.email, name: 'Grace Hopper' });
@@ -277,7 +286,7 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       // Its own database (the gauges and the sweep read every row) and a task queue without a worker.
       const own = await createTestDatabase();
       const idleConfig = testConfig({ TEMPORAL_TASK_QUEUE: uniqueId('tq-idle-'), STUCK_DISPATCH_THRESHOLD_MS: '300000' });
-      const app = buildTestApp({ sql: own.sql, temporal: client, config: idleConfig });
+      const app = buildTestApp({ sql: own.sql, temporal: client, config: idleConfig, dispatch: false });
       const old = uniqueFixture('customer.created');
       const older = uniqueFixture('customer.updated');
       const fresh = uniqueFixture('customer.created');
@@ -317,16 +326,19 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
         expect(page2.nextCursor).toBeNull();
         expect((await app.app.request('/admin/webhook-events/stuck?olderThanSeconds=-1', { headers: admin })).status).toBe(400);
 
+        let woken = 0;
         const sweeper = createSweeper({
           ingest: app.ingest,
           metrics: app.metrics,
           logger: app.logger,
-          receivedThresholdMs: idleConfig.SWEEPER_THRESHOLD_MS,
+          dispatcher: { wake: () => woken++ },
           stuckThresholdMs: idleConfig.STUCK_DISPATCH_THRESHOLD_MS,
         });
         const first = await sweeper.tick();
         expect(first.stuck).toEqual({ attempted: 2, dispatched: 2 });
-        expect(first.received).toEqual({ attempted: 1, dispatched: 1 });
+        // The 'received' row is the dispatcher's: the tick wakes it, the pass hands the row over.
+        expect(woken).toBe(1);
+        expect(await app.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1 });
         const resent = await own.sql<{ event_id: string; dispatched_at: Date }[]>`
           SELECT event_id, dispatched_at FROM webhook_events WHERE event_id IN ${own.sql([old.envelope.id, older.envelope.id])}`;
         for (const r of resent) expect(Date.now() - r.dispatched_at.getTime(), r.event_id).toBeLessThan(10_000);
@@ -348,7 +360,6 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
         ingest: built.ingest,
         metrics: built.metrics,
         logger: built.logger,
-        receivedThresholdMs: config.SWEEPER_THRESHOLD_MS,
         stuckThresholdMs: config.STUCK_DISPATCH_THRESHOLD_MS,
       });
       const r = await sweeper.tick();

@@ -12,7 +12,7 @@ import { BulkReplayBodySchema, ListWebhookEventsQuerySchema } from '../../api/ro
 import { createSql } from '../../lib/db';
 import { createLogger } from '../../lib/logger';
 import { freePort } from '../../scripts/stack';
-import { buildTestApp, postWebhook, signPayload } from '../helpers/app';
+import { buildTestApp, postWebhook, signPayload, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
   createTestDatabase,
@@ -82,6 +82,7 @@ describe('operability and security', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await worker?.stop();
     await client?.connection.close();
     await db?.drop();
@@ -240,7 +241,7 @@ describe('operability and security', () => {
     });
 
     it('hides every admin route (404) when ADMIN_TOKEN is not set, whatever the token', async () => {
-      const open = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ ADMIN_TOKEN: '' }) }).app;
+      const open = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ ADMIN_TOKEN: '' }), dispatch: false }).app;
       for (const [method, p] of adminRoutes) {
         for (const headers of [{}, admin]) {
           const res = await open.request(p, { method, headers });
@@ -252,7 +253,7 @@ describe('operability and security', () => {
 
     it('guards the app-facing routes with API_TOKEN when it is set', async () => {
       const apiToken = 'api-token-0123456789abcdef';
-      const guarded = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ API_TOKEN: apiToken }) }).app;
+      const guarded = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ API_TOKEN: apiToken }), dispatch: false }).app;
       expect((await guarded.request('/customers/cus_nobody')).status).toBe(401);
       expect((await guarded.request('/customers/cus_nobody', { headers: { Authorization: 'Bearer not-the-api-token-xx' } })).status).toBe(403);
       expect((await guarded.request('/customers/cus_nobody', { headers: { Authorization: `Bearer ${apiToken}` } })).status).toBe(404);
@@ -271,7 +272,7 @@ describe('operability and security', () => {
     it('answers 503 naming postgres when Postgres is down', async () => {
       const downSql = createSql(`postgres://postgres@127.0.0.1:${await freePort()}/billing`, { max: 1 });
       try {
-        const app = buildTestApp({ sql: downSql, temporal: client, config }).app;
+        const app = buildTestApp({ sql: downSql, temporal: client, config, dispatch: false }).app;
         const started = Date.now();
         const res = await app.request('/readyz');
         expect(res.status).toBe(503);
@@ -286,20 +287,21 @@ describe('operability and security', () => {
       }
     });
 
-    it('answers 503 naming migrations when one is missing, and temporal when Temporal is unreachable', async () => {
+    it('answers 503 naming migrations when one is missing, and 200 degraded naming temporal when Temporal is unreachable', async () => {
       const other = await createTestDatabase();
       // No retry interceptor: the call fails at once instead of retrying past the test.
       const deadConnection = await Connection.lazy({ address: `127.0.0.1:${await freePort()}`, interceptors: [] });
       try {
         await other.sql`DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)`;
-        const res = await buildTestApp({ sql: other.sql, temporal: client, config }).app.request('/readyz');
+        const res = await buildTestApp({ sql: other.sql, temporal: client, config, dispatch: false }).app.request('/readyz');
         expect(res.status).toBe(503);
         expect(await res.json()).toMatchObject({ failing: ['migrations'] });
 
-        const noTemporal = buildTestApp({ sql: db.sql, temporal: new TemporalClient({ connection: deadConnection }), config }).app;
+        // Webhooks are still stored and acknowledged: the replica stays in the load balancer, and says why it is degraded.
+        const noTemporal = buildTestApp({ sql: db.sql, temporal: new TemporalClient({ connection: deadConnection }), config, dispatch: false }).app;
         const res2 = await noTemporal.request('/readyz');
-        expect(res2.status).toBe(503);
-        expect(await res2.json()).toMatchObject({ failing: ['temporal'] });
+        expect(res2.status).toBe(200);
+        expect(await res2.json()).toMatchObject({ status: 'degraded', temporal: 'down', degraded: ['temporal'] });
       } finally {
         await deadConnection.close().catch(() => {});
         await other.drop();
@@ -533,7 +535,7 @@ describe('operability and security', () => {
       const brokenLogs = captureLogs();
       try {
         await broken.sql`DROP TABLE webhook_events CASCADE`;
-        const app = buildTestApp({ sql: broken.sql, temporal: client, config, logger: createLogger({ level: 'info', destination: brokenLogs.destination }) }).app;
+        const app = buildTestApp({ sql: broken.sql, temporal: client, config, logger: createLogger({ level: 'info', destination: brokenLogs.destination }), dispatch: false }).app;
         const responses = [
           await app.request('/admin/webhook-events', { headers: { ...admin, 'X-Request-Id': 'req-db-error-1' } }),
           await app.request('/admin/webhook-events/evt_x', { headers: admin }),
@@ -632,10 +634,17 @@ describe('operability and security', () => {
         return lines().some((l) => l.msg === 'worker started');
       }, 90_000, 'the worker to start');
 
-      const app = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ TEMPORAL_TASK_QUEUE: taskQueue }) }).app;
+      // This delivery is for the child worker's task queue: only this app's dispatcher may hand it over.
+      await built.dispatcher.stop();
+      const own = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ TEMPORAL_TASK_QUEUE: taskQueue }) });
       const { envelope, customerId } = uniqueFixture('customer.subscription.created');
-      expect((await postWebhook(app, envelope)).status).toBe(200);
-      await applied(envelope.id);
+      try {
+        expect((await postWebhook(own.app, envelope)).status).toBe(200);
+        await applied(envelope.id);
+      } finally {
+        await own.close();
+        await built.dispatcher.start();
+      }
 
       const line = await eventually(async () => lines().find((l) => l.msg === 'event applied' && l.eventId === envelope.id), 10_000, 'the apply log line');
       expect(line).toMatchObject({

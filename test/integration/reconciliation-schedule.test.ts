@@ -4,7 +4,7 @@ import type { Client, ScheduleHandle } from '@temporalio/client';
 import { reconciliationWorkflowId } from '../../domain/ids';
 import type { Config } from '../../lib/config';
 import { ensureReconciliationSchedule } from '../../worker/schedules';
-import { buildTestApp } from '../helpers/app';
+import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { createPagingStripe, fakeSubscription, type PagingStripe } from '../helpers/paging-stripe';
 import { seedLocalSubscription, seedPlans, startReconciliationWorker } from '../helpers/reconciliation';
 import {
@@ -43,6 +43,7 @@ describe('the reconciliation schedule and admin API', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     for (const handle of created) await handle.delete().catch(() => {});
     await worker?.stop();
     await client?.connection.close();

@@ -23,7 +23,7 @@ import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
 import type { SubscriptionSnapshot } from '../../domain/messages';
 import { createSql, type Sql } from '../../lib/db';
 import { createStripe } from '../../lib/stripe';
-import { buildTestApp, postWebhook } from '../helpers/app';
+import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
 import { createTestDatabase, startTestWorker, testClient, testConfig, uniqueId, type RunningWorker, type TestDatabase } from '../helpers/services';
 import { formatFailure, prepareCase, simCaseArb, type PreparedCase } from '../sim/case';
 import { checkCustomer, type Observed, type Violation } from '../sim/check';
@@ -107,6 +107,7 @@ describe('simulation: generated customer lifecycles through the real API, worker
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     // A stuck customer (a regression) keeps a local activity retrying, which would hold the worker's
     // shutdown until the hook times out: end the run's workflows first, and bound the stop.
     await terminateAll(client, runWorkflowIds);

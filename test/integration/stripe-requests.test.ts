@@ -11,7 +11,7 @@ import { createPlanChangeStripeActivities } from '../../activities/plan-change';
 import type { Plan } from '../../domain/plans';
 import { createStripe } from '../../lib/stripe';
 import { syncPlans } from '../../lib/plans';
-import { buildTestApp } from '../helpers/app';
+import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { createTestDatabase, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
 
 const PLANS: Plan[] = [
@@ -42,6 +42,7 @@ describe('Stripe request shapes against stripe-mock', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await client?.connection.close();
     await db?.drop();
   });

@@ -14,7 +14,7 @@ import { type ChangePlanResult, type CustomerWorkflowState } from '../../domain/
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, resumeSubscriptionUpdate, stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import type { Plan } from '../../domain/plans';
 import { syncPlans } from '../../lib/plans';
-import { buildTestApp } from '../helpers/app';
+import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import {
   createTestDatabase,
   eventually,
@@ -92,6 +92,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await worker?.stop();
     await client?.connection.close();
     await db?.drop();

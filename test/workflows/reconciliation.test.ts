@@ -7,7 +7,7 @@ import type { Config } from '../../lib/config';
 import { stateQuery } from '../../workflows/contracts';
 import type { reconciliationWorkflow } from '../../workflows/reconciliation';
 import { loadFixture } from '../fixtures';
-import { buildTestApp } from '../helpers/app';
+import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { createPagingStripe, fakeInvoice, fakeSubscription, type PagingStripe } from '../helpers/paging-stripe';
 import { failInvoiceThroughWebhook, seedLocalSubscription, seedPlans, startReconciliationWorker } from '../helpers/reconciliation';
 import {
@@ -47,6 +47,7 @@ describe('reconciliationWorkflow on the Temporal dev server with real Postgres',
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     await client?.connection.close();
   });
 
@@ -289,9 +290,9 @@ describe('reconciliationWorkflow on the Temporal dev server with real Postgres',
       { event_id: missed.id, status: 'received' },
     ]);
 
-    // The normal path from here: the sweeper dispatches it to the customer workflow, which applies it once.
-    const { ingest } = buildTestApp({ sql, temporal: client, config });
-    expect(await ingest.sweep(0)).toEqual({ attempted: 1, dispatched: 1 });
+    // The normal path from here: the dispatcher hands it to the customer workflow, which applies it once.
+    const { dispatcher } = buildTestApp({ sql, temporal: client, config, dispatch: false });
+    expect(await dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1, signals: 1 });
     const email = await eventually(async () => {
       const rows = await sql<{ email: string | null }[]>`SELECT email FROM customers WHERE id = ${customerId}`;
       return rows[0]?.email ?? null;
