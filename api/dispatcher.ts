@@ -312,6 +312,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           metrics.dispatchSignals.inc();
           metrics.dispatchEvents.inc(chunk.length);
           metrics.dispatchBatchEvents.observe(chunk.length);
+          logger.info({ customerId, workflowId, events: chunk.length, eventIds: chunkIds }, 'events dispatched');
         } catch (err) {
           const error = messageOf(err);
           if (rejectedByTemporal(err)) {

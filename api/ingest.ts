@@ -261,6 +261,8 @@ export function createIngest(deps: IngestDeps) {
         logger.warn({ ...unroutedLogFields(envelope), type, error: lastError }, 'verified event failed validation; stored as failed');
         return { status: 'failed', eventId, error: result.error };
       }
+      if (customerId) logger.info({ eventId, customerId, workflowId: customerWorkflowId(customerId), type }, 'event stored');
+      else logger.info({ ...unroutedLogFields(envelope), type }, 'event stored; its customer is looked up by the dispatcher');
       deps.onStored?.();
       return { status: 'received', eventId, duplicate: false };
     },

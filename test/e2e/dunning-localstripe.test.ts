@@ -22,12 +22,9 @@ import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities';
-import { createApp } from '../../api/app';
-import { createIngest } from '../../api/ingest';
-import { createMetrics } from '../../api/metrics';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
 import { stateQuery } from '../../workflows/contracts';
-import { createLogger } from '../../lib/logger';
+import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { createStripe } from '../../lib/stripe';
 import {
   TEST_WEBHOOK_SECRET,
@@ -69,10 +66,8 @@ describe('dunning end to end on localstripe', () => {
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       activities: createActivities({ sql: db.sql, stripe: withoutOffSession(createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: localstripeUrl, maxNetworkRetries: 0 }), payParams), config }),
     });
-    const logger = createLogger({ level: 'silent' });
-    const metrics = createMetrics();
-    const ingest = createIngest({ sql: db.sql, temporal, taskQueue: config.TEMPORAL_TASK_QUEUE, logger, metrics, payloadStoreLimitBytes: config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES, stripe });
-    const app = createApp({ config, sql: db.sql, temporal, stripe, logger, metrics, ingest });
+    // The real app with its dispatcher, served on a socket localstripe posts to.
+    const { app } = buildTestApp({ sql: db.sql, temporal, config, stripe });
     server = await new Promise<ServerType>((resolve) => {
       const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
     });
@@ -81,6 +76,7 @@ describe('dunning end to end on localstripe', () => {
   });
 
   afterAll(async () => {
+    await stopTestDispatchers();
     // localstripe cannot delete a webhook: point this one at no event type instead.
     await registerWebhook('http://127.0.0.1:9/unused', ['billing.e2e.none']).catch(() => {});
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));

@@ -139,8 +139,8 @@ describe('fuzzing the HTTP surface', () => {
     client = await testClient();
     // FUZZ_LOG=1 shows the server's own warning and error lines (the cause behind a 5xx).
     const logger = process.env.FUZZ_LOG ? createLogger({ level: 'warn' }) : undefined;
-    webhookApp = buildTestApp({ sql: webhookDb.sql, temporal: client, config, ...(logger ? { logger } : {}) }).app;
-    jsonApp = buildTestApp({ sql: jsonDb.sql, temporal: client, config, ...(logger ? { logger } : {}) }).app;
+    webhookApp = buildTestApp({ sql: webhookDb.sql, temporal: client, config, dispatch: false, ...(logger ? { logger } : {}) }).app;
+    jsonApp = buildTestApp({ sql: jsonDb.sql, temporal: client, config, dispatch: false, ...(logger ? { logger } : {}) }).app;
   });
 
   afterAll(async () => {

@@ -196,8 +196,11 @@ describe('operability and security', () => {
       expect(res.headers.get('x-request-id')).toBe(requestId);
       const mine = logs.lines.slice(from);
 
-      const dispatched = mine.find((l) => l.msg === 'event dispatched' && l.eventId === envelope.id);
-      expect(dispatched).toMatchObject({ eventId: envelope.id, customerId, workflowId: `customer:${customerId}`, requestId, level: 'info' });
+      const stored = mine.find((l) => l.msg === 'event stored' && l.eventId === envelope.id);
+      expect(stored).toMatchObject({ eventId: envelope.id, customerId, workflowId: `customer:${customerId}`, requestId, level: 'info' });
+      // The hand-over happens later, in the dispatcher: its line names the same ids.
+      const dispatched = await eventually(async () => logs.lines.find((l) => l.msg === 'events dispatched' && (l.eventIds as string[] | undefined)?.includes(envelope.id)), 10_000, 'the dispatch log line');
+      expect(dispatched).toMatchObject({ customerId, workflowId: `customer:${customerId}`, events: 1, level: 'info' });
       const access = mine.find((l) => l.msg === 'request' && l.requestId === requestId);
       expect(access).toMatchObject({ method: 'POST', path: '/webhooks/stripe', status: 200, level: 'info' });
 
@@ -266,7 +269,11 @@ describe('operability and security', () => {
     it('answers 200 when Postgres, Temporal and migrations are fine', async () => {
       const res = await built.app.request('/readyz');
       expect(res.status).toBe(200);
-      expect(await res.json()).toEqual({ status: 'ready' });
+      expect(await res.json()).toEqual({
+        status: 'ready',
+        temporal: 'up',
+        dispatcher: { running: true, temporalUp: true, lastError: null, window: expect.any(Number), inFlight: expect.any(Number) },
+      });
     });
 
     it('answers 503 naming postgres when Postgres is down', async () => {

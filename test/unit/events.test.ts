@@ -164,6 +164,11 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
   },
   'customer.subscription.pending_update_applied': { objectId: FIXTURE_SUBSCRIPTION_ID, data: subscription({}) },
   'customer.subscription.pending_update_expired': { objectId: FIXTURE_SUBSCRIPTION_ID, data: subscription({}) },
+  // The renewal invoice as a draft, an hour before Stripe finalizes it: not payable yet, no hosted page.
+  'invoice.created': {
+    objectId: FIXTURE_INVOICE_ID,
+    data: invoice({ status: 'draft', attemptCount: 0, nextPaymentAttempt: P1 + 3600, hostedInvoiceUrl: null }),
+  },
   'invoice.finalized': {
     objectId: FIXTURE_INVOICE_ID,
     data: invoice({ attemptCount: 0, nextPaymentAttempt: P1 + 3600 }),
@@ -195,6 +200,23 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
       adviceCode: 'try_again_later',
       networkDeclineCode: '51',
       failureCode: 'card_declined',
+    },
+  },
+  // The declined PaymentIntent paid with the new card: the charge it settled with, no decline left.
+  'payment_intent.succeeded': {
+    objectId: FIXTURE_PAYMENT_INTENT_ID,
+    data: {
+      kind: 'payment_intent',
+      paymentIntentId: FIXTURE_PAYMENT_INTENT_ID,
+      status: 'succeeded',
+      invoiceId: null,
+      declineCode: null,
+      adviceCode: null,
+      networkDeclineCode: null,
+      failureCode: null,
+      latestChargeId: FIXTURE_CHARGE_ID,
+      amountReceived: 2900,
+      currency: 'usd',
     },
   },
   'setup_intent.succeeded': {
@@ -273,6 +295,17 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
       fraudType: 'made_with_stolen_card',
     },
   },
+  'charge.succeeded': {
+    objectId: FIXTURE_CHARGE_ID,
+    data: {
+      kind: 'charge',
+      chargeId: FIXTURE_CHARGE_ID,
+      paymentIntentId: FIXTURE_PAYMENT_INTENT_ID,
+      invoiceId: null,
+      amount: 2900,
+      currency: 'usd',
+    },
+  },
   'charge.refunded': {
     objectId: FIXTURE_CHARGE_ID,
     data: {
@@ -288,9 +321,9 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
 };
 
 describe('HANDLED_EVENT_TYPES', () => {
-  it('lists the 29 handled Stripe event types once each', () => {
-    expect(HANDLED_EVENT_TYPES).toHaveLength(29);
-    expect(new Set(HANDLED_EVENT_TYPES).size).toBe(29);
+  it('lists the 32 handled Stripe event types once each', () => {
+    expect(HANDLED_EVENT_TYPES).toHaveLength(32);
+    expect(new Set(HANDLED_EVENT_TYPES).size).toBe(32);
     expect([...HANDLED_EVENT_TYPES].sort()).toEqual(Object.keys(EXPECTED).sort());
   });
 });
@@ -565,6 +598,41 @@ describe('other per-type details', () => {
     expect(dataOf(handled(normalizeStripeEvent(envelope)), 'charge_refund').invoiceId).toBe(FIXTURE_INVOICE_ID);
   });
 
+  it('reads the invoice of a pre-basil succeeded charge and an expanded payment intent by id', () => {
+    const envelope = loadFixture('charge.succeeded');
+    envelope.data.object.invoice = FIXTURE_INVOICE_ID;
+    envelope.data.object.payment_intent = { id: 'pi_Expanded', object: 'payment_intent' };
+    expect(dataOf(handled(normalizeStripeEvent(envelope)), 'charge')).toMatchObject({ invoiceId: FIXTURE_INVOICE_ID, paymentIntentId: 'pi_Expanded' });
+  });
+
+  it('rejects a succeeded charge without an amount or currency', () => {
+    const envelope = loadFixture('charge.succeeded');
+    delete envelope.data.object.amount;
+    envelope.data.object.currency = null;
+    const error = invalid(normalizeStripeEvent(envelope)).error;
+    expect(error).toContain('data.object.amount');
+    expect(error).toContain('data.object.currency');
+  });
+
+  it('rejects a succeeded charge or payment intent without a customer (a guest payment is not ours to record)', () => {
+    for (const type of ['charge.succeeded', 'payment_intent.succeeded']) {
+      const envelope = loadFixture(type);
+      envelope.data.object.customer = null;
+      expect(invalid(normalizeStripeEvent(envelope)).error).toBe(NO_CUSTOMER_ERROR);
+    }
+  });
+
+  it('reads the invoice of a pre-basil succeeded payment intent; no charge yet is no charge', () => {
+    const envelope = loadFixture('payment_intent.succeeded');
+    envelope.data.object.invoice = FIXTURE_INVOICE_ID;
+    envelope.data.object.latest_charge = null;
+    expect(dataOf(handled(normalizeStripeEvent(envelope)), 'payment_intent')).toMatchObject({
+      invoiceId: FIXTURE_INVOICE_ID,
+      latestChargeId: null,
+      amountReceived: 2900,
+    });
+  });
+
   it('resolves the customer of a dispute whose charge is expanded', () => {
     const envelope = loadFixture('charge.dispute.created');
     envelope.data.object.charge = { id: FIXTURE_CHARGE_ID, object: 'charge', customer: 'cus_OfCharge' };
@@ -589,12 +657,12 @@ describe('other per-type details', () => {
 describe('ignored events', () => {
   it('ignores an unhandled event type', () => {
     const envelope = loadFixture('charge.refunded');
-    envelope.type = 'charge.succeeded';
+    envelope.type = 'charge.captured';
     expect(normalizeStripeEvent(envelope)).toEqual({
       outcome: 'ignored',
-      reason: expect.stringContaining('charge.succeeded'),
+      reason: expect.stringContaining('charge.captured'),
       eventId: envelope.id,
-      type: 'charge.succeeded',
+      type: 'charge.captured',
     });
   });
 
