@@ -79,6 +79,7 @@ export function dispatcherOptions(config: Config): Partial<DispatcherOptions> {
     batchMaxEvents: config.DISPATCH_BATCH_MAX_EVENTS,
     batchMaxBytes: config.DISPATCH_BATCH_MAX_BYTES,
     pollMs: config.DISPATCH_POLL_MS,
+    leaseMs: config.DISPATCH_LEASE_MS,
     stuckThresholdMs: config.STUCK_DISPATCH_THRESHOLD_MS,
   };
 }

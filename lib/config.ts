@@ -52,6 +52,8 @@ export const ConfigSchema = z
     DISPATCH_BATCH_MAX_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024).default(256 * 1024),
     /** The dispatcher's fallback wake-up when no LISTEN notification arrives. */
     DISPATCH_POLL_MS: z.coerce.number().int().min(10).default(1000),
+    /** How long a replica's claim holds a row: rows of a replica that died are taken over after it. */
+    DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).default(30_000),
     /** A delivery 'dispatched' but not applied for longer is stuck: counted, listed and re-sent by the sweeper. */
     STUCK_DISPATCH_THRESHOLD_MS: z.coerce.number().int().min(1000).default(300_000),
     DUNNING_RETRY_DAYS: z.string().default('1,3,5,7'),

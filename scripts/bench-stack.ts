@@ -304,7 +304,6 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       ADMIN_TOKEN,
       LOG_LEVEL: 'info',
       SWEEPER_INTERVAL_MS: '2000',
-      SWEEPER_THRESHOLD_MS: '5000',
       // Never let the daily schedule fire in the middle of a measurement.
       RECONCILIATION_CRON: '0 3 1 1 *',
       ...opts.env,

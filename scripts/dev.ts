@@ -120,7 +120,6 @@ async function main(): Promise<void> {
       ADMIN_TOKEN: adminToken,
       TEMPORAL_UI_URL: `http://localhost:${DEV_DEFAULTS.temporalUiPort}`,
       SWEEPER_INTERVAL_MS: env.SWEEPER_INTERVAL_MS ?? '5000',
-      SWEEPER_THRESHOLD_MS: env.SWEEPER_THRESHOLD_MS ?? '10000',
     };
     const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx');
     for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/server.ts']] as const) {
