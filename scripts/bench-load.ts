@@ -37,6 +37,12 @@ export interface LoadJob {
   /** Return [eventId, epoch ms of the scheduled send] for every fresh event answered 2xx. */
   recordSends?: boolean;
   /**
+   * A renewal storm: request n is event type `sequence[n % length]` of customer `floor(n / length)`,
+   * built from its fixture (test/fixtures/events), all of one customer's events with the same `created`.
+   * Replaces the subscription.updated stream (no duplicates).
+   */
+  sequence?: string[];
+  /**
    * The hand-over alone: instead of POSTing, signal-with-start `bench-ceiling:<customer>` on this
    * Temporal server (a task queue no worker polls), with a signal of the size of a normalized event.
    */
@@ -122,6 +128,26 @@ export function subscriptionEventTemplate(): (p: { eventId: string; created: num
   };
 }
 
+/**
+ * A body builder for any fixture type: `Fixture` in ids becomes the customer's token, the id and
+ * `created` are the request's. One JSON.parse per type, a string join per request.
+ */
+export function fixtureEventTemplate(type: string): (p: { eventId: string; created: number; token: string }) => string {
+  const file = path.join(__dirname, '..', 'test', 'fixtures', 'events', `${type}.json`);
+  const env = JSON.parse(readFileSync(file, 'utf8').replace(/_Fixture/g, '_@@TOKEN@@').replace(/Fixture/g, '@@TOKEN@@'));
+  env.id = '@@EVENT@@';
+  env.created = '@@CREATED@@';
+  const parts = JSON.stringify(env).replace(/"@@CREATED@@"/g, '@@CREATED@@').split(/@@(EVENT|CREATED|TOKEN)@@/);
+  return (p) => {
+    let out = '';
+    for (let i = 0; i < parts.length; i++) {
+      if (i % 2 === 0) out += parts[i];
+      else out += parts[i] === 'EVENT' ? p.eventId : parts[i] === 'CREATED' ? String(p.created) : p.token;
+    }
+    return out;
+  };
+}
+
 /** The customer id a bench event for customer index i of a tag is about. */
 export const benchCustomerId = (tag: string, i: number) => `cus_${tag}C${i}Customer01`;
 
@@ -172,7 +198,15 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
     if (rand() < STATUS_FLIP_RATE) pastDue[c] = pastDue[c] ? 0 : 1;
     return pastDue[c] ? 'past_due' : 'active';
   };
+  const sequence = job.sequence?.map((type) => fixtureEventTemplate(type)) ?? null;
   const nextBody = (): { body: string; eventId: string | null } => {
+    if (sequence) {
+      const i = n;
+      const c = Math.floor(i / sequence.length);
+      const eventId = `evt_${job.tag}_${i}`;
+      fresh++;
+      return { body: sequence[i % sequence.length]!({ eventId, created: job.createdBase + c, token: `${job.customerTag ?? job.tag}C${c}` }), eventId };
+    }
     if (recent.length > 0 && rand() < job.duplicateRate) {
       duplicates++;
       return { body: recent[Math.floor(rand() * recent.length)]!, eventId: null };
@@ -272,7 +306,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
     okPerSecond: Math.round((ok / (Math.min(elapsedMs, job.durationMs) / 1000)) * 10) / 10,
     latencyMs: summarize(latencies),
     freshOk,
-    lastCreated: created,
+    lastCreated: job.sequence ? job.createdBase + Math.ceil(n / job.sequence.length) : created,
     ...(job.recordSends ? { sends } : {}),
   };
 }
