@@ -115,6 +115,19 @@ export const ChargeRefundDataSchema = z.object({
 });
 export type ChargeRefundData = z.infer<typeof ChargeRefundDataSchema>;
 
+/** A succeeded charge (charge.succeeded): who paid it, so a later dispute or fraud warning finds its customer locally. */
+export const ChargeDataSchema = z.object({
+  kind: z.literal('charge'),
+  chargeId: z.string().min(1),
+  /** Joins the charge to the invoice that recorded the same PaymentIntent. */
+  paymentIntentId: z.string().nullable(),
+  /** Only from payloads before 2025-03-31.basil, which removed Charge.invoice. */
+  invoiceId: z.string().nullable(),
+  amount: z.number().int(),
+  currency: z.string(),
+});
+export type ChargeData = z.infer<typeof ChargeDataSchema>;
+
 export const FraudWarningDataSchema = z.object({
   kind: z.literal('fraud_warning'),
   warningId: z.string().min(1),
@@ -136,6 +149,13 @@ export const PaymentIntentDataSchema = z.object({
   adviceCode: z.string().nullable(),
   networkDeclineCode: z.string().nullable(),
   failureCode: z.string().nullable(),
+  /**
+   * payment_intent.succeeded only (optional: events of older workers lack them): the charge it settled
+   * with (`latest_charge`) and what it collected.
+   */
+  latestChargeId: z.string().nullable().optional(),
+  amountReceived: z.number().int().nullable().optional(),
+  currency: z.string().nullable().optional(),
 });
 export type PaymentIntentData = z.infer<typeof PaymentIntentDataSchema>;
 
@@ -156,6 +176,7 @@ export const BillingEventDataSchema = z.discriminatedUnion('kind', [
   PaymentMethodDataSchema,
   DisputeDataSchema,
   ChargeRefundDataSchema,
+  ChargeDataSchema,
   PaymentIntentDataSchema,
   SetupIntentDataSchema,
   FraudWarningDataSchema,

@@ -16,8 +16,15 @@ import { ensureCustomer, loadCustomerWatermark, refreshAccessState, writeCustome
 import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
 import { claimEvent, markDelivered, setOutcome, storeEffects } from './applied';
 import { DataError, describeError, isDataError, quarantineEvent } from './failure-policy';
-import { loadInvoiceFact, loadInvoiceOfPaymentIntent, loadOpenUpgradeInvoices, writeInvoice, writePaymentIntentDecline } from './invoices';
-import { writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writePaymentMethod } from './records';
+import {
+  clearPaymentIntentDecline,
+  loadInvoiceFact,
+  loadInvoiceOfPaymentIntent,
+  loadOpenUpgradeInvoices,
+  writeInvoice,
+  writePaymentIntentDecline,
+} from './invoices';
+import { writeCharge, writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writeIntentCharge, writePaymentMethod } from './records';
 import { countInActivity, lockCustomer } from './shared';
 import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
 
@@ -94,10 +101,15 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
         return writePaymentMethod(tx, e, d);
       case 'dispute':
         return writeDispute(tx, e, d);
+      case 'charge':
+        return writeCharge(tx, e, d);
       case 'charge_refund':
         return writeChargeRefund(tx, e, d);
       case 'payment_intent':
-        return writePaymentIntentDecline(tx, e, d);
+        if (e.type !== 'payment_intent.succeeded') return writePaymentIntentDecline(tx, e, d);
+        // The charge row also marks the intent succeeded for a decline delivered late (writePaymentIntentDecline).
+        await writeIntentCharge(tx, e, d);
+        return clearPaymentIntentDecline(tx, e, d);
       case 'setup_intent':
         return; // nothing stored: the reducer hands the new payment method to open cycles
       case 'fraud_warning':

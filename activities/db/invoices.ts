@@ -36,7 +36,10 @@ export async function loadOpenUpgradeInvoices(tx: TxSql, customerId: string, sub
   return rows.map((r) => r.id);
 }
 
-/** Records a PaymentIntent's decline data on its invoice (when the invoice is known locally). */
+/**
+ * Records a PaymentIntent's decline data on its invoice (when the invoice is known locally), unless a
+ * charge of the PaymentIntent succeeded: a succeeded intent never fails again, so that decline is old.
+ */
 export async function writePaymentIntentDecline(tx: TxSql, e: BillingEvent, d: PaymentIntentData): Promise<void> {
   const fact = await loadInvoiceOfPaymentIntent(tx, e.customerId, d.paymentIntentId, d.invoiceId);
   if (!fact) return;
@@ -46,10 +49,24 @@ export async function writePaymentIntentDecline(tx: TxSql, e: BillingEvent, d: P
       last_decline_code = COALESCE(${d.declineCode ?? d.failureCode}, last_decline_code),
       last_advice_code = COALESCE(${d.adviceCode}, last_advice_code),
       updated_at = now()
+    WHERE id = ${fact.id} AND customer_id = ${e.customerId}
+      AND NOT EXISTS (SELECT 1 FROM charges WHERE payment_intent_id = ${d.paymentIntentId} AND customer_id = ${e.customerId})`;
+}
+
+/** A PaymentIntent succeeded: the decline recorded on its invoice is cleared, as Stripe clears `last_payment_error`. */
+export async function clearPaymentIntentDecline(tx: TxSql, e: BillingEvent, d: PaymentIntentData): Promise<void> {
+  const fact = await loadInvoiceOfPaymentIntent(tx, e.customerId, d.paymentIntentId, d.invoiceId);
+  if (!fact) return;
+  await tx`
+    UPDATE invoices SET
+      payment_intent_id = COALESCE(payment_intent_id, ${d.paymentIntentId}),
+      last_decline_code = NULL,
+      last_advice_code = NULL,
+      updated_at = now()
     WHERE id = ${fact.id} AND customer_id = ${e.customerId}`;
 }
 
-/** Upserts an invoice event; the WHERE repeats the reducer's rule (newer, or same second and not backwards). */
+/** Upserts an invoice event; the WHERE repeats the reducer's rule (newer, or same second and not backwards; never back to draft). */
 export async function writeInvoice(tx: TxSql, e: BillingEvent, d: InvoiceData): Promise<void> {
   const rank = invoiceStatusRank(d.status);
   await tx`
@@ -81,5 +98,6 @@ export async function writeInvoice(tx: TxSql, e: BillingEvent, d: InvoiceData): 
       updated_at = now()
     WHERE (excluded.stripe_updated_at > invoices.stripe_updated_at
        OR (excluded.stripe_updated_at = invoices.stripe_updated_at AND excluded.status_rank >= invoices.status_rank))
+      AND (excluded.status IS DISTINCT FROM 'draft' OR invoices.status IS NULL OR invoices.status = 'draft')
       AND invoices.customer_id = excluded.customer_id`;
 }

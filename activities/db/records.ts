@@ -1,5 +1,14 @@
 /** Rows an event records without a watermark: checkout sessions, payment methods, disputes, charges. */
-import type { BillingEvent, ChargeRefundData, CheckoutSessionData, DisputeData, FraudWarningData, PaymentMethodData } from '../../domain/billing-event';
+import type {
+  BillingEvent,
+  ChargeData,
+  ChargeRefundData,
+  CheckoutSessionData,
+  DisputeData,
+  FraudWarningData,
+  PaymentIntentData,
+  PaymentMethodData,
+} from '../../domain/billing-event';
 import type { TxSql } from '../../lib/db';
 import { toTs } from './shared';
 
@@ -49,6 +58,34 @@ export async function writeFraudWarning(tx: TxSql, e: BillingEvent, d: FraudWarn
     INSERT INTO fraud_warnings (id, customer_id, charge_id, actionable, fraud_type)
     VALUES (${d.warningId}, ${e.customerId}, ${d.chargeId}, ${d.actionable}, ${d.fraudType})
     ON CONFLICT (id) DO NOTHING`;
+}
+
+/**
+ * Records a succeeded charge for the event's customer. A charge of another customer is never moved; a
+ * refund already recorded stays (a late charge.succeeded carries amount_refunded 0).
+ */
+export async function writeCharge(tx: TxSql, e: BillingEvent, d: ChargeData): Promise<void> {
+  await tx`
+    INSERT INTO charges (id, customer_id, invoice_id, payment_intent_id, amount, currency)
+    VALUES (${d.chargeId}, ${e.customerId}, ${d.invoiceId}, ${d.paymentIntentId}, ${d.amount}, ${d.currency})
+    ON CONFLICT (id) DO UPDATE SET
+      invoice_id = COALESCE(charges.invoice_id, excluded.invoice_id),
+      payment_intent_id = COALESCE(charges.payment_intent_id, excluded.payment_intent_id),
+      amount = excluded.amount, currency = excluded.currency, updated_at = now()
+    WHERE charges.customer_id = excluded.customer_id`;
+}
+
+/**
+ * Records the charge a succeeded PaymentIntent settled with (`latest_charge`), if charge.succeeded did
+ * not already: the charge's own event stays the authority on its amount.
+ */
+export async function writeIntentCharge(tx: TxSql, e: BillingEvent, d: PaymentIntentData): Promise<void> {
+  if (!d.latestChargeId || d.amountReceived == null || !d.currency) return;
+  await tx`
+    INSERT INTO charges (id, customer_id, payment_intent_id, amount, currency)
+    VALUES (${d.latestChargeId}, ${e.customerId}, ${d.paymentIntentId}, ${d.amountReceived}, ${d.currency})
+    ON CONFLICT (id) DO UPDATE SET payment_intent_id = excluded.payment_intent_id, updated_at = now()
+    WHERE charges.customer_id = excluded.customer_id AND charges.payment_intent_id IS NULL`;
 }
 
 export async function writeChargeRefund(tx: TxSql, e: BillingEvent, d: ChargeRefundData): Promise<void> {

@@ -74,6 +74,7 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
       // Joined to its invoice by the payload (old versions) or the local invoice row (slice.invoice).
       const invoiceId = d.invoiceId ?? slice.invoice?.id ?? null;
       const cycle = invoiceId ? slice.cycles.find((c) => c.invoiceId === invoiceId && c.open) : undefined;
+      // A succeeded intent is a payment, not its invoice paid (invoices take partial payments): invoice.paid ends the cycle.
       if (!cycle || event.type !== 'payment_intent.payment_failed') return nothing('applied');
       return {
         verdict: 'applied',
@@ -90,6 +91,7 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
     }
     case 'checkout_session':
     case 'dispute':
+    case 'charge':
     case 'charge_refund':
     case 'fraud_warning':
       // Access follows from the stored disputes and warnings (refreshAccessState); no effect to run.
@@ -132,10 +134,14 @@ function subscriptionVerdict(slice: BillingSlice, created: number, eventId: stri
   return 'applied';
 }
 
-/** Invoices: newer wins; in the same second a status never moves backwards (paid beats open). */
+/**
+ * Invoices: newer wins; in the same second a status never moves backwards (paid beats open); and a
+ * finalized invoice never returns to draft at Stripe, so a late invoice.created is stale whatever its second.
+ */
 function invoiceVerdict(slice: BillingSlice, created: number, status: string | null): Verdict {
   const cur = slice.invoice;
   if (!cur) return 'applied';
+  if (status === 'draft' && cur.status !== null && cur.status !== 'draft') return 'stale';
   if (created > cur.watermark.created) return 'applied';
   if (created < cur.watermark.created) return 'stale';
   return invoiceStatusRank(status) >= cur.statusRank ? 'applied' : 'stale';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineHandler, IdRefSchema, idOf, orNull, type EventHandler } from './shared';
+import { defineHandler, IdRefSchema, idOf, lenient, orNull, type EventHandler } from './shared';
 
 /** `data.object` of charge.dispute.created. Disputes name only the charge, not the customer. */
 export const DisputeObjectSchema = z.looseObject({
@@ -12,12 +12,14 @@ export const DisputeObjectSchema = z.looseObject({
 });
 export type DisputeObject = z.infer<typeof DisputeObjectSchema>;
 
-/** `data.object` of charge.refunded. */
+/** `data.object` of charge.succeeded and charge.refunded. */
 export const ChargeObjectSchema = z.looseObject({
   id: z.string().min(1),
   customer: IdRefSchema.nullish(),
   // Removed from Charge in 2025-03-31.basil; present in older payloads.
   invoice: IdRefSchema.nullish(),
+  // Since basil the only link from a charge towards its invoice (through the invoice's payments).
+  payment_intent: lenient(IdRefSchema),
   amount: z.number().int(),
   amount_refunded: z.number().int(),
   currency: z.string(),
@@ -56,6 +58,20 @@ export const radarEarlyFraudWarningCreated: EventHandler = defineHandler(EarlyFr
   customerId: typeof w.charge === 'object' ? idOf(w.charge.customer) : null,
   objectId: w.id,
   data: { kind: 'fraud_warning', warningId: w.id, chargeId: idOf(w.charge), actionable: w.actionable, fraudType: orNull(w.fraud_type) },
+}));
+
+/** charge.succeeded: records who paid the charge, so its dispute or early fraud warning needs no Stripe lookup. */
+export const chargeSucceeded: EventHandler = defineHandler(ChargeObjectSchema, (charge) => ({
+  customerId: idOf(charge.customer),
+  objectId: charge.id,
+  data: {
+    kind: 'charge',
+    chargeId: charge.id,
+    paymentIntentId: idOf(charge.payment_intent),
+    invoiceId: idOf(charge.invoice),
+    amount: charge.amount,
+    currency: charge.currency,
+  },
 }));
 
 /** charge.refunded: `invoiceId` only from pre-basil payloads that still carry `charge.invoice`. */

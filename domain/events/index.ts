@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import { BillingEventSchema, type BillingEvent } from '../billing-event';
 import { checkoutSessionCompleted, checkoutSessionExpired } from './checkout-session';
-import { chargeDisputeClosed, chargeDisputeCreated, chargeRefunded, radarEarlyFraudWarningCreated } from './charge';
+import { chargeDisputeClosed, chargeDisputeCreated, chargeRefunded, chargeSucceeded, radarEarlyFraudWarningCreated } from './charge';
 import { customerCreated, customerDeleted, customerUpdated } from './customer';
 import {
+  invoiceCreated,
   invoiceFinalized,
   invoiceMarkedUncollectible,
   invoicePaid,
@@ -13,7 +14,7 @@ import {
   invoiceUpcoming,
   invoiceVoided,
 } from './invoice';
-import { paymentIntentPaymentFailed, setupIntentSucceeded } from './intents';
+import { paymentIntentPaymentFailed, paymentIntentSucceeded, setupIntentSucceeded } from './intents';
 import { paymentMethodAttached, paymentMethodDetached } from './payment-method';
 import { formatIssues, isRecord, type EventHandler } from './shared';
 import {
@@ -44,6 +45,7 @@ const HANDLERS = {
   'customer.subscription.resumed': customerSubscriptionResumed,
   'customer.subscription.pending_update_applied': customerSubscriptionPendingUpdateApplied,
   'customer.subscription.pending_update_expired': customerSubscriptionPendingUpdateExpired,
+  'invoice.created': invoiceCreated,
   'invoice.finalized': invoiceFinalized,
   'invoice.paid': invoicePaid,
   'invoice.payment_succeeded': invoicePaymentSucceeded,
@@ -53,9 +55,11 @@ const HANDLERS = {
   'invoice.voided': invoiceVoided,
   'invoice.marked_uncollectible': invoiceMarkedUncollectible,
   'payment_intent.payment_failed': paymentIntentPaymentFailed,
+  'payment_intent.succeeded': paymentIntentSucceeded,
   'setup_intent.succeeded': setupIntentSucceeded,
   'payment_method.attached': paymentMethodAttached,
   'payment_method.detached': paymentMethodDetached,
+  'charge.succeeded': chargeSucceeded,
   'charge.dispute.created': chargeDisputeCreated,
   'charge.refunded': chargeRefunded,
   'charge.dispute.closed': chargeDisputeClosed,

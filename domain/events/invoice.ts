@@ -129,6 +129,8 @@ const invoiceHandler: EventHandler = defineHandler(InvoiceObjectSchema, (invoice
   data: invoiceData(invoice.id, invoice),
 }));
 
+/** invoice.created: usually a draft, finalized about an hour later; a late one never moves an invoice back (reducer). */
+export const invoiceCreated = invoiceHandler;
 /** invoice.finalized */
 export const invoiceFinalized = invoiceHandler;
 /** invoice.paid: also sent for invoices marked paid out of band. */

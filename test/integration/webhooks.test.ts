@@ -73,6 +73,7 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
       } else if (type.startsWith('invoice.') && type !== 'invoice.upcoming') {
         const i = await row(db.sql`SELECT * FROM invoices WHERE id = ${obj.id}`);
         expect(i).toMatchObject({ customer_id: customerId, status: obj.status, amount_due: obj.amount_due });
+        if (type === 'invoice.created') expect(i).toMatchObject({ status: 'draft', hosted_invoice_url: null, paid_at: null });
       } else if (type === 'invoice.upcoming') {
         expect(await db.sql`SELECT 1 FROM invoices WHERE customer_id = ${customerId}`).toHaveLength(0);
       } else if (type.startsWith('customer.')) {
@@ -87,10 +88,24 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
       } else if (type === 'radar.early_fraud_warning.created') {
         const w = await row(db.sql`SELECT * FROM fraud_warnings WHERE id = ${obj.id}`);
         expect(w).toMatchObject({ customer_id: customerId, charge_id: obj.charge, actionable: obj.actionable, fraud_type: obj.fraud_type });
+      } else if (type === 'payment_intent.succeeded') {
+        // No invoice here names this PaymentIntent (see the decline test below): the charge it settled with is recorded.
+        const c = await row(db.sql`SELECT * FROM charges WHERE id = ${obj.latest_charge}`);
+        expect(c).toMatchObject({ customer_id: customerId, payment_intent_id: obj.id, amount: obj.amount_received, currency: obj.currency, refunded: false });
       } else if (type === 'payment_intent.payment_failed' || type === 'setup_intent.succeeded') {
         // No row of their own: a PaymentIntent's decline lands on its invoice, a setup intent's method
         // reaches open dunning cycles (test/integration/dunning-today.test.ts); here the apply is recorded.
         expect(await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).toHaveLength(1);
+      } else if (type === 'charge.succeeded') {
+        const c = await row(db.sql`SELECT * FROM charges WHERE id = ${obj.id}`);
+        expect(c).toMatchObject({
+          customer_id: customerId,
+          payment_intent_id: obj.payment_intent,
+          amount: obj.amount,
+          currency: obj.currency,
+          amount_refunded: 0,
+          refunded: false,
+        });
       } else if (type === 'charge.refunded') {
         const c = await row(db.sql`SELECT * FROM charges WHERE id = ${obj.id}`);
         expect(c).toMatchObject({ customer_id: customerId, refunded: true, amount_refunded: obj.amount_refunded });
@@ -102,6 +117,74 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
       }
       const log = await row(db.sql`SELECT status, attempts, customer_id FROM webhook_events WHERE event_id = ${envelope.id}`);
       expect(log).toMatchObject({ status: 'applied', attempts: 1, customer_id: customerId });
+    });
+  });
+
+  describe('the payment events of a renewal', () => {
+    const post = async (envelope: { id: string }) => {
+      const res = await postWebhook(built.app, envelope);
+      expect(res.status).toBe(200);
+      return applied(envelope.id);
+    };
+    const status = async (eventId: string) =>
+      (await db.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${eventId}`)[0]?.status;
+
+    it('a late invoice.created never moves a paid invoice back to draft, even from a later second', async () => {
+      const paid = uniqueFixture('invoice.paid');
+      expect(await post(paid.envelope)).toBe('applied');
+      const created = uniqueFixture('invoice.created', { token: paid.token });
+      created.envelope.created = paid.envelope.created + 5;
+      expect(await post(created.envelope)).toBe('stale');
+      expect(await status(created.envelope.id)).toBe('applied');
+      const [invoice] = await db.sql`SELECT status, amount_paid, watermark_event_id FROM invoices WHERE id = ${paid.envelope.data.object.id}`;
+      expect(invoice).toEqual({ status: 'paid', amount_paid: 2900, watermark_event_id: paid.envelope.id });
+    });
+
+    it('a dispute of a charge recorded by charge.succeeded finds its customer locally', async () => {
+      const charge = uniqueFixture('charge.succeeded');
+      expect(await post(charge.envelope)).toBe('applied');
+      // No charges row inserted by the test: the customer comes from the one charge.succeeded wrote
+      // (stripe-mock, the fallback, would name another customer or none).
+      const dispute = uniqueFixture('charge.dispute.created', { token: charge.token });
+      expect(dispute.envelope.data.object.charge).toBe(charge.envelope.data.object.id);
+      expect(await post(dispute.envelope)).toBe('applied');
+      const [row] = await db.sql`SELECT customer_id FROM disputes WHERE id = ${dispute.envelope.data.object.id}`;
+      expect(row).toEqual({ customer_id: charge.customerId });
+    });
+
+    it('charge.succeeded never moves a charge recorded for another customer', async () => {
+      const { envelope, token } = uniqueFixture('charge.succeeded');
+      const other = `cus_${token}Other`;
+      await db.sql`INSERT INTO customers (id) VALUES (${other})`;
+      await db.sql`INSERT INTO charges (id, customer_id, amount, currency) VALUES (${envelope.data.object.id}, ${other}, 100, 'eur')`;
+      expect(await post(envelope)).toBe('applied');
+      const [row] = await db.sql`SELECT customer_id, amount, currency, payment_intent_id FROM charges WHERE id = ${envelope.data.object.id}`;
+      expect(row).toEqual({ customer_id: other, amount: 100, currency: 'eur', payment_intent_id: null });
+    });
+
+    it('payment_intent.succeeded clears the decline payment_intent.payment_failed recorded on its invoice; a late failure does not bring it back', async () => {
+      const finalized = uniqueFixture('invoice.finalized');
+      const invoiceId = finalized.envelope.data.object.id;
+      expect(await post(finalized.envelope)).toBe('applied');
+      const failed = uniqueFixture('payment_intent.payment_failed', { token: finalized.token });
+      // Basil+ invoices name no PaymentIntent: the dunning cycle learns it from the invoice's payments.
+      await db.sql`UPDATE invoices SET payment_intent_id = ${failed.envelope.data.object.id} WHERE id = ${invoiceId}`;
+      const decline = async () => (await db.sql`SELECT last_decline_code, last_advice_code FROM invoices WHERE id = ${invoiceId}`)[0];
+
+      expect(await post(failed.envelope)).toBe('applied');
+      expect(await decline()).toEqual({ last_decline_code: 'insufficient_funds', last_advice_code: 'try_again_later' });
+
+      const succeeded = uniqueFixture('payment_intent.succeeded', { token: finalized.token });
+      expect(await post(succeeded.envelope)).toBe('applied');
+      expect(await status(succeeded.envelope.id)).toBe('applied');
+      expect(await decline()).toEqual({ last_decline_code: null, last_advice_code: null });
+      const [charge] = await db.sql`SELECT customer_id, payment_intent_id FROM charges WHERE id = ${succeeded.envelope.data.object.latest_charge}`;
+      expect(charge).toEqual({ customer_id: finalized.customerId, payment_intent_id: succeeded.envelope.data.object.id });
+
+      // The same decline delivered late, under another event id: the PaymentIntent already succeeded.
+      const late = uniqueFixture('payment_intent.payment_failed', { token: finalized.token });
+      expect(await post(late.envelope)).toBe('applied');
+      expect(await decline()).toEqual({ last_decline_code: null, last_advice_code: null });
     });
   });
 

@@ -309,7 +309,7 @@ export function interpretLifecycle(lc: Lifecycle, token: string, startAt: number
   }
 
   function finalize(inv: InvoiceObject, withCreated: boolean): void {
-    if (withCreated) emitInvoice('invoice.created', inv); // not handled by the engine: stored 'ignored'
+    if (withCreated) emitInvoice('invoice.created', inv); // the draft: recorded, never over a finalized state
     inv.status = 'open';
     inv.finalizedAt = clock;
     inv.nextPaymentAttempt = clock;

@@ -160,7 +160,9 @@ function applyOne(x: Expected, e: SimEvent): string {
     case 'invoice': {
       const rank = invoiceRank(o.status);
       const stored = x.invoices.get(o.id);
-      if (stored && (e.created < stored.watermark || (e.created === stored.watermark && rank < stored.rank))) {
+      // Stripe never returns a finalized invoice to draft: a late invoice.created is stale whatever its second.
+      const backToDraft = stored !== undefined && o.status === 'draft' && stored.status !== 'draft';
+      if (stored && (backToDraft || e.created < stored.watermark || (e.created === stored.watermark && rank < stored.rank))) {
         if (FAILURE_TYPES.has(e.type) && !x.cycles.has(o.id)) x.failedWithoutCycle.add(o.id);
         return `stale (stored ${stored.status} @${stored.watermark})`;
       }

@@ -9,11 +9,6 @@ import { PRICES, type History, type PriceId, type SimEvent, type SubObject } fro
 /** A webhook envelope as Stripe posts it (parsed JSON). */
 export type Envelope = Record<string, any>;
 
-/** Types without a fixture of their own: an invoice fixture with the type and status changed. */
-const FIXTURE_OF: Record<string, string> = {
-  'invoice.created': 'invoice.finalized',
-};
-
 /** attempt_count of the 'int_overflow' poison: one past int4. */
 export const POISON_ATTEMPT_COUNT = 2 ** 31;
 
@@ -25,11 +20,10 @@ const PLAN_OF: Record<PriceId, { planId: string; name: string; lookupKey: string
 
 const texts = new Map<string, string>();
 function fixtureText(type: string): string {
-  const base = FIXTURE_OF[type] ?? type;
-  let text = texts.get(base);
+  let text = texts.get(type);
   if (text === undefined) {
-    text = loadFixtureText(base);
-    texts.set(base, text);
+    text = loadFixtureText(type);
+    texts.set(type, text);
   }
   return text;
 }
@@ -129,7 +123,9 @@ export function renderEnvelope(h: History, e: SimEvent): Envelope {
       obj.number = o.status === 'draft' ? null : o.number;
       obj.receipt_number = paid ? `${o.number}-R` : null;
       obj.webhooks_delivered_at = o.createdAt + 1;
+      // A draft has no hosted page yet and is due to finalize about an hour after it was created.
       if (o.status === 'draft') obj.hosted_invoice_url = obj.invoice_pdf = null;
+      obj.automatically_finalizes_at = o.status === 'draft' ? o.createdAt + 3600 : null;
       obj.status_transitions = { finalized_at: o.finalizedAt, marked_uncollectible_at: null, paid_at: o.paidAt, voided_at: o.voidedAt };
       obj.parent.subscription_details.metadata.plan_id = PLAN_OF[o.priceId].planId;
       const line = obj.lines.data[0];

@@ -85,6 +85,22 @@ describe('billing reducer: effects from state transitions', () => {
     expect(r.effects).toEqual([]);
   });
 
+  it('a late invoice.created (draft) never moves a finalized invoice back, whatever its second', () => {
+    for (const created of [150, 200, 250]) {
+      expect(reduceBillingEvent(slice({ invoice: paidInvoice }), invoiceEvent('invoice.created', 'draft', created))).toEqual({ verdict: 'stale', cycles: [], effects: [] });
+    }
+    const open = { ...paidInvoice, status: 'open', statusRank: 1 };
+    expect(reduceBillingEvent(slice({ invoice: open }), invoiceEvent('invoice.created', 'draft', 250)).verdict).toBe('stale');
+  });
+
+  it('records a new draft invoice, and a newer draft over a draft, without effects', () => {
+    const cycles = [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }];
+    expect(reduceBillingEvent(slice({ cycles }), invoiceEvent('invoice.created', 'draft', 100))).toEqual({ verdict: 'applied', cycles: [], effects: [] });
+    const draft = { ...paidInvoice, status: 'draft', statusRank: 0, watermark: { created: 100, eventId: 'evt_created' } };
+    expect(reduceBillingEvent(slice({ invoice: draft }), invoiceEvent('invoice.created', 'draft', 101)).verdict).toBe('applied');
+    expect(reduceBillingEvent(slice({ invoice: draft }), invoiceEvent('invoice.finalized', 'open', 100)).verdict).toBe('applied');
+  });
+
   it('a second failure joins the open cycle; a closed cycle is never reopened', () => {
     const open = reduceBillingEvent(slice({ cycles: [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }] }), invoiceEvent('invoice.payment_failed', 'open', 300));
     expect(open.cycles).toEqual([]);
@@ -144,6 +160,40 @@ describe('billing reducer: effects from state transitions', () => {
     expect(reduceBillingEvent(slice({ cycles }), event).effects).toEqual([
       { kind: 'signal_dunning', target: 'in_a', invoiceId: 'in_a', event: { kind: 'payment_method_updated', eventId: 'evt_pm', paymentMethodId: 'pm_1', at: 700 } },
     ]);
+  });
+
+  it('a succeeded charge or payment intent is recorded without an effect, even with an open cycle on its invoice', () => {
+    const cycles = [{ invoiceId: 'in_1', subscriptionId: 'sub_1', open: true }];
+    const base = { created: 750, customerId: CUS, livemode: false };
+    const charge: BillingEvent = {
+      ...base,
+      eventId: 'evt_ch',
+      type: 'charge.succeeded',
+      objectId: 'ch_1',
+      data: { kind: 'charge', chargeId: 'ch_1', paymentIntentId: 'pi_1', invoiceId: null, amount: 900, currency: 'usd' },
+    };
+    const intent: BillingEvent = {
+      ...base,
+      eventId: 'evt_pi',
+      type: 'payment_intent.succeeded',
+      objectId: 'pi_1',
+      data: {
+        kind: 'payment_intent',
+        paymentIntentId: 'pi_1',
+        status: 'succeeded',
+        invoiceId: 'in_1',
+        declineCode: null,
+        adviceCode: null,
+        networkDeclineCode: null,
+        failureCode: null,
+        latestChargeId: 'ch_1',
+        amountReceived: 900,
+        currency: 'usd',
+      },
+    };
+    // A payment is not the invoice being paid (invoices take partial payments): invoice.paid ends the cycle.
+    expect(reduceBillingEvent(slice({ cycles }), charge)).toEqual({ verdict: 'applied', cycles: [], effects: [] });
+    expect(reduceBillingEvent(slice({ cycles, invoice: { ...paidInvoice, status: 'open', statusRank: 1 } }), intent)).toEqual({ verdict: 'applied', cycles: [], effects: [] });
   });
 
   it('a subscription read from Stripe ends the cycles of an ended subscription, unless a newer event was applied', () => {
