@@ -285,3 +285,54 @@ export async function runOverload(
   log(`  acked ${r.ok} (${r.okPerSecond}/s); applied per 5 s window ${windows.map((w) => w.perSec).join(', ')} /s; min ${row.minWindowRatio} × sustainable; lost ${row.lost}; drained ${drainMs} ms after; peak inbox ${peakInbox}, peak pending workflows ${peakPending}; sticky misses ${row.sticky.cacheMiss}`);
   return row;
 }
+
+const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
+const ms = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x >= 100 ? String(Math.round(x)) : String(x));
+const failures = (r: { failures: Record<string, number>; skipped: number }) => {
+  const f = Object.entries(r.failures).map(([k, v]) => `${v}×${k}`);
+  if (r.skipped) f.push(`${r.skipped} not sent (in-flight cap)`);
+  return f.length ? f.join(' ') : '0';
+};
+
+/** The storm's markdown section. */
+export function renderStorm(st: StormRow): string[] {
+  const out: string[] = [];
+  out.push('### Renewal storm', '');
+  out.push(
+    `${n0(st.customers)} customers with live workflows each receive the ${n0(st.events / st.customers)} events of a renewal (invoice.created, invoice.finalized, invoice.paid, invoice.payment_succeeded, payment_intent.succeeded, charge.succeeded, customer.subscription.updated), sent by 64 senders as fast as the load generator goes.`,
+    '',
+    '| measure | value |',
+    '|---|---|',
+    `| sent | ${n0(st.events)} in ${(st.sendMs / 1000).toFixed(1)} s (${n0(st.ackPerSec)}/s), ack p50 / p99 ${ms(st.ackLatencyMs.p50)} / ${ms(st.ackLatencyMs.p99)} ms |`,
+    `| non-2xx | ${st.non2xx}${st.non2xx ? ` (${Object.entries(st.failures).map(([k, v]) => `${v}×${k}`).join(', ')})` : ''} |`,
+    `| applied | ${n0(st.applied)} / ${n0(st.events)}${st.quarantined ? ` (${st.quarantined} quarantined)` : ''} |`,
+    `| drain after the last send | ${st.drainMs === null ? 'timeout' : `${(st.drainMs / 1000).toFixed(1)} s`} (first send to all applied: ${st.totalMs === null ? '–' : `${(st.totalMs / 1000).toFixed(1)} s`}) |`,
+    `| bound: 2 × customers ÷ Temporal-alone signals/s | ${st.targetDrainMs === null ? '–' : `${(st.targetDrainMs / 1000).toFixed(1)} s (${n0(st.ceilingSignalsPerSec ?? 0)} signals/s)`} |`,
+    `| coalescing (events per signal) | ${st.coalescing ?? '–'} |`,
+    `| sticky-cache misses / forced evictions (worker) | ${st.sticky.cacheMiss ?? '–'} / ${st.sticky.forcedEvictions ?? '–'} |`,
+    '',
+  );
+  return out;
+}
+
+/** The overload's markdown section. */
+export function renderOverload(ov: OverloadRow): string[] {
+  const out: string[] = [];
+  out.push('### Overload', '');
+  out.push(
+    `${n0(ov.offeredPerSec)}/s offered for ${ov.seconds} s: 3 × the sustainable ${n0(ov.sustainablePerSec)}/s (${ov.sustainableFrom}), over the steady-state customers.`,
+    '',
+    '| measure | value |',
+    '|---|---|',
+    `| acknowledged | ${n0(ov.result.ok)} (${n0(ov.result.okPerSecond)}/s), non-2xx ${failures(ov.result)}, ack p99 ${ms(ov.result.latencyMs.p99)} ms |`,
+    `| applied per 5 s window (events/s) | ${ov.windows.map((w) => n0(w.perSec)).join(', ')} |`,
+    `| lowest window ÷ sustainable | ${ov.minWindowRatio} |`,
+    `| peak inbox (received) / peak workflows pending | ${n0(ov.peakInboxDepth)} / ${n0(ov.peakPendingWorkflows)} |`,
+    `| coalescing (events per signal) | ${ov.coalescing ?? '–'} |`,
+    `| sticky-cache misses / forced evictions (worker) | ${ov.sticky.cacheMiss ?? '–'} / ${ov.sticky.forcedEvictions ?? '–'} |`,
+    `| lost | ${ov.lost} |`,
+    `| backlog drained after the load | ${ov.drainMs === null ? 'timeout' : `${(ov.drainMs / 1000).toFixed(1)} s`} |`,
+    '',
+  );
+  return out;
+}

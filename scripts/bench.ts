@@ -28,7 +28,7 @@ import { benchCustomerId, summarize, type LatencySummary, type LoadJob, type Loa
 import { createFloorSchema } from './bench-floor';
 import { CpuSampler, findPid, heaviestProcess, postmasterPid, type CpuSnapshot, type CpuUsage } from './bench-proc';
 import { sleep, startBillingStack, type BillingStack, type ServiceProcess, type TemporalJournal } from './bench-stack';
-import { runOverload, runRenewalStorm, type OverloadRow, type StormRow } from './bench-storm';
+import { renderOverload, renderStorm, runOverload, runRenewalStorm, type OverloadRow, type StormRow } from './bench-storm';
 import { startPagingStripeFake, type FakeSubscription, type PagingStripeFake } from './bench-stripe-fake';
 import { ROOT, TOOLS_BIN, freePort, tempDir, waitForPort } from './stack';
 
@@ -873,43 +873,8 @@ function renderMarkdown(r: Report): string {
   }
   lines.push('', 'e2e = `applied_events.applied_at` (start of the applying transaction, Postgres clock) − scheduled send time (same machine clock).', '');
 
-  if (r.storm) {
-    const st = r.storm;
-    lines.push('### Renewal storm', '');
-    lines.push(
-      `${n0(st.customers)} customers with live workflows each receive the ${n0(st.events / st.customers)} events of a renewal (invoice.created, invoice.finalized, invoice.paid, invoice.payment_succeeded, payment_intent.succeeded, charge.succeeded, customer.subscription.updated), sent by 64 senders as fast as the load generator goes.`,
-      '',
-      '| measure | value |',
-      '|---|---|',
-      `| sent | ${n0(st.events)} in ${(st.sendMs / 1000).toFixed(1)} s (${n0(st.ackPerSec)}/s), ack p50 / p99 ${ms(st.ackLatencyMs.p50)} / ${ms(st.ackLatencyMs.p99)} ms |`,
-      `| non-2xx | ${st.non2xx}${st.non2xx ? ` (${Object.entries(st.failures).map(([k, v]) => `${v}×${k}`).join(', ')})` : ''} |`,
-      `| applied | ${n0(st.applied)} / ${n0(st.events)}${st.quarantined ? ` (${st.quarantined} quarantined)` : ''} |`,
-      `| drain after the last send | ${st.drainMs === null ? 'timeout' : `${(st.drainMs / 1000).toFixed(1)} s`} (first send to all applied: ${st.totalMs === null ? '–' : `${(st.totalMs / 1000).toFixed(1)} s`}) |`,
-      `| bound: 2 × customers ÷ Temporal-alone signals/s | ${st.targetDrainMs === null ? '–' : `${(st.targetDrainMs / 1000).toFixed(1)} s (${n0(st.ceilingSignalsPerSec ?? 0)} signals/s)`} |`,
-      `| coalescing (events per signal) | ${st.coalescing ?? '–'} |`,
-      `| sticky-cache misses / forced evictions (worker) | ${st.sticky.cacheMiss ?? '–'} / ${st.sticky.forcedEvictions ?? '–'} |`,
-      '',
-    );
-  }
-  if (r.overload) {
-    const ov = r.overload;
-    lines.push('### Overload', '');
-    lines.push(
-      `${n0(ov.offeredPerSec)}/s offered for ${ov.seconds} s: 3 × the sustainable ${n0(ov.sustainablePerSec)}/s (${ov.sustainableFrom}), over the steady-state customers.`,
-      '',
-      '| measure | value |',
-      '|---|---|',
-      `| acknowledged | ${n0(ov.result.ok)} (${n0(ov.result.okPerSecond)}/s), non-2xx ${failures(ov.result)}, ack p99 ${ms(ov.result.latencyMs.p99)} ms |`,
-      `| applied per 5 s window (events/s) | ${ov.windows.map((w) => n0(w.perSec)).join(', ')} |`,
-      `| lowest window ÷ sustainable | ${ov.minWindowRatio} |`,
-      `| peak inbox (received) / peak workflows pending | ${n0(ov.peakInboxDepth)} / ${n0(ov.peakPendingWorkflows)} |`,
-      `| coalescing (events per signal) | ${ov.coalescing ?? '–'} |`,
-      `| sticky-cache misses / forced evictions (worker) | ${ov.sticky.cacheMiss ?? '–'} / ${ov.sticky.forcedEvictions ?? '–'} |`,
-      `| lost | ${ov.lost} |`,
-      `| backlog drained after the load | ${ov.drainMs === null ? 'timeout' : `${(ov.drainMs / 1000).toFixed(1)} s`} |`,
-      '',
-    );
-  }
+  if (r.storm) lines.push(...renderStorm(r.storm));
+  if (r.overload) lines.push(...renderOverload(r.overload));
 
   lines.push('### Scale', '');
   lines.push('| measure | value |', '|---|---|');
