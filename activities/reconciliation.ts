@@ -22,6 +22,7 @@ import {
 } from '../domain/reconciliation';
 import { subscriptionSnapshotFromStripe } from '../domain/stripe-objects';
 import type { Sql, TxSql } from '../lib/db';
+import { notifyInbox } from '../lib/inbox';
 import { idOf } from '../domain/events/shared';
 import { isStripeNotFound, mapStripeError } from './errors';
 import { beat, createReconciliationContext, SIGNAL_CONCURRENCY, type ReconciliationDeps } from './reconciliation-context';
@@ -279,6 +280,8 @@ export function createReconciliationActivities(deps: ReconciliationDeps) {
           RETURNING event_id`;
         recovered += inserted.length;
       }
+      // The API's dispatchers hand them over; wake them now rather than on their timers.
+      if (recovered > 0) await notifyInbox(sql).catch(() => {});
       const last = page.data[page.data.length - 1];
       return { nextCursor: page.has_more && last ? last.id : null, listed: page.data.length, recovered };
     },

@@ -14,14 +14,15 @@
  *
  * Temporal down: a failed signal leaves its rows 'received' with the error and a lease pushed out
  * (backoff 0.5 s doubling to 15 s); the webhook endpoint keeps answering 200 meanwhile.
- * It wakes on LISTEN billing_inbox (a trigger notifies on insert), on this process's own inserts, and on
- * a timer as the fallback.
+ * It wakes on LISTEN billing_inbox (the API sends a coalesced NOTIFY after its inserts, lib/inbox.ts),
+ * on this process's own inserts at once, and on a timer as the fallback.
  */
 import { isGrpcServiceError } from '@temporalio/client';
 import type { BillingEvent } from '../domain/billing-event';
 import { customerWorkflowId } from '../domain/ids';
 import type { Config } from '../lib/config';
 import type { Sql } from '../lib/db';
+import { INBOX_CHANNEL } from '../lib/inbox';
 import type { Logger } from '../lib/logger';
 import type { Ingest } from './ingest';
 import type { Envelope } from './payload';
@@ -40,7 +41,7 @@ export interface DispatcherOptions {
   batchMaxEvents: number;
   /** JSON bytes per signal (DISPATCH_BATCH_MAX_BYTES); a single larger event still goes alone. */
   batchMaxBytes: number;
-  /** Rows claimed per pass. */
+  /** Rows looked at per pass (the oldest claimable ones); those of admitted customers are claimed. */
   claimMax: number;
   /** Fallback wake-up (DISPATCH_POLL_MS). */
   pollMs: number;
@@ -191,18 +192,26 @@ export function createDispatcher(deps: DispatcherDeps) {
     return { pendingWorkflows, oldestPendingMs, window, available: window - pendingWorkflows };
   }
 
-  /** Claims up to `limit` of the oldest claimable rows for one lease. */
-  async function claim(limit: number): Promise<ClaimedRow[]> {
+  /**
+   * Claims, for one lease, the oldest claimable rows of at most `maxWorkflows` customers among the
+   * `scan` oldest claimable rows (rows without a customer yet, looked up later, always come along).
+   * Rows of other customers are only locked for the statement: no payload is read for them.
+   */
+  async function claim(scan: number, maxWorkflows: number): Promise<ClaimedRow[]> {
     const rows = await sql<ClaimedRow[]>`
-      WITH picked AS (
-        SELECT event_id FROM webhook_events
+      WITH candidates AS (
+        SELECT event_id, customer_id, received_at FROM webhook_events
         WHERE status = 'received' AND (dispatch_claimed_until IS NULL OR dispatch_claimed_until < now())
         ORDER BY received_at
-        LIMIT ${limit}
-        FOR UPDATE SKIP LOCKED)
+        LIMIT ${scan}
+        FOR UPDATE SKIP LOCKED),
+      admitted AS (
+        SELECT customer_id FROM candidates WHERE customer_id IS NOT NULL
+        GROUP BY customer_id ORDER BY min(received_at) LIMIT ${maxWorkflows})
       UPDATE webhook_events w
       SET dispatch_claimed_until = now() + ${o.leaseMs / 1000} * interval '1 second', dispatch_attempts = w.dispatch_attempts + 1
-      FROM picked WHERE w.event_id = picked.event_id
+      FROM candidates c
+      WHERE w.event_id = c.event_id AND (c.customer_id IS NULL OR c.customer_id IN (SELECT customer_id FROM admitted))
       RETURNING w.event_id, w.customer_id, w.payload, w.payload_truncated, w.received_at`;
     return [...rows].sort((a, b) => a.received_at.getTime() - b.received_at.getTime() || (a.event_id < b.event_id ? -1 : 1));
   }
@@ -248,8 +257,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   /** One pass: claim, resolve, coalesce per customer, signal, mark. Admits at most `maxWorkflows` customers. */
   async function pass(maxWorkflows = Number.POSITIVE_INFINITY): Promise<PassReport> {
     const report: PassReport = { claimed: 0, dispatched: 0, signals: 0, retried: 0, settled: 0, temporalDown: false };
-    const limit = Math.max(1, Math.min(o.claimMax, Number.isFinite(maxWorkflows) ? maxWorkflows * o.batchMaxEvents : o.claimMax));
-    const rows = await claim(limit);
+    const rows = await claim(o.claimMax, Number.isFinite(maxWorkflows) ? Math.max(1, Math.floor(maxWorkflows)) : o.claimMax);
     report.claimed = rows.length;
     if (rows.length === 0) return report;
 
@@ -426,7 +434,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       metrics.dispatchTemporalUp.set(1);
       if (o.listen) {
         try {
-          const sub = await sql.listen('billing_inbox', () => wake());
+          const sub = await sql.listen(INBOX_CHANNEL, () => wake());
           unlisten = () => sub.unlisten();
         } catch (err) {
           logger.warn({ error: messageOf(err), pollMs: o.pollMs }, 'LISTEN billing_inbox failed; dispatching on the timer only');

@@ -11,9 +11,9 @@ import { customerWorkflowId } from '../domain/ids';
 import { stripeEventsSignal } from '../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import type { Sql } from '../lib/db';
-import type { Logger } from '../lib/logger';
+import { logContext, type Logger } from '../lib/logger';
 import type { Metrics } from './metrics';
-import { implausible, missingAtStripe, plausibleUnix, sanitizeForJsonb, stripNul, truncatedPayload, unroutedLogFields, type Envelope, type Normalized } from './payload';
+import { implausible, mayNeedSanitizing, missingAtStripe, plausibleUnix, sanitizeForJsonb, stripNul, truncatedPayload, unroutedLogFields, type Envelope, type Normalized } from './payload';
 
 export interface IngestDeps {
   sql: Sql;
@@ -217,9 +217,10 @@ export function createIngest(deps: IngestDeps) {
      * Records a verified event, and only that: the answer can be 2xx as soon as this commits. A
      * redelivery bumps the attempt counter and answers the stored row's status.
      */
-    async ingestVerified(raw: Envelope, rawBytes: number): Promise<StoreOutcome> {
-      // The workflow gets exactly what is stored: classify the jsonb-safe copy, not the raw envelope.
-      const envelope = sanitizeForJsonb(raw) as Envelope;
+    async ingestVerified(raw: Envelope, rawBytes: number, rawText?: string): Promise<StoreOutcome> {
+      // The workflow gets exactly what is stored: classify the jsonb-safe copy, not the raw envelope
+      // (copied only when the raw text can hold something unsafe).
+      const envelope = (rawText === undefined || mayNeedSanitizing(rawText) ? sanitizeForJsonb(raw) : raw) as Envelope;
       const result = classify(envelope);
       const eventId = typeof envelope.id === 'string' ? envelope.id : null;
       if (!eventId) throw new Error('ingestVerified requires an envelope with an id');
@@ -261,8 +262,11 @@ export function createIngest(deps: IngestDeps) {
         logger.warn({ ...unroutedLogFields(envelope), type, error: lastError }, 'verified event failed validation; stored as failed');
         return { status: 'failed', eventId, error: result.error };
       }
-      if (customerId) logger.info({ eventId, customerId, workflowId: customerWorkflowId(customerId), type }, 'event stored');
-      else logger.info({ ...unroutedLogFields(envelope), type }, 'event stored; its customer is looked up by the dispatcher');
+      // One line per delivery: the request's own line carries these ids (api/app.ts); this one is debug.
+      const ids = customerId ? { eventId, customerId, workflowId: customerWorkflowId(customerId), type } : { ...unroutedLogFields(envelope), type };
+      const context = logContext.getStore();
+      if (context) Object.assign(context, ids);
+      logger.debug(ids, 'event stored');
       deps.onStored?.();
       return { status: 'received', eventId, duplicate: false };
     },

@@ -20,6 +20,15 @@ function jsonbSafeString(s: string): string {
   return JSONB_UNSAFE.test(s) ? s.replace(/\u0000/g, '').replace(LONE_SURROGATE, '\ufffd') : s;
 }
 
+/**
+ * Whether a payload parsed from this raw JSON text can hold what `sanitizeForJsonb` removes: a NUL or
+ * a UTF-16 surrogate can only come from a `\u` escape (raw text decoded from UTF-8 has neither), and a
+ * polluting key only from its quoted name. False for nearly every real event: no deep copy needed.
+ */
+export function mayNeedSanitizing(rawText: string): boolean {
+  return /\\u0000|\\u[dD][89a-fA-F]|"(?:__proto__|constructor|prototype)"/.test(rawText);
+}
+
 /** Makes a parsed payload storable as jsonb (no NUL, no lone surrogates) and drops prototype-polluting keys. */
 export function sanitizeForJsonb(value: unknown): unknown {
   if (typeof value === 'string') return jsonbSafeString(value);

@@ -2,6 +2,7 @@
 import { serve } from '@hono/node-server';
 import { loadConfigOrExit } from '../lib/config';
 import { createSql } from '../lib/db';
+import { createInboxNotifier } from '../lib/inbox';
 import { createLogger } from '../lib/logger';
 import { createStripe } from '../lib/stripe';
 import { createTemporalClient } from '../lib/temporal';
@@ -26,8 +27,13 @@ async function main(): Promise<void> {
     metrics,
     payloadStoreLimitBytes: config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
     stripe,
-    onStored: () => dispatcher.wake(),
+    // This replica's dispatcher at once; the other replicas' through LISTEN.
+    onStored: () => {
+      dispatcher.wake();
+      inbox.notify();
+    },
   });
+  const inbox = createInboxNotifier(sql, logger);
   // Hands stored deliveries to Temporal; the request path only stores them.
   const dispatcher = createDispatcher({ sql, ingest, logger, metrics, options: dispatcherOptions(config) });
   const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest, dispatcher });
@@ -36,7 +42,8 @@ async function main(): Promise<void> {
     logger.info({ port: info.port, stripeApiBase: config.STRIPE_API_BASE ?? 'api.stripe.com' }, 'api listening');
   });
 
-  await dispatcher.start();
+  if (config.DISPATCH_ENABLED) await dispatcher.start();
+  else logger.warn('DISPATCH_ENABLED=false: this replica only stores webhooks; another replica must dispatch them');
   // The dispatcher's fallback, and the re-send of deliveries stuck in 'dispatched'.
   const stopSweeper = createSweeper({
     ingest,
@@ -55,6 +62,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
     server.close(async () => {
+      inbox.stop();
       await dispatcher.stop().catch(() => {});
       await sql.end({ timeout: 5 }).catch(() => {});
       await temporal.connection.close().catch(() => {});

@@ -44,6 +44,11 @@ export const ConfigSchema = z
     WEBHOOK_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
     WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
     SWEEPER_INTERVAL_MS: z.coerce.number().int().min(100).default(15_000),
+    /** false: this API replica only stores webhooks, other replicas dispatch (default true). */
+    DISPATCH_ENABLED: z
+      .enum(['true', 'false'])
+      .default('true')
+      .transform((v) => v === 'true'),
     /** The dispatcher (api/dispatcher.ts): signals in flight, admission window bounds and lag target, signal size. */
     DISPATCH_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(256).default(16),
     DISPATCH_MAX_PENDING_WORKFLOWS: z.coerce.number().int().min(1).default(200),

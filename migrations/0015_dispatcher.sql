@@ -5,16 +5,8 @@
 ALTER TABLE webhook_events ADD COLUMN dispatch_claimed_until timestamptz;
 ALTER TABLE webhook_events ADD COLUMN dispatch_attempts integer NOT NULL DEFAULT 0;
 
--- Wakes the dispatchers (LISTEN billing_inbox) when a transaction that inserted deliveries commits;
--- one notification per statement, and Postgres folds identical ones within a transaction.
-CREATE FUNCTION billing_inbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('billing_inbox', '');
-  RETURN NULL;
-END
-$$;
-CREATE TRIGGER webhook_events_inbox_notify AFTER INSERT ON webhook_events
-  FOR EACH STATEMENT EXECUTE FUNCTION billing_inbox_notify();
+-- The dispatchers LISTEN on billing_inbox. The NOTIFY is sent apart from the inserts (lib/inbox.ts),
+-- coalesced: a NOTIFY inside each insert's transaction serializes every commit on the notify lock.
 
 -- Admission control counts the workflows with deliveries dispatched but not yet applied.
 CREATE INDEX webhook_events_pending_customer_idx ON webhook_events (customer_id) WHERE status = 'dispatched';

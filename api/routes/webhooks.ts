@@ -56,7 +56,7 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
 
     let outcome;
     try {
-      outcome = await deps.ingest.ingestVerified(envelope, rawBytes);
+      outcome = await deps.ingest.ingestVerified(envelope, rawBytes, raw);
     } catch (err) {
       deps.metrics.webhooksUnavailable.inc();
       deps.logger.error(

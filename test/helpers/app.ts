@@ -8,6 +8,7 @@ import { createIngest } from '../../api/ingest';
 import { createMetrics } from '../../api/metrics';
 import type { Config } from '../../lib/config';
 import type { Sql } from '../../lib/db';
+import { createInboxNotifier } from '../../lib/inbox';
 import { createLogger, type Logger } from '../../lib/logger';
 import { createStripe } from '../../lib/stripe';
 import { TEST_WEBHOOK_SECRET } from './services';
@@ -40,8 +41,12 @@ export function buildTestApp(opts: {
     metrics,
     payloadStoreLimitBytes: opts.config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
     stripe,
-    onStored: () => dispatcher.wake(),
+    onStored: () => {
+      dispatcher.wake();
+      notifier.notify();
+    },
   });
+  const notifier = createInboxNotifier(opts.sql, logger);
   const dispatcher = createDispatcher({
     sql: opts.sql,
     ingest,
@@ -54,6 +59,7 @@ export function buildTestApp(opts: {
   running.add(dispatcher);
   /** Stops the dispatcher (before the test closes its database). */
   const close = async () => {
+    notifier.stop();
     await started;
     await dispatcher.stop();
     running.delete(dispatcher);

@@ -196,8 +196,9 @@ describe('operability and security', () => {
       expect(res.headers.get('x-request-id')).toBe(requestId);
       const mine = logs.lines.slice(from);
 
-      const stored = mine.find((l) => l.msg === 'event stored' && l.eventId === envelope.id);
-      expect(stored).toMatchObject({ eventId: envelope.id, customerId, workflowId: `customer:${customerId}`, requestId, level: 'info' });
+      // One line per delivery: the request line, with the event's ids.
+      const stored = mine.find((l) => l.msg === 'request' && l.eventId === envelope.id);
+      expect(stored).toMatchObject({ eventId: envelope.id, customerId, workflowId: `customer:${customerId}`, requestId, path: '/webhooks/stripe', status: 200, level: 'info' });
       // The hand-over happens later, in the dispatcher: its line names the same ids.
       const dispatched = await eventually(async () => logs.lines.find((l) => l.msg === 'events dispatched' && (l.eventIds as string[] | undefined)?.includes(envelope.id)), 10_000, 'the dispatch log line');
       expect(dispatched).toMatchObject({ customerId, workflowId: `customer:${customerId}`, events: 1, level: 'info' });
