@@ -12,6 +12,10 @@
  * pass) while it is young. So under overload the worker keeps applying at its sustainable rate without
  * falling into sticky-queue timeouts, and the backlog waits in Postgres, where it is cheap and visible.
  *
+ * Ingest first: while DISPATCH_YIELD_IN_FLIGHT webhook requests are in flight in this process, it
+ * holds back, unless the oldest stored delivery has waited DISPATCH_MAX_DEFER_MS: a burst is acknowledged
+ * at the speed of the INSERT and applied right after it, coalesced.
+ *
  * Temporal down: a failed signal leaves its rows 'received' with the error and a lease pushed out
  * (backoff 0.5 s doubling to 15 s); the webhook endpoint keeps answering 200 meanwhile.
  * It wakes on LISTEN billing_inbox (the API sends a coalesced NOTIFY after its inserts, lib/inbox.ts),
@@ -53,6 +57,13 @@ export interface DispatcherOptions {
   stuckThresholdMs: number;
   /** LISTEN for inserts by other processes (off in tests that run one process). */
   listen: boolean;
+  /**
+   * Ingest first: while at least this many webhook requests are in flight in this process, the
+   * dispatcher holds back (DISPATCH_YIELD_IN_FLIGHT; 0 never holds back)…
+   */
+  yieldInFlight: number;
+  /** …unless the oldest stored delivery waits longer than this (DISPATCH_MAX_DEFER_MS). */
+  maxDeferMs: number;
 }
 
 export const DEFAULT_DISPATCHER_OPTIONS: DispatcherOptions = {
@@ -68,6 +79,8 @@ export const DEFAULT_DISPATCHER_OPTIONS: DispatcherOptions = {
   deferMs: 5000,
   stuckThresholdMs: 300_000,
   listen: true,
+  yieldInFlight: 16,
+  maxDeferMs: 10_000,
 };
 
 /** The dispatcher's options from the configuration. */
@@ -82,12 +95,16 @@ export function dispatcherOptions(config: Config): Partial<DispatcherOptions> {
     pollMs: config.DISPATCH_POLL_MS,
     leaseMs: config.DISPATCH_LEASE_MS,
     stuckThresholdMs: config.STUCK_DISPATCH_THRESHOLD_MS,
+    yieldInFlight: config.DISPATCH_YIELD_IN_FLIGHT,
+    maxDeferMs: config.DISPATCH_MAX_DEFER_MS,
   };
 }
 
 export interface DispatcherDeps {
   sql: Sql;
   ingest: Pick<Ingest, 'resolveStored' | 'signalEvents'>;
+  /** Webhook requests in flight in this process (api/routes/webhooks.ts counts them). */
+  webhookInFlight?: () => number;
   logger: Logger;
   metrics: Metrics;
   options?: Partial<DispatcherOptions>;
@@ -109,6 +126,8 @@ export interface PassReport {
 export interface Admission {
   pendingWorkflows: number;
   oldestPendingMs: number;
+  /** Age of the oldest delivery stored and not yet handed over (0 when none). */
+  oldestReceivedMs: number;
   window: number;
   available: number;
 }
@@ -125,6 +144,8 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15_000;
 /** While the window is full, admission is read again this often. */
 const ADMISSION_POLL_MS = 50;
+/** While ingest has priority, its load is looked at again this often. */
+const YIELD_POLL_MS = 25;
 
 /** Splits one customer's ordered events into signals bounded by count and JSON bytes. */
 export function chunkEvents(events: BillingEvent[], maxEvents: number, maxBytes: number): BillingEvent[][] {
@@ -167,14 +188,16 @@ export function createDispatcher(deps: DispatcherDeps) {
 
   /** Reads the pending work in Temporal's hands and moves the window. */
   async function admission(): Promise<Admission> {
-    const [row] = await sql<{ workflows: number; oldest_ms: number }[]>`
+    const [row] = await sql<{ workflows: number; oldest_ms: number; received_ms: number }[]>`
       SELECT count(DISTINCT customer_id)::int AS workflows,
-             coalesce(EXTRACT(EPOCH FROM now() - min(coalesce(first_dispatched_at, dispatched_at))) * 1000, 0)::float8 AS oldest_ms
+             coalesce(EXTRACT(EPOCH FROM now() - min(coalesce(first_dispatched_at, dispatched_at))) * 1000, 0)::float8 AS oldest_ms,
+             coalesce((SELECT EXTRACT(EPOCH FROM now() - min(received_at)) * 1000 FROM webhook_events WHERE status = 'received'), 0)::float8 AS received_ms
       FROM webhook_events
       WHERE status = 'dispatched'
         AND coalesce(first_dispatched_at, dispatched_at) > now() - ${o.stuckThresholdMs / 1000} * interval '1 second'`;
     const pendingWorkflows = row?.workflows ?? 0;
     const oldestPendingMs = row?.oldest_ms ?? 0;
+    const oldestReceivedMs = row?.received_ms ?? 0;
     const now = Date.now();
     if (oldestPendingMs > o.targetLagMs) {
       // Multiplicative decrease, at most once per target period: the worker is behind.
@@ -189,7 +212,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     metrics.dispatchWindow.set(window);
     metrics.dispatchPendingWorkflows.set(pendingWorkflows);
     metrics.dispatchPendingOldestAge.set(oldestPendingMs / 1000);
-    return { pendingWorkflows, oldestPendingMs, window, available: window - pendingWorkflows };
+    return { pendingWorkflows, oldestPendingMs, oldestReceivedMs, window, available: window - pendingWorkflows };
   }
 
   /**
@@ -386,6 +409,17 @@ export function createDispatcher(deps: DispatcherDeps) {
         // Drain: pass after pass while rows come back full, as long as admission allows.
         for (;;) {
           if (stopped) break;
+          // Ingest first: a burst of webhooks gets the CPU (and Postgres) before the hand-over does,
+          // as long as nothing stored has waited past maxDeferMs; the burst is coalesced afterwards.
+          if (o.yieldInFlight > 0 && (deps.webhookInFlight?.() ?? 0) >= o.yieldInFlight) {
+            const [r] = await sql<{ ms: number }[]>`
+              SELECT coalesce(EXTRACT(EPOCH FROM now() - min(received_at)) * 1000, 0)::float8 AS ms FROM webhook_events WHERE status = 'received'`;
+            if ((r?.ms ?? 0) < o.maxDeferMs) {
+              metrics.dispatchIngestYields.inc();
+              await pause(YIELD_POLL_MS);
+              continue;
+            }
+          }
           const adm = await admission();
           if (adm.available <= 0) {
             metrics.dispatchAdmissionWaits.inc();

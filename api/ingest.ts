@@ -212,6 +212,8 @@ export function createIngest(deps: IngestDeps) {
   return {
     signalEvents,
     resolveStored,
+    /** Webhook requests in flight in this process (counted by the route; the dispatcher yields to them). */
+    load: { webhooksInFlight: 0 },
 
     /**
      * Records a verified event, and only that: the answer can be 2xx as soon as this commits. A

@@ -101,6 +101,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     help: 'Dispatcher passes deferred because the admission window was full',
     registers: [registry],
   });
+  const dispatchIngestYields = new Counter({
+    name: 'billing_dispatch_ingest_yields_total',
+    help: 'Times the dispatcher held back because DISPATCH_YIELD_IN_FLIGHT webhook requests were in flight (ingest first)',
+    registers: [registry],
+  });
   const dispatchErrors = new Counter({
     name: 'billing_dispatch_errors_total',
     help: 'Dispatch failures by reason (temporal_unavailable, rejected, deferred, postgres)',
@@ -231,6 +236,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     dispatchWindow,
     dispatchWindowShrinks,
     dispatchAdmissionWaits,
+    dispatchIngestYields,
     dispatchErrors,
     dispatchTemporalUp,
     sweeperStuckRedispatched,

@@ -1,5 +1,5 @@
 /** POST /webhooks/stripe: verify the raw body, store it, answer. The dispatcher hands it to Temporal. */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import type { Logger } from '../../lib/logger';
 import type { Ingest } from '../ingest';
 import { verifyStripeSignature } from '../ingest';
@@ -17,6 +17,15 @@ export interface WebhookRouteDeps {
 export function webhookRoutes(deps: WebhookRouteDeps): Hono {
   const app = new Hono();
   app.post('/webhooks/stripe', async (c) => {
+    deps.ingest.load.webhooksInFlight++;
+    try {
+      return await handle(c);
+    } finally {
+      deps.ingest.load.webhooksInFlight--;
+    }
+  });
+
+  async function handle(c: Context) {
     const started = performance.now();
     const done = (status: number, body: Record<string, unknown>, reason?: string) => {
       if (reason) deps.metrics.webhooksRejected.inc({ reason });
@@ -76,6 +85,6 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
       case 'failed':
         return done(200, { received: true, eventId: outcome.eventId, status: 'failed', error: outcome.error });
     }
-  });
+  }
   return app;
 }

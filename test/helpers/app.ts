@@ -50,6 +50,7 @@ export function buildTestApp(opts: {
   const dispatcher = createDispatcher({
     sql: opts.sql,
     ingest,
+    webhookInFlight: () => ingest.load.webhooksInFlight,
     logger,
     metrics,
     options: { ...dispatcherOptions(opts.config), listen: false, pollMs: 50, ...opts.dispatcherOptions },

@@ -163,6 +163,27 @@ describe('the dispatcher', () => {
     }
   });
 
+  it('gives ingest priority: holds back while webhook requests crowd the process, until the oldest delivery waits DISPATCH_MAX_DEFER_MS', async () => {
+    const app = buildTestApp({ sql: db.sql, temporal: client, config, dispatcherOptions: { yieldInFlight: 4, maxDeferMs: 1500 } });
+    const { envelope } = uniqueFixture('customer.created');
+    try {
+      // As if 6 deliveries were being verified and stored right now (after the start-up pass).
+      app.ingest.load.webhooksInFlight += 6;
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await postWebhook(app.app, envelope)).status).toBe(200);
+      const status = async () => (await db.sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${envelope.id}`)[0]?.status;
+      await new Promise((r) => setTimeout(r, 800));
+      expect(await status()).toBe('received');
+      const yields = (await app.metrics.registry.getSingleMetric('billing_dispatch_ingest_yields_total')!.get()).values[0]?.value ?? 0;
+      expect(yields).toBeGreaterThan(0);
+      // Past the deferral bound it is handed over although the crowd is still there.
+      await eventually(async () => (await status()) === 'applied', 20_000, 'the deferred delivery to be applied');
+    } finally {
+      app.ingest.load.webhooksInFlight -= 6;
+      await app.close();
+    }
+  });
+
   describe('admission control', () => {
     it('admits no new workflow while the window is full, and shrinks the window while the oldest pending delivery is old', async () => {
       const own = await createTestDatabase();
