@@ -79,7 +79,7 @@ export const DEFAULT_DISPATCHER_OPTIONS: DispatcherOptions = {
   deferMs: 5000,
   stuckThresholdMs: 300_000,
   listen: true,
-  yieldInFlight: 16,
+  yieldInFlight: 8,
   maxDeferMs: 10_000,
 };
 
@@ -146,6 +146,43 @@ const BACKOFF_MAX_MS = 15_000;
 const ADMISSION_POLL_MS = 50;
 /** While ingest has priority, its load is looked at again this often. */
 const YIELD_POLL_MS = 25;
+
+/**
+ * Webhook requests in flight in this process, as the dispatcher reads them: the peak over the last
+ * 250–500 ms, so the brief dips between a busy sender's requests do not read as calm.
+ */
+export function createWebhookLoad(bucketMs = 250) {
+  let inFlight = 0;
+  let peak = 0;
+  let previousPeak = 0;
+  let bucketAt = 0;
+  const roll = (now: number) => {
+    if (now - bucketAt < bucketMs) return;
+    previousPeak = now - bucketAt < 2 * bucketMs ? peak : 0;
+    peak = inFlight;
+    bucketAt = now;
+  };
+  return {
+    started(): void {
+      inFlight++;
+      roll(Date.now());
+      if (inFlight > peak) peak = inFlight;
+    },
+    ended(): void {
+      inFlight--;
+    },
+    get inFlight(): number {
+      return inFlight;
+    },
+    /** The most requests in flight at once lately (the current and the previous bucket). */
+    recentPeak(): number {
+      roll(Date.now());
+      return Math.max(peak, previousPeak, inFlight);
+    },
+  };
+}
+
+export type WebhookLoad = ReturnType<typeof createWebhookLoad>;
 
 /** Splits one customer's ordered events into signals bounded by count and JSON bytes. */
 export function chunkEvents(events: BillingEvent[], maxEvents: number, maxBytes: number): BillingEvent[][] {

@@ -12,6 +12,7 @@ import { stripeEventsSignal } from '../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import type { Sql } from '../lib/db';
 import { logContext, type Logger } from '../lib/logger';
+import { createWebhookLoad } from './dispatcher';
 import type { Metrics } from './metrics';
 import { implausible, mayNeedSanitizing, missingAtStripe, plausibleUnix, sanitizeForJsonb, stripNul, truncatedPayload, unroutedLogFields, type Envelope, type Normalized } from './payload';
 
@@ -213,7 +214,7 @@ export function createIngest(deps: IngestDeps) {
     signalEvents,
     resolveStored,
     /** Webhook requests in flight in this process (counted by the route; the dispatcher yields to them). */
-    load: { webhooksInFlight: 0 },
+    load: createWebhookLoad(),
 
     /**
      * Records a verified event, and only that: the answer can be 2xx as soon as this commits. A

@@ -35,7 +35,7 @@ async function main(): Promise<void> {
   });
   const inbox = createInboxNotifier(sql, logger);
   // Hands stored deliveries to Temporal; the request path only stores them.
-  const dispatcher = createDispatcher({ sql, ingest, logger, metrics, options: dispatcherOptions(config), webhookInFlight: () => ingest.load.webhooksInFlight });
+  const dispatcher = createDispatcher({ sql, ingest, logger, metrics, options: dispatcherOptions(config), webhookInFlight: () => ingest.load.recentPeak() });
   const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest, dispatcher });
 
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: '0.0.0.0' }, (info) => {

@@ -58,7 +58,7 @@ export const ConfigSchema = z
     /** The dispatcher's fallback wake-up when no LISTEN notification arrives. */
     DISPATCH_POLL_MS: z.coerce.number().int().min(10).default(1000),
     /** Ingest first: the dispatcher holds back while this many webhook requests are in flight (0: never)… */
-    DISPATCH_YIELD_IN_FLIGHT: z.coerce.number().int().min(0).default(16),
+    DISPATCH_YIELD_IN_FLIGHT: z.coerce.number().int().min(0).default(8),
     /** …unless the oldest stored delivery has waited this long. */
     DISPATCH_MAX_DEFER_MS: z.coerce.number().int().min(0).default(10_000),
     /** How long a replica's claim holds a row: rows of a replica that died are taken over after it. */

@@ -17,11 +17,11 @@ export interface WebhookRouteDeps {
 export function webhookRoutes(deps: WebhookRouteDeps): Hono {
   const app = new Hono();
   app.post('/webhooks/stripe', async (c) => {
-    deps.ingest.load.webhooksInFlight++;
+    deps.ingest.load.started();
     try {
       return await handle(c);
     } finally {
-      deps.ingest.load.webhooksInFlight--;
+      deps.ingest.load.ended();
     }
   });
 

@@ -50,7 +50,7 @@ export function buildTestApp(opts: {
   const dispatcher = createDispatcher({
     sql: opts.sql,
     ingest,
-    webhookInFlight: () => ingest.load.webhooksInFlight,
+    webhookInFlight: () => ingest.load.recentPeak(),
     logger,
     metrics,
     options: { ...dispatcherOptions(opts.config), listen: false, pollMs: 50, ...opts.dispatcherOptions },

@@ -168,7 +168,7 @@ describe('the dispatcher', () => {
     const { envelope } = uniqueFixture('customer.created');
     try {
       // As if 6 deliveries were being verified and stored right now (after the start-up pass).
-      app.ingest.load.webhooksInFlight += 6;
+      for (let i = 0; i < 6; i++) app.ingest.load.started();
       await new Promise((r) => setTimeout(r, 300));
       expect((await postWebhook(app.app, envelope)).status).toBe(200);
       const status = async () => (await db.sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${envelope.id}`)[0]?.status;
@@ -179,7 +179,7 @@ describe('the dispatcher', () => {
       // Past the deferral bound it is handed over although the crowd is still there.
       await eventually(async () => (await status()) === 'applied', 20_000, 'the deferred delivery to be applied');
     } finally {
-      app.ingest.load.webhooksInFlight -= 6;
+      for (let i = 0; i < 6; i++) app.ingest.load.ended();
       await app.close();
     }
   });
