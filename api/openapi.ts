@@ -116,12 +116,25 @@ const json = (schema: z.ZodType, description: string) => ({ description, content
 /** GET /healthz, GET /readyz, GET /metrics. */
 function registerOperationalPaths(k: OpenApiKit): void {
   const Health = k.registry.register('Health', z.object({ status: z.literal('ok') }));
-  const Ready = k.registry.register('Ready', z.object({ status: z.literal('ready') }));
+  const DispatcherStatus = z
+    .object({ running: z.boolean(), temporalUp: z.boolean(), lastError: z.string().nullable(), window: z.number().int(), inFlight: z.number().int() })
+    .describe("This replica's dispatcher: whether it reaches Temporal, its admission window and signals in flight");
+  const Ready = k.registry.register(
+    'Ready',
+    z.object({
+      status: z.enum(['ready', 'degraded']).describe('degraded: Temporal is unreachable; webhooks are still stored, acknowledged and dispatched once it is back'),
+      temporal: z.enum(['up', 'down']),
+      degraded: z.array(z.literal('temporal')).optional(),
+      message: z.string().optional(),
+      dispatcher: DispatcherStatus.optional(),
+    }),
+  );
   const NotReady = k.registry.register(
     'NotReady',
     ErrorBodySchema.extend({
       status: z.literal('unavailable'),
-      failing: z.array(z.enum(['postgres', 'migrations', 'temporal'])).describe('The failing dependencies'),
+      failing: z.array(z.enum(['postgres', 'migrations'])).describe('The failing dependencies'),
+      temporal: z.enum(['up', 'down']),
     }),
   );
   k.registry.registerPath({
@@ -135,8 +148,12 @@ function registerOperationalPaths(k: OpenApiKit): void {
     method: 'get',
     path: '/readyz',
     tags: ['operations'],
-    summary: 'Readiness: Postgres and Temporal reachable, migrations current',
-    responses: { 200: json(Ready, 'Ready'), 503: json(NotReady, 'A dependency is failing; `failing` names it'), ...k.common },
+    summary: 'Readiness: Postgres reachable and migrations current; Temporal down only degrades',
+    responses: {
+      200: json(Ready, 'Ready, or degraded while Temporal is down (the replica keeps taking webhooks)'),
+      503: json(NotReady, 'Postgres or the migrations are failing; `failing` names it'),
+      ...k.common,
+    },
   });
   k.registry.registerPath({
     method: 'get',
@@ -144,7 +161,7 @@ function registerOperationalPaths(k: OpenApiKit): void {
     tags: ['operations'],
     summary: 'Prometheus metrics (text exposition format)',
     description:
-      'Webhook counters, ack latency, created→applied and received→applied lag histograms, oldest undispatched age, quarantined and stuck delivery gauges, reconciliation, dunning and checkout series. Keep it on the internal network.',
+      'Webhook counters, ack latency, created→applied and received→applied lag histograms, inbox depth and oldest undispatched age, dispatcher and admission-control series, quarantined and stuck delivery gauges, reconciliation, dunning and checkout series. Keep it on the internal network.',
     responses: {
       200: { description: 'Metrics', content: { 'text/plain': { schema: z.string() } } },
       ...k.common,
@@ -176,7 +193,7 @@ function registerWebhookPaths(k: OpenApiKit): void {
       eventId: z.string(),
       status: z
         .enum(WEBHOOK_EVENT_STATUSES)
-        .describe('dispatched on first delivery; received when a Stripe lookup it needs failed (the sweeper retries); the stored status for a redelivery'),
+        .describe('received on first delivery (stored; the dispatcher hands it to Temporal), ignored or failed when it will not be; the stored status for a redelivery'),
       duplicate: z.boolean().optional(),
       error: z.string().optional().describe('For status failed: why the verified event did not match the schema'),
     }),
@@ -187,16 +204,16 @@ function registerWebhookPaths(k: OpenApiKit): void {
     tags: ['webhooks'],
     summary: 'Stripe webhook endpoint',
     description:
-      'Verifies Stripe-Signature (HMAC over the raw body, 300 s tolerance, any of the configured secrets during rotation), stores the delivery, signals the customer workflow, then answers. Unknown event types are stored as ignored and answered 200.',
+      'Verifies Stripe-Signature (HMAC over the raw body, 300 s tolerance, any of the configured secrets during rotation), stores the delivery and answers 200 once it is committed, whatever Temporal is doing; the API\'s dispatcher then hands it to the customer workflow. Unknown event types are stored as ignored and answered 200.',
     request: {
       headers: z.object({ 'stripe-signature': z.string().describe('t=<unix>,v1=<hex hmac>[,v1=…]') }),
       body: { required: true, content: { 'application/json': { schema: StripeEvent } } },
     },
     responses: {
-      200: json(WebhookAck, 'Stored and handed over (or a redelivery, an ignored type, or a verified event that failed the schema)'),
+      200: json(WebhookAck, 'Stored (or a redelivery, an ignored type, or a verified event that failed the schema)'),
       400: k.error('missing_signature, bad_signature, stale_timestamp, malformed_json or malformed_event: nothing was stored'),
       413: k.error('Body larger than WEBHOOK_MAX_BODY_BYTES (payload_too_large): nothing was stored'),
-      503: k.error('Postgres or Temporal unreachable (unavailable): Stripe retries; a stored delivery is re-dispatched by the sweeper'),
+      503: k.error('Postgres could not store it (unavailable): nothing was stored, Stripe retries'),
       500: k.common[500]!,
     },
   });
