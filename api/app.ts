@@ -21,6 +21,7 @@ import { updateReconciliationGauges } from './reconciliation-stats';
 import { adminReconciliationRoutes } from './routes/admin-reconciliations';
 import { adminCheckoutRoutes, checkoutRoutes, updateCheckoutGauges } from './routes/checkout';
 import { adminWebhookRoutes } from './routes/admin-webhooks';
+import { billingPortalRoutes } from './routes/billing-portal';
 import { customerRoutes } from './routes/customers';
 import { subscriptionRoutes } from './routes/subscription';
 import { webhookRoutes } from './routes/webhooks';
@@ -170,6 +171,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.use('/customers/*', apiAuth);
   app.use('/checkout', apiAuth);
   app.route('/', customerRoutes({ sql: deps.sql }));
+  app.route('/', billingPortalRoutes({ sql: deps.sql, stripe: deps.stripe }));
   app.route('/', subscriptionRoutes({ sql: deps.sql, temporal: deps.temporal, stripe: deps.stripe }));
   app.route('/', checkoutRoutes({ sql: deps.sql, stripe: deps.stripe }));
 

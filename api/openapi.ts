@@ -16,6 +16,7 @@ import {
   WEBHOOK_EVENT_STATUSES,
 } from './routes/admin-webhooks';
 import { CheckoutBodySchema, SuccessRateQuerySchema } from './routes/checkout';
+import { BillingPortalBodySchema, BillingPortalSessionSchema } from './routes/billing-portal';
 import { CustomerIdParamsSchema } from './routes/customers';
 import {
   CancelSubscriptionBodySchema,
@@ -265,6 +266,27 @@ function registerCustomerPaths(k: OpenApiKit): void {
       400: k.error('customerId does not look like cus_… (invalid_customer_id)'),
       ...k.apiAuth,
       404: k.error('No such customer (customer_not_found)'),
+      ...k.common,
+    },
+  });
+  k.registry.registerPath({
+    method: 'post',
+    path: '/customers/{customerId}/billing-portal',
+    tags: ['customers'],
+    summary: 'A Stripe Billing Portal session: where the customer replaces a failing card',
+    security: k.apiSecurity,
+    request: {
+      params: CustomerIdParamsSchema,
+      body: { required: true, content: { 'application/json': { schema: named(k, 'BillingPortalRequest', BillingPortalBodySchema) } } },
+    },
+    responses: {
+      201: json(named(k, 'BillingPortalSession', BillingPortalSessionSchema), 'Session created: send the customer to `url`'),
+      ...k.jsonBody,
+      ...k.apiAuth,
+      404: k.error('No such customer (customer_not_found)'),
+      409: k.error('The customer was deleted in Stripe (customer_deleted)'),
+      422: k.error('Stripe refused the request (stripe_rejected), e.g. no portal configuration in this Stripe account'),
+      503: k.error('Stripe unreachable (stripe_unavailable)'),
       ...k.common,
     },
   });

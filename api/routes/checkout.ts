@@ -17,7 +17,8 @@ import { parseJsonBody, parseQuery } from '../validate';
 /** The figure the business watches. */
 export const CHECKOUT_SUCCESS_TARGET = 0.98;
 
-const httpUrl = (name: string) => z.url({ protocol: /^https?$/, error: `${name} must be an http(s) URL` }).max(2048);
+/** An http(s) URL of at most 2,048 characters (redirect targets). */
+export const httpUrl = (name: string) => z.url({ protocol: /^https?$/, error: `${name} must be an http(s) URL` }).max(2048);
 
 export const CheckoutBodySchema = z.object({
   planId: z.string().min(1).max(100),

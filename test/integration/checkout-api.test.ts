@@ -3,7 +3,7 @@
  * 415), idempotent checkout, the plan list and the checkout success rate. Stripe is stripe-mock.
  */
 import type { Client } from '@temporalio/client';
-import type Stripe from 'stripe';
+import Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import type { Plan } from '../../domain/plans';
 import { syncPlans } from '../../lib/plans';
@@ -154,6 +154,50 @@ describe('checkout and subscription HTTP API', () => {
       const res = await send('POST', '/checkout', { planId: 'pro-monthly', customerId, ...URLS });
       expect(res.status).toBe(409);
       expect(((await res.json()) as ErrorBody).error).toBe('already_subscribed');
+    });
+  });
+
+  describe('POST /customers/{id}/billing-portal', () => {
+    it('creates a Stripe Billing Portal session for a known customer, with the return URL the app gave', async () => {
+      const customerId = await customerWith('past_due');
+      const create = vi.spyOn(stripe.billingPortal.sessions, 'create');
+      const res = await send('POST', `/customers/${customerId}/billing-portal`, { returnUrl: 'https://app.example.com/account' });
+      expect(res.status).toBe(201);
+      const body = (await res.json()) as { customerId: string; url: string };
+      expect(body.customerId).toBe(customerId);
+      expect(body.url).toMatch(/^https?:\/\//);
+      expect(create).toHaveBeenCalledWith({ customer: customerId, return_url: 'https://app.example.com/account' });
+    });
+
+    it('answers 404 for an unknown customer, 409 for a deleted one and 400 for a bad return URL, without calling Stripe', async () => {
+      const create = vi.spyOn(stripe.billingPortal.sessions, 'create');
+      const unknown = await send('POST', `/customers/cus_${uniqueId()}/billing-portal`, { returnUrl: 'https://app.example.com/' });
+      expect(unknown.status).toBe(404);
+      expect(((await unknown.json()) as ErrorBody).error).toBe('customer_not_found');
+
+      const deleted = await customerWith(null);
+      await db.sql`UPDATE customers SET deleted = true WHERE id = ${deleted}`;
+      const gone = await send('POST', `/customers/${deleted}/billing-portal`, { returnUrl: 'https://app.example.com/' });
+      expect(gone.status).toBe(409);
+      expect(((await gone.json()) as ErrorBody).error).toBe('customer_deleted');
+
+      const customerId = await customerWith('active');
+      for (const returnUrl of ['javascript:alert(1)', 'not a url', undefined]) {
+        const bad = await send('POST', `/customers/${customerId}/billing-portal`, returnUrl === undefined ? {} : { returnUrl });
+        expect(bad.status, String(returnUrl)).toBe(400);
+      }
+      expect((await send('POST', '/customers/bad-id/billing-portal', { returnUrl: 'https://a.example/' })).status).toBe(400);
+      expect(create).not.toHaveBeenCalled();
+    });
+
+    it('answers 503 when Stripe cannot be reached', async () => {
+      const customerId = await customerWith('active');
+      vi.spyOn(stripe.billingPortal.sessions, 'create').mockRejectedValueOnce(
+        new Stripe.errors.StripeConnectionError({ message: 'connect ECONNREFUSED' } as never),
+      );
+      const res = await send('POST', `/customers/${customerId}/billing-portal`, { returnUrl: 'https://app.example.com/' });
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as ErrorBody).error).toBe('stripe_unavailable');
     });
   });
 
