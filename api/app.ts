@@ -170,6 +170,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const apiAuth = bearerAuth({ token: deps.config.API_TOKEN, realm: 'api', whenUnset: 'open' });
   app.use('/customers/*', apiAuth);
   app.use('/checkout', apiAuth);
+  app.use('/checkout/*', apiAuth);
   app.route('/', customerRoutes({ sql: deps.sql }));
   app.route('/', billingPortalRoutes({ sql: deps.sql, stripe: deps.stripe }));
   app.route('/', subscriptionRoutes({ sql: deps.sql, temporal: deps.temporal, stripe: deps.stripe }));

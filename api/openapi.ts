@@ -547,6 +547,37 @@ function registerCheckoutPaths(k: OpenApiKit): void {
       ...k.common,
     },
   });
+  const CheckoutSessionStatus = k.registry.register(
+    'CheckoutSessionStatus',
+    z.object({
+      sessionId: z.string(),
+      status: z.enum(['open', 'complete', 'expired']).describe('complete once checkout.session.completed has been applied'),
+      customerId: z.string(),
+      planId: z.string(),
+      subscriptionId: z.string().nullable(),
+      subscriptionStatus: z.string().nullable().describe('The subscription as the local state has it (null until its event is applied)'),
+      accessState: z.string().nullable(),
+      createdAt: isoTime,
+      completedAt: isoTime.nullable(),
+      expiredAt: isoTime.nullable(),
+    }),
+  );
+  k.registry.registerPath({
+    method: 'get',
+    path: '/checkout/sessions/{sessionId}',
+    tags: ['checkout'],
+    summary: "A checkout session's local status, for the app's success page",
+    description: 'Local state only: poll it after the redirect until status is complete (or use the app webhooks).',
+    security: k.apiSecurity,
+    request: { params: z.object({ sessionId: z.string().describe('cs_…') }) },
+    responses: {
+      200: json(CheckoutSessionStatus, 'The session'),
+      400: k.error('sessionId does not look like cs_… (invalid_session_id)'),
+      ...k.apiAuth,
+      404: k.error('No checkout session of that id was created here (checkout_session_not_found)'),
+      ...k.common,
+    },
+  });
   k.registry.registerPath({
     method: 'get',
     path: '/admin/checkout/success-rate',

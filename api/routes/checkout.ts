@@ -165,8 +165,52 @@ export function checkoutRoutes(deps: { sql: Sql; stripe: Pick<Stripe, 'checkout'
     return c.json({ ...sessionBody(row), expiresAt: session.expires_at ? new Date(session.expires_at * 1000).toISOString() : null }, row.id === session.id ? 201 : 200);
   });
 
+  // The app's success page: what the local state says now (checkout.session.completed applied or not).
+  app.get('/checkout/sessions/:sessionId', async (c) => {
+    const sessionId = c.req.param('sessionId');
+    if (!CHECKOUT_SESSION_ID.test(sessionId)) throw new ApiError(400, 'invalid_session_id', 'sessionId must look like cs_…');
+    const rows = await deps.sql<
+      {
+        id: string;
+        customer_id: string;
+        plan_id: string;
+        status: string;
+        subscription_id: string | null;
+        created_at: Date;
+        completed_at: Date | null;
+        expired_at: Date | null;
+        access_state: string | null;
+        subscription_status: string | null;
+      }[]
+    >`
+      SELECT s.id, s.customer_id, s.plan_id, s.status, s.subscription_id, s.created_at, s.completed_at, s.expired_at,
+             c.access_state, sub.status AS subscription_status
+      FROM checkout_sessions s
+      LEFT JOIN customers c ON c.id = s.customer_id
+      LEFT JOIN subscriptions sub ON sub.id = s.subscription_id
+      WHERE s.id = ${sessionId}`;
+    const row = rows[0];
+    if (!row) throw new ApiError(404, 'checkout_session_not_found', `no checkout session ${sessionId} created here`);
+    const iso = (d: Date | null) => (d ? d.toISOString() : null);
+    return c.json({
+      sessionId: row.id,
+      status: row.status,
+      customerId: row.customer_id,
+      planId: row.plan_id,
+      subscriptionId: row.subscription_id,
+      subscriptionStatus: row.subscription_status,
+      accessState: row.access_state,
+      createdAt: row.created_at.toISOString(),
+      completedAt: iso(row.completed_at),
+      expiredAt: iso(row.expired_at),
+    });
+  });
+
   return app;
 }
+
+/** Checkout Session ids (Stripe `cs_test_…` / `cs_live_…`). */
+const CHECKOUT_SESSION_ID = /^cs_[A-Za-z0-9_]{1,250}$/;
 
 /** GET /admin/checkout/success-rate (mount behind the admin guard). */
 export function adminCheckoutRoutes(deps: { sql: Sql }): Hono {

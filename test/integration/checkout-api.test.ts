@@ -157,6 +157,37 @@ describe('checkout and subscription HTTP API', () => {
     });
   });
 
+  describe('GET /checkout/sessions/{id}', () => {
+    it("answers the session's local status: open, then complete with its subscription and the customer's access", async () => {
+      const customerId = await customerWith(null);
+      const sessionId = `cs_test_${uniqueId().replace(/-/g, '')}`;
+      // Dated outside the success-rate windows another test here counts.
+      await db.sql`
+        INSERT INTO checkout_sessions (id, customer_id, plan_id, status, created_at)
+        VALUES (${sessionId}, ${customerId}, 'pro-monthly', 'open', now() - interval '10 days')`;
+      const open = await app.request(`/checkout/sessions/${sessionId}`);
+      expect(open.status).toBe(200);
+      expect(await open.json()).toMatchObject({ sessionId, status: 'open', customerId, planId: 'pro-monthly', subscriptionId: null, subscriptionStatus: null, completedAt: null });
+
+      // What applying checkout.session.completed and the subscription's events leaves behind.
+      const subscriptionId = `sub_${uniqueId()}`;
+      await db.sql`
+        INSERT INTO subscriptions (id, customer_id, status, plan_id, price_id, current_period_start, current_period_end, stripe_updated_at)
+        VALUES (${subscriptionId}, ${customerId}, 'active', 'pro-monthly', 'price_api_pro', now(), now() + interval '30 days', now())`;
+      await db.sql`UPDATE customers SET access_state = 'active' WHERE id = ${customerId}`;
+      await db.sql`UPDATE checkout_sessions SET status = 'complete', subscription_id = ${subscriptionId}, completed_at = now() - interval '10 days' WHERE id = ${sessionId}`;
+      const done = await app.request(`/checkout/sessions/${sessionId}`);
+      expect(await done.json()).toMatchObject({ status: 'complete', subscriptionId, subscriptionStatus: 'active', accessState: 'active', completedAt: expect.any(String) });
+    });
+
+    it('answers 404 for a session not created here and 400 for an id that is not a session id', async () => {
+      const missing = await app.request('/checkout/sessions/cs_test_nothere');
+      expect(missing.status).toBe(404);
+      expect(((await missing.json()) as ErrorBody).error).toBe('checkout_session_not_found');
+      expect((await app.request('/checkout/sessions/sub_123')).status).toBe(400);
+    });
+  });
+
   describe('POST /customers/{id}/billing-portal', () => {
     it('creates a Stripe Billing Portal session for a known customer, with the return URL the app gave', async () => {
       const customerId = await customerWith('past_due');
