@@ -28,8 +28,8 @@ import type { Config } from '../lib/config';
 import type { Sql } from '../lib/db';
 import { INBOX_CHANNEL } from '../lib/inbox';
 import type { Logger } from '../lib/logger';
+import { createInboxQueries } from './inbox-queries';
 import type { Ingest } from './ingest';
-import type { Envelope } from './payload';
 import type { Metrics } from './metrics';
 
 export interface DispatcherOptions {
@@ -126,18 +126,8 @@ export interface PassReport {
 export interface Admission {
   pendingWorkflows: number;
   oldestPendingMs: number;
-  /** Age of the oldest delivery stored and not yet handed over (0 when none). */
-  oldestReceivedMs: number;
   window: number;
   available: number;
-}
-
-interface ClaimedRow {
-  event_id: string;
-  customer_id: string | null;
-  payload: Envelope;
-  payload_truncated: boolean;
-  received_at: Date;
 }
 
 const BACKOFF_MIN_MS = 500;
@@ -146,43 +136,6 @@ const BACKOFF_MAX_MS = 15_000;
 const ADMISSION_POLL_MS = 50;
 /** While ingest has priority, its load is looked at again this often. */
 const YIELD_POLL_MS = 25;
-
-/**
- * Webhook requests in flight in this process, as the dispatcher reads them: the peak over the last
- * 250–500 ms, so the brief dips between a busy sender's requests do not read as calm.
- */
-export function createWebhookLoad(bucketMs = 250) {
-  let inFlight = 0;
-  let peak = 0;
-  let previousPeak = 0;
-  let bucketAt = 0;
-  const roll = (now: number) => {
-    if (now - bucketAt < bucketMs) return;
-    previousPeak = now - bucketAt < 2 * bucketMs ? peak : 0;
-    peak = inFlight;
-    bucketAt = now;
-  };
-  return {
-    started(): void {
-      inFlight++;
-      roll(Date.now());
-      if (inFlight > peak) peak = inFlight;
-    },
-    ended(): void {
-      inFlight--;
-    },
-    get inFlight(): number {
-      return inFlight;
-    },
-    /** The most requests in flight at once lately (the current and the previous bucket). */
-    recentPeak(): number {
-      roll(Date.now());
-      return Math.max(peak, previousPeak, inFlight);
-    },
-  };
-}
-
-export type WebhookLoad = ReturnType<typeof createWebhookLoad>;
 
 /** Splits one customer's ordered events into signals bounded by count and JSON bytes. */
 export function chunkEvents(events: BillingEvent[], maxEvents: number, maxBytes: number): BillingEvent[][] {
@@ -225,16 +178,7 @@ export function createDispatcher(deps: DispatcherDeps) {
 
   /** Reads the pending work in Temporal's hands and moves the window. */
   async function admission(): Promise<Admission> {
-    const [row] = await sql<{ workflows: number; oldest_ms: number; received_ms: number }[]>`
-      SELECT count(DISTINCT customer_id)::int AS workflows,
-             coalesce(EXTRACT(EPOCH FROM now() - min(coalesce(first_dispatched_at, dispatched_at))) * 1000, 0)::float8 AS oldest_ms,
-             coalesce((SELECT EXTRACT(EPOCH FROM now() - min(received_at)) * 1000 FROM webhook_events WHERE status = 'received'), 0)::float8 AS received_ms
-      FROM webhook_events
-      WHERE status = 'dispatched'
-        AND coalesce(first_dispatched_at, dispatched_at) > now() - ${o.stuckThresholdMs / 1000} * interval '1 second'`;
-    const pendingWorkflows = row?.workflows ?? 0;
-    const oldestPendingMs = row?.oldest_ms ?? 0;
-    const oldestReceivedMs = row?.received_ms ?? 0;
+    const { pendingWorkflows, oldestPendingMs } = await queries.pending();
     const now = Date.now();
     if (oldestPendingMs > o.targetLagMs) {
       // Multiplicative decrease, at most once per target period: the worker is behind.
@@ -249,59 +193,11 @@ export function createDispatcher(deps: DispatcherDeps) {
     metrics.dispatchWindow.set(window);
     metrics.dispatchPendingWorkflows.set(pendingWorkflows);
     metrics.dispatchPendingOldestAge.set(oldestPendingMs / 1000);
-    return { pendingWorkflows, oldestPendingMs, oldestReceivedMs, window, available: window - pendingWorkflows };
+    return { pendingWorkflows, oldestPendingMs, window, available: window - pendingWorkflows };
   }
 
-  /**
-   * Claims, for one lease, the oldest claimable rows of at most `maxWorkflows` customers among the
-   * `scan` oldest claimable rows (rows without a customer yet, looked up later, always come along).
-   * Rows of other customers are only locked for the statement: no payload is read for them.
-   */
-  async function claim(scan: number, maxWorkflows: number): Promise<ClaimedRow[]> {
-    const rows = await sql<ClaimedRow[]>`
-      WITH candidates AS (
-        SELECT event_id, customer_id, received_at FROM webhook_events
-        WHERE status = 'received' AND (dispatch_claimed_until IS NULL OR dispatch_claimed_until < now())
-        ORDER BY received_at
-        LIMIT ${scan}
-        FOR UPDATE SKIP LOCKED),
-      admitted AS (
-        SELECT customer_id FROM candidates WHERE customer_id IS NOT NULL
-        GROUP BY customer_id ORDER BY min(received_at) LIMIT ${maxWorkflows})
-      UPDATE webhook_events w
-      SET dispatch_claimed_until = now() + ${o.leaseMs / 1000} * interval '1 second', dispatch_attempts = w.dispatch_attempts + 1
-      FROM candidates c
-      WHERE w.event_id = c.event_id AND (c.customer_id IS NULL OR c.customer_id IN (SELECT customer_id FROM admitted))
-      RETURNING w.event_id, w.customer_id, w.payload, w.payload_truncated, w.received_at`;
-    return [...rows].sort((a, b) => a.received_at.getTime() - b.received_at.getTime() || (a.event_id < b.event_id ? -1 : 1));
-  }
-
-  /** Gives claimed rows back: at once (unused), or after a delay with the error (failed hand-over). */
-  async function release(eventIds: string[], delayMs: number, error: string | null): Promise<void> {
-    if (eventIds.length === 0) return;
-    await sql`
-      UPDATE webhook_events
-      SET dispatch_claimed_until = ${delayMs > 0 ? sql`now() + ${delayMs / 1000} * interval '1 second'` : null},
-          last_error = coalesce(${error === null ? null : `dispatch: ${error}`.slice(0, 1000)}, last_error)
-      WHERE event_id = ANY(${eventIds}::text[]) AND status = 'received'`;
-  }
-
-  async function markDispatched(done: { eventId: string; workflowId: string }[]): Promise<void> {
-    if (done.length === 0) return;
-    // Only rows still 'received': an apply that already finished (status 'applied') is never undone.
-    await sql`
-      UPDATE webhook_events w
-      SET status = 'dispatched', dispatched_at = now(), first_dispatched_at = now(), workflow_id = u.workflow_id,
-          last_error = NULL, dispatch_claimed_until = NULL
-      FROM unnest(${done.map((d) => d.eventId)}::text[], ${done.map((d) => d.workflowId)}::text[]) AS u(event_id, workflow_id)
-      WHERE w.event_id = u.event_id AND w.status = 'received'`;
-  }
-
-  async function markRejected(eventIds: string[], error: string): Promise<void> {
-    await sql`
-      UPDATE webhook_events SET status = 'failed', last_error = ${`dispatch rejected by Temporal: ${error}`.slice(0, 1000)}, dispatch_claimed_until = NULL
-      WHERE event_id = ANY(${eventIds}::text[]) AND status = 'received'`;
-  }
+  const queries = createInboxQueries(sql, { leaseMs: o.leaseMs, stuckThresholdMs: o.stuckThresholdMs });
+  const { claim, release, markDispatched, markRejected } = queries;
 
   /** Runs `work` over `items` with at most `limit` at once. */
   async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -449,9 +345,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           // Ingest first: a burst of webhooks gets the CPU (and Postgres) before the hand-over does,
           // as long as nothing stored has waited past maxDeferMs; the burst is coalesced afterwards.
           if (o.yieldInFlight > 0 && (deps.webhookInFlight?.() ?? 0) >= o.yieldInFlight) {
-            const [r] = await sql<{ ms: number }[]>`
-              SELECT coalesce(EXTRACT(EPOCH FROM now() - min(received_at)) * 1000, 0)::float8 AS ms FROM webhook_events WHERE status = 'received'`;
-            if ((r?.ms ?? 0) < o.maxDeferMs) {
+            if ((await queries.oldestReceivedMs()) < o.maxDeferMs) {
               metrics.dispatchIngestYields.inc();
               await pause(YIELD_POLL_MS);
               continue;

@@ -12,7 +12,7 @@ import { stripeEventsSignal } from '../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import type { Sql } from '../lib/db';
 import { logContext, type Logger } from '../lib/logger';
-import { createWebhookLoad } from './dispatcher';
+import { createWebhookLoad } from './webhook-load';
 import type { Metrics } from './metrics';
 import { implausible, mayNeedSanitizing, missingAtStripe, plausibleUnix, sanitizeForJsonb, stripNul, truncatedPayload, unroutedLogFields, type Envelope, type Normalized } from './payload';
 
