@@ -11,6 +11,8 @@ import { countInActivity, lockCustomer } from './db/shared';
 import { describeError, isDataError } from './db/failure-policy';
 import { logEvent } from './event-log';
 import { loadCurrentSubscription } from './db/subscriptions';
+import { loadCustomerView, recordViewChange } from './db/app-events';
+import type { AppEventDraft } from '../domain/app-events';
 
 import type { LocalSubscription } from '../domain/billing/state';
 
@@ -23,21 +25,26 @@ export interface BillingDbDeps {
   /** Retries in the configured dunning schedule (default 4: days 1, 3, 5, 7). */
   dunningMaxAttempts?: number;
   faults?: ApplyFaults;
+  /** Record events for the app (APP_WEBHOOK_URL is set). */
+  appEvents?: boolean;
 }
 
 /** Creates the database activities. */
-export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults }: BillingDbDeps) {
+export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults, appEvents = false }: BillingDbDeps) {
   return {
-    ...createApply({ sql, dunningMaxAttempts, faults }),
+    ...createApply({ sql, dunningMaxAttempts, faults, appEvents }),
 
     /** Records what a dunning cycle reported to its customer workflow (progress, an attempt, its end). */
     async recordDunningReports(input: { customerId: string; reports: DunningReport[] }): Promise<void> {
       await sql.begin(async (tx) => {
         await lockCustomer(tx, input.customerId);
         await ensureCustomer(tx, input.customerId);
+        const before = appEvents ? await loadCustomerView(tx, input.customerId) : null;
+        const exhausted: AppEventDraft[] = [];
         for (const report of input.reports) {
           try {
             await tx.savepoint((sp) => recordDunningReport(sp, input.customerId, report));
+            if (report.state === 'exhausted' && report.endedAtMs !== null) exhausted.push(dunningExhaustedEvent(input.customerId, report));
           } catch (err) {
             if (!isDataError(err)) throw err;
             // A report that cannot be stored is logged and skipped: the customer's queue flows on, and
@@ -47,6 +54,9 @@ export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults 
           }
         }
         await refreshAccessState(tx, input.customerId);
+        const last = input.reports[input.reports.length - 1];
+        const cause = last ? `dunning-report:${last.invoiceId}:${last.state}:${last.attemptsMade}:${last.endedAtMs ?? 'open'}` : null;
+        await recordViewChange(tx, input.customerId, before, cause, exhausted);
       });
     },
 
@@ -69,6 +79,16 @@ export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults 
     async loadLocalSubscription(customerId: string): Promise<LocalSubscription | null> {
       return loadCurrentSubscription(sql, customerId);
     },
+  };
+}
+
+/** dunning.exhausted: the cycle ran out of retries and its final action was taken. */
+function dunningExhaustedEvent(customerId: string, r: DunningReport): AppEventDraft {
+  return {
+    sourceKey: `dunning.exhausted:${r.invoiceId}`,
+    type: 'dunning.exhausted',
+    customerId,
+    data: { customerId, invoiceId: r.invoiceId, subscriptionId: r.subscriptionId, finalAction: r.finalAction, attempts: r.attemptsMade },
   };
 }
 

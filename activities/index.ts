@@ -1,13 +1,16 @@
 /** Composes every activity from its dependencies; the worker registers the result. */
 import type { Client } from '@temporalio/client';
 import type Stripe from 'stripe';
-import type { Config } from '../lib/config';
+import { appWebhooksEnabled, type Config } from '../lib/config';
 import type { Sql } from '../lib/db';
 import { createBillingDbActivities, type ApplyFaults } from './billing-db';
 import { parseRetrySchedule } from '../domain/dunning-policy';
 import { createCustomerSignalActivities } from './customer-signal';
 import { createDunningActivities } from './dunning';
-import { createNotifyActivities, type Notifier } from './notify';
+import { createAppWebhookActivities } from './app-webhooks';
+import { recordAppEvents } from './db/app-events';
+import { createNotifyActivities } from './notify';
+import type { Mailer } from '../lib/mailer';
 import { createPlanChangeStripeActivities } from './plan-change';
 import { createPlanDbActivities } from './plans';
 import { createReconciliationActivities } from './reconciliation';
@@ -19,8 +22,8 @@ export interface ActivityDeps {
   config: Config;
   /** Client for signals sent from activities (reconciliation repairs). */
   temporalClient?: Client;
-  /** Delivery channel for dunning notices; default: the notifications outbox (see activities/notify.ts). */
-  notifier?: Notifier;
+  /** The SMTP sender of notices; default: built from SMTP_URL / NOTIFY_FROM (see activities/notify.ts). */
+  mailer?: Mailer;
   /** Test-only fault hooks of the apply path (simulation, chaos). */
   faults?: ApplyFaults;
 }
@@ -37,12 +40,21 @@ function dunningMaxAttempts(config: Config): number {
 /** All activities, keyed by their registered names. */
 export function createActivities(deps: ActivityDeps) {
   return {
-    ...createBillingDbActivities({ sql: deps.sql, dunningMaxAttempts: dunningMaxAttempts(deps.config), faults: deps.faults }),
+    ...createBillingDbActivities({
+      sql: deps.sql,
+      dunningMaxAttempts: dunningMaxAttempts(deps.config),
+      faults: deps.faults,
+      appEvents: appWebhooksEnabled(deps.config),
+    }),
     ...createStripeReadActivities({ stripe: deps.stripe }),
     ...createPlanDbActivities({ sql: deps.sql }),
-    ...createPlanChangeStripeActivities({ stripe: deps.stripe }),
+    ...createPlanChangeStripeActivities({
+      stripe: deps.stripe,
+      recordAppEvent: appWebhooksEnabled(deps.config) ? (draft) => deps.sql.begin((tx) => recordAppEvents(tx, [draft])).then(() => undefined) : undefined,
+    }),
     ...createDunningActivities({ sql: deps.sql, stripe: deps.stripe, config: deps.config }),
-    ...createNotifyActivities({ sql: deps.sql, notifier: deps.notifier }),
+    ...createNotifyActivities({ sql: deps.sql, config: deps.config, mailer: deps.mailer }),
+    ...createAppWebhookActivities({ sql: deps.sql, config: deps.config }),
     ...createCustomerSignalActivities({ temporalClient: deps.temporalClient, config: deps.config }),
     ...createReconciliationActivities({ sql: deps.sql, stripe: deps.stripe, config: deps.config, temporalClient: deps.temporalClient }),
   };

@@ -5,6 +5,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
+import type { AppEventDraft } from '../domain/app-events';
 import { SubscriptionStatusSchema, type SubscriptionStatus } from '../domain/billing-event';
 import { planChangeIdempotencyKey, subscriptionActionIdempotencyKey } from '../domain/plan-change';
 import type { Plan } from '../domain/plans';
@@ -12,6 +13,8 @@ import { mapStripeError } from './errors';
 
 export interface PlanChangeStripeDeps {
   stripe: Pick<Stripe, 'subscriptions' | 'subscriptionSchedules' | 'invoicePayments'>;
+  /** Records plan_change.completed / plan_change.failed for the app (when APP_WEBHOOK_URL is set). */
+  recordAppEvent?: (draft: AppEventDraft) => Promise<void>;
 }
 
 /** Input of updateSubscriptionPlan (an upgrade, applied now). */
@@ -67,7 +70,22 @@ function planItem(sub: Stripe.Subscription, fromPriceId: string | null): Stripe.
 }
 
 /** Creates the plan-change Stripe activities. */
-export function createPlanChangeStripeActivities({ stripe }: PlanChangeStripeDeps) {
+export function createPlanChangeStripeActivities({ stripe, recordAppEvent }: PlanChangeStripeDeps) {
+  /** Tells the app how a plan change ended (once per request: the event's id derives from it). */
+  async function reportOutcome(
+    input: { customerId: string; subscriptionId: string; requestId: string; toPriceId: string },
+    type: 'plan_change.completed' | 'plan_change.failed',
+    detail: Record<string, unknown>,
+  ): Promise<void> {
+    if (!recordAppEvent) return;
+    await recordAppEvent({
+      sourceKey: `plan_change:${input.customerId}:${input.requestId}`,
+      type,
+      customerId: input.customerId,
+      data: { customerId: input.customerId, subscriptionId: input.subscriptionId, requestId: input.requestId, toPriceId: input.toPriceId, ...detail },
+    });
+  }
+
   /** The newest payment attempt of an invoice: tells a decline from a payment awaiting the customer. */
   async function latestPayment(invoiceId: string): Promise<{ status: string; declineCode: string | null } | null> {
     try {
@@ -101,9 +119,13 @@ export function createPlanChangeStripeActivities({ stripe }: PlanChangeStripeDep
         );
         const invoiceId = idOf(sub.latest_invoice);
         const base = { subscriptionStatus: statusOf(sub.status), invoiceId, expiresAt: null, paymentStatus: null, declineCode: null };
-        if (!sub.pending_update) return { ...base, outcome: 'confirmed' };
+        if (!sub.pending_update) {
+          await reportOutcome(input, 'plan_change.completed', { kind: 'upgrade', status: 'confirmed', invoiceId, effectiveAt: input.prorationDate });
+          return { ...base, outcome: 'confirmed' };
+        }
         const payment = invoiceId ? await latestPayment(invoiceId) : null;
         const declined = payment?.status === 'requires_payment_method' || payment?.status === 'canceled';
+        if (declined) await reportOutcome(input, 'plan_change.failed', { kind: 'upgrade', status: 'failed', invoiceId, declineCode: payment?.declineCode ?? null });
         return {
           ...base,
           outcome: declined ? 'failed' : 'pending',
@@ -113,13 +135,15 @@ export function createPlanChangeStripeActivities({ stripe }: PlanChangeStripeDep
         };
       } catch (err) {
         if (err instanceof Stripe.errors.StripeCardError) {
+          const declineCode = err.decline_code ?? err.code ?? null;
+          await reportOutcome(input, 'plan_change.failed', { kind: 'upgrade', status: 'failed', invoiceId: null, declineCode });
           return {
             outcome: 'failed',
             subscriptionStatus: null,
             invoiceId: null,
             expiresAt: null,
             paymentStatus: null,
-            declineCode: err.decline_code ?? err.code ?? null,
+            declineCode,
           };
         }
         if (err instanceof ApplicationFailure) throw err;
@@ -158,6 +182,7 @@ export function createPlanChangeStripeActivities({ stripe }: PlanChangeStripeDep
           },
           { idempotencyKey: key('phases') },
         );
+        await reportOutcome(input, 'plan_change.completed', { kind: 'downgrade', status: 'scheduled', scheduleId: schedule.id, effectiveAt: end ?? null });
         return { scheduleId: schedule.id, effectiveAt: end ?? null };
       } catch (err) {
         if (err instanceof ApplicationFailure) throw err;

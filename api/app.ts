@@ -6,8 +6,9 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type Stripe from 'stripe';
 import type { Config } from '../lib/config';
-import { webhookSecrets } from '../lib/config';
+import { publicBaseUrl, webhookSecrets } from '../lib/config';
 import type { Sql } from '../lib/db';
+import { devCheckoutEnabled, devCheckoutPageUrl } from '../lib/dev-checkout';
 import { logContext, type Logger } from '../lib/logger';
 import { migrationsCurrent } from '../lib/migrate';
 import { createAppliedLagCollector } from './applied-lag';
@@ -18,11 +19,13 @@ import { updateDunningGauges } from './dunning-metrics';
 import type { Metrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
 import { updateReconciliationGauges } from './reconciliation-stats';
+import { adminAppWebhookRoutes } from './routes/admin-app-webhooks';
 import { adminReconciliationRoutes } from './routes/admin-reconciliations';
 import { adminCheckoutRoutes, checkoutRoutes, updateCheckoutGauges } from './routes/checkout';
 import { adminWebhookRoutes } from './routes/admin-webhooks';
 import { billingPortalRoutes } from './routes/billing-portal';
 import { customerRoutes } from './routes/customers';
+import { devCheckoutRoutes } from './routes/dev-checkout';
 import { subscriptionRoutes } from './routes/subscription';
 import { webhookRoutes } from './routes/webhooks';
 import type { Dispatcher } from './dispatcher';
@@ -39,6 +42,13 @@ export interface AppDeps {
     | 'TEMPORAL_UI_URL'
     | 'CHECKOUT_SUCCESS_WINDOW_HOURS'
     | 'STUCK_DISPATCH_THRESHOLD_MS'
+    | 'NODE_ENV'
+    | 'STRIPE_API_BASE'
+    | 'STRIPE_SECRET_KEY'
+    | 'PORT'
+    | 'PUBLIC_BASE_URL'
+    | 'LINK_SIGNING_SECRET'
+    | 'CARD_UPDATE_RETURN_URL'
   >;
   sql: Sql;
   temporal: Client;
@@ -172,14 +182,22 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.use('/checkout', apiAuth);
   app.use('/checkout/*', apiAuth);
   app.route('/', customerRoutes({ sql: deps.sql }));
-  app.route('/', billingPortalRoutes({ sql: deps.sql, stripe: deps.stripe }));
+  app.route('/', billingPortalRoutes({ sql: deps.sql, stripe: deps.stripe, config: deps.config }));
   app.route('/', subscriptionRoutes({ sql: deps.sql, temporal: deps.temporal, stripe: deps.stripe }));
-  app.route('/', checkoutRoutes({ sql: deps.sql, stripe: deps.stripe }));
+  // DEV ONLY (NODE_ENV=development on a Stripe emulator; never in production, see lib/dev-checkout.ts):
+  // POST /checkout answers the local checkout page, which pays through the emulator.
+  const devCheckout = devCheckoutEnabled(deps.config) && deps.config.STRIPE_API_BASE ? deps.config.STRIPE_API_BASE : null;
+  const checkoutPageUrl = devCheckout ? (sessionId: string) => devCheckoutPageUrl(publicBaseUrl(deps.config), sessionId) : undefined;
+  app.route('/', checkoutRoutes({ sql: deps.sql, stripe: deps.stripe, ...(checkoutPageUrl ? { checkoutPageUrl } : {}) }));
+  if (devCheckout) {
+    app.route('/', devCheckoutRoutes({ sql: deps.sql, stripe: deps.stripe, stripeApiBase: devCheckout, stripeSecretKey: deps.config.STRIPE_SECRET_KEY }));
+  }
 
   app.use('/admin/*', bearerAuth({ token: deps.config.ADMIN_TOKEN, realm: 'admin', whenUnset: 'hide' }));
   app.route('/', adminWebhookRoutes({ sql: deps.sql, ingest: deps.ingest, stripe: deps.stripe, stuckThresholdMs: deps.config.STUCK_DISPATCH_THRESHOLD_MS }));
   app.route('/', adminReconciliationRoutes({ sql: deps.sql, temporal: deps.temporal, taskQueue: deps.config.TEMPORAL_TASK_QUEUE }));
   app.route('/', adminCheckoutRoutes({ sql: deps.sql }));
+  app.route('/', adminAppWebhookRoutes({ sql: deps.sql }));
 
   // Built once, on first request: the same zod schemas the routes validate with (api/openapi.ts).
   let openapi: ReturnType<typeof buildOpenApiDocument> | null = null;

@@ -8,6 +8,7 @@
  */
 import { OpenAPIRegistry, OpenApiGeneratorV31, extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import { APP_WEBHOOK_STATUSES, ListAppWebhooksQuerySchema } from './routes/admin-app-webhooks';
 import { ListRunsQuerySchema, RunDriftQuerySchema, StartReconciliationBodySchema } from './routes/admin-reconciliations';
 import {
   BulkReplayBodySchema,
@@ -290,6 +291,21 @@ function registerCustomerPaths(k: OpenApiKit): void {
       ...k.common,
     },
   });
+  k.registry.registerPath({
+    method: 'get',
+    path: '/billing/card-update/{token}',
+    tags: ['customers'],
+    summary: 'The stable card-update link of customer emails: opens a fresh Billing Portal session',
+    description: 'Public: the signed token names the customer and is the credential. Each visit creates a portal session and redirects to it.',
+    request: { params: z.object({ token: z.string().describe('Signed token from a notice email') }) },
+    responses: {
+      303: { description: 'Redirect to the Stripe Billing Portal session' },
+      404: k.error('Invalid or forged token, or the customer is gone (link_not_found)'),
+      422: k.error('Stripe refused the request (stripe_rejected)'),
+      503: k.error('Stripe unreachable (stripe_unavailable)'),
+      ...k.common,
+    },
+  });
 }
 
 /** The admin delivery log: list, show, replay one, replay many. */
@@ -403,6 +419,76 @@ function registerAdminWebhookPaths(k: OpenApiKit): void {
     summary: 'Replay many deliveries selected by status and/or type, rate limited',
     request: { body: { required: true, content: { 'application/json': { schema: BulkReplayBody } } } },
     responses: { 200: json(BulkReplayResult, 'Counts per outcome'), ...k.jsonBody, ...k.adminAuth, ...k.common },
+  });
+}
+
+/** The log of outgoing app webhooks: list, show, replay (api/routes/admin-app-webhooks.ts). */
+function registerAdminAppWebhookPaths(k: OpenApiKit): void {
+  const IdParams = z.object({ id: z.string().min(1).describe('aevt_… (the id the app receives)') });
+  const summary = {
+    id: z.string(),
+    type: z.string().describe('access.changed, subscription.changed, plan_change.completed, …'),
+    customerId: z.string().nullable(),
+    status: z.enum(APP_WEBHOOK_STATUSES).describe('failed: the last attempt failed and retries go on; given_up: retried for 3 days'),
+    attempts: z.number().int().describe('POSTs made, replays included'),
+    lastStatusCode: z.number().int().nullable().describe("The app's HTTP status on the last attempt (null: network error or timeout)"),
+    lastError: z.string().nullable(),
+    lastAttemptAt: isoTime.nullable(),
+    deliveredAt: isoTime.nullable(),
+    createdAt: isoTime,
+    replays: z.number().int().describe('Admin replays so far'),
+  };
+  const Summary = k.registry.register('AppWebhookSummary', z.object(summary));
+  const List = k.registry.register(
+    'AppWebhookList',
+    z.object({ data: z.array(Summary), nextCursor: z.string().nullable().describe('Pass as `cursor` for the next page') }),
+  );
+  const Detail = k.registry.register(
+    'AppWebhook',
+    z.object({ ...summary, data: z.record(z.string(), z.unknown()).describe('The event payload, as the app receives it in `data`') }),
+  );
+  const Replayed = k.registry.register(
+    'AppWebhookReplay',
+    z.object({
+      id: z.string(),
+      replays: z.number().int(),
+      workflowId: z.string().describe('app-webhook:<id>:replay-<replays>, started by the worker’s outbox relay'),
+    }),
+  );
+  const base = { tags: ['admin: app webhooks'], security: k.adminSecurity };
+  k.registry.registerPath({
+    ...base,
+    method: 'get',
+    path: '/admin/app-webhooks',
+    summary: 'List the outgoing app webhooks, newest first',
+    request: { query: ListAppWebhooksQuerySchema },
+    responses: {
+      200: json(List, 'One page'),
+      400: k.error('Invalid filter (validation_error) or cursor (invalid_cursor)'),
+      ...k.adminAuth,
+      ...k.common,
+    },
+  });
+  k.registry.registerPath({
+    ...base,
+    method: 'get',
+    path: '/admin/app-webhooks/{id}',
+    summary: 'One app webhook with its payload',
+    request: { params: IdParams },
+    responses: { 200: json(Detail, 'The event and its delivery'), ...k.adminAuth, ...k.common },
+  });
+  k.registry.registerPath({
+    ...base,
+    method: 'post',
+    path: '/admin/app-webhooks/{id}/replay',
+    summary: 'Deliver an app webhook again (same id): sets it pending for the outbox relay',
+    request: { params: IdParams },
+    responses: {
+      202: json(Replayed, 'Accepted: the relay starts the replay workflow'),
+      ...k.adminAuth,
+      409: k.error('A delivery of it is in flight (delivery_in_flight)'),
+      ...k.common,
+    },
   });
 }
 
@@ -735,6 +821,7 @@ export function buildOpenApiDocument(opts: { version?: string; serverUrl?: strin
   registerSubscriptionPaths(kit);
   registerAdminWebhookPaths(kit);
   registerAdminReconciliationPaths(kit);
+  registerAdminAppWebhookPaths(kit);
   return new OpenApiGeneratorV31(kit.registry.definitions).generateDocument({
     openapi: '3.1.0',
     info: {

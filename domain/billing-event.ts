@@ -63,6 +63,8 @@ export const CustomerDataSchema = z.object({
   name: z.string().nullable(),
   defaultPaymentMethodId: z.string().nullable(),
   deleted: z.boolean(),
+  /** IANA timezone from the customer's metadata `timezone` (quiet hours of notices); absent in older events. */
+  timezone: z.string().nullable().optional(),
   /** For customer.updated: the previous default payment method if it changed (from data.previous_attributes). */
   previousDefaultPaymentMethodId: z.string().nullable().optional(),
   defaultPaymentMethodChanged: z.boolean(),

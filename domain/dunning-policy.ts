@@ -220,41 +220,19 @@ export function nextDunningStep(input: NextDunningStepInput): DunningStep {
 }
 
 /** Kinds of customer notice sent during dunning. */
-export type NoticeKind = 'payment_failed' | 'update_payment_method' | 'authenticate_payment' | 'final_notice' | 'recovered' | 'upgrade_declined';
+export type NoticeKind =
+  | 'payment_failed'
+  | 'update_payment_method'
+  | 'authenticate_payment'
+  | 'final_attempt_ahead'
+  | 'final_notice'
+  | 'recovered'
+  | 'upgrade_declined'
+  | 'trial_ending';
 
 /** Unique key for the notification ledger: at most one notice per kind per invoice attempt. */
 export function noticeDedupKey(input: { invoiceId: string; kind: NoticeKind; attempt: number }): string {
   return `invoice:${input.invoiceId}:${input.kind}:${input.attempt}`;
-}
-
-/** Input to mayNotify. */
-export interface MayNotifyInput {
-  nowMs: number;
-  lastNoticeAtMs: number | null;
-  noticesSentThisCycle: number;
-  policy: DunningPolicy;
-  kind: NoticeKind;
-}
-
-/** Outcome of mayNotify. */
-export type MayNotifyResult = { allowed: true } | { allowed: false; reason: 'cooldown' | 'cycle_cap' };
-
-/**
- * Whether a notice may be sent now.
- * - 'recovered' is always allowed: the customer must learn the problem is solved.
- * - The per-cycle cap (maxNoticesPerCycle) applies to every other kind, 'final_notice' included.
- * - The cooldown (noticeMinIntervalMs since the last notice) applies to every kind except
- *   'recovered' and 'final_notice', which must not be delayed past the final action.
- * The cap is checked first, so a capped notice reports 'cycle_cap' even inside the cooldown.
- */
-export function mayNotify(input: MayNotifyInput): MayNotifyResult {
-  const { nowMs, lastNoticeAtMs, noticesSentThisCycle, policy, kind } = input;
-  if (kind === 'recovered') return { allowed: true };
-  if (noticesSentThisCycle >= policy.maxNoticesPerCycle) return { allowed: false, reason: 'cycle_cap' };
-  if (kind !== 'final_notice' && lastNoticeAtMs !== null && nowMs - lastNoticeAtMs < policy.noticeMinIntervalMs) {
-    return { allowed: false, reason: 'cooldown' };
-  }
-  return { allowed: true };
 }
 
 /** Workflow current-details text, e.g. "attempt 2/4, next 2026-12-03" (UTC date); null nextAtMs means no further retry. */

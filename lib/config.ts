@@ -12,6 +12,16 @@ const optionalNonEmpty = z
   .optional()
   .transform((v) => (v === undefined || v === '' ? undefined : v));
 
+/** Whether `name` is a timezone this runtime knows (IANA). */
+export function isTimeZone(name: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: name });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export const ConfigSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
@@ -81,12 +91,60 @@ export const ConfigSchema = z
     PLANS_JSON: optionalNonEmpty,
     /** Path of a plan catalog JSON file; default config/plans.json. */
     PLANS_FILE: optionalNonEmpty,
+    /** Email over SMTP (nodemailer), e.g. smtp://127.0.0.1:1025 (Mailpit) or smtps://user:pass@host:465. Unset: notices stay in the outbox. */
+    SMTP_URL: optionalNonEmpty.pipe(
+      z
+        .string()
+        .refine((v) => /^smtps?:\/\//.test(v), { message: 'SMTP_URL must be an smtp:// or smtps:// URL' })
+        .optional(),
+    ),
+    /** The From of customer emails, e.g. "Acme Billing <billing@acme.test>". */
+    NOTIFY_FROM: optionalNonEmpty,
+    /** Quiet hours in the customer's local time, "HH-HH" (start inclusive, end exclusive; may wrap midnight), or "off". */
+    NOTIFY_QUIET_HOURS: z
+      .string()
+      .trim()
+      .default('21-08')
+      .refine((v) => v === 'off' || /^([01]?\d|2[0-3])-([01]?\d|2[0-3])$/.test(v), {
+        message: 'NOTIFY_QUIET_HOURS must be "HH-HH" (e.g. 21-08) or "off"',
+      }),
+    /** Timezone of customers whose Stripe metadata has no valid `timezone` (IANA name). */
+    NOTIFY_TIMEZONE: z
+      .string()
+      .trim()
+      .default('UTC')
+      .refine((v) => isTimeZone(v), { message: 'NOTIFY_TIMEZONE must be an IANA timezone such as Europe/Paris' }),
+    /** Where this service is reachable from customers' browsers: base of the card-update link in emails and of the dev checkout page. */
+    PUBLIC_BASE_URL: optionalNonEmpty.pipe(z.string().url({ message: 'PUBLIC_BASE_URL must be a URL' }).optional()),
+    /** Where the Billing Portal sends the customer back after a card update from an email link. */
+    CARD_UPDATE_RETURN_URL: optionalNonEmpty.pipe(z.string().url({ message: 'CARD_UPDATE_RETURN_URL must be a URL' }).optional()),
+    /** HMAC key of the card-update links in emails; unset: derived from STRIPE_WEBHOOK_SECRET. */
+    LINK_SIGNING_SECRET: optionalNonEmpty.pipe(z.string().min(16, 'LINK_SIGNING_SECRET must be at least 16 characters').optional()),
+    /** Signed outgoing webhooks to the app (Billing-Signature header). Unset: no app events are recorded. */
+    APP_WEBHOOK_URL: optionalNonEmpty.pipe(
+      z
+        .string()
+        .url({ message: 'APP_WEBHOOK_URL must be a URL' })
+        .refine((v) => /^https?:\/\//.test(v), { message: 'APP_WEBHOOK_URL must use http or https' })
+        .optional(),
+    ),
+    APP_WEBHOOK_SECRET: optionalNonEmpty.pipe(z.string().min(16, 'APP_WEBHOOK_SECRET must be at least 16 characters').optional()),
+    /** Time limit of one delivery attempt to APP_WEBHOOK_URL. */
+    APP_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
+    /** How often the worker's outbox relay looks for notices and app webhooks whose workflow is not started yet. */
+    OUTBOX_RELAY_POLL_MS: z.coerce.number().int().min(50).default(500),
     /** Window of the checkout success-rate gauge. */
     CHECKOUT_SUCCESS_WINDOW_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(24),
   })
   .superRefine((c, ctx) => {
     if (c.NODE_ENV === 'production' && !c.ADMIN_TOKEN) {
       ctx.addIssue({ code: 'custom', path: ['ADMIN_TOKEN'], message: 'ADMIN_TOKEN is required when NODE_ENV=production' });
+    }
+    if (c.APP_WEBHOOK_URL && !c.APP_WEBHOOK_SECRET) {
+      ctx.addIssue({ code: 'custom', path: ['APP_WEBHOOK_SECRET'], message: 'APP_WEBHOOK_SECRET is required when APP_WEBHOOK_URL is set' });
+    }
+    if (c.SMTP_URL && !c.NOTIFY_FROM) {
+      ctx.addIssue({ code: 'custom', path: ['NOTIFY_FROM'], message: 'NOTIFY_FROM is required when SMTP_URL is set' });
     }
   });
 
@@ -132,4 +190,19 @@ export function loadConfigOrExit(env: Record<string, string | undefined> = proce
     }
     throw err;
   }
+}
+
+/** Whether customer emails are sent (SMTP_URL and NOTIFY_FROM set); otherwise notices stay in the outbox. */
+export function emailEnabled(config: Pick<Config, 'SMTP_URL' | 'NOTIFY_FROM'>): boolean {
+  return Boolean(config.SMTP_URL && config.NOTIFY_FROM);
+}
+
+/** Whether app events are recorded and delivered (APP_WEBHOOK_URL set). */
+export function appWebhooksEnabled(config: Pick<Config, 'APP_WEBHOOK_URL' | 'APP_WEBHOOK_SECRET'>): boolean {
+  return Boolean(config.APP_WEBHOOK_URL && config.APP_WEBHOOK_SECRET);
+}
+
+/** Base URL of links in emails and dev pages: PUBLIC_BASE_URL, else this API on localhost. */
+export function publicBaseUrl(config: Pick<Config, 'PUBLIC_BASE_URL' | 'PORT'>): string {
+  return (config.PUBLIC_BASE_URL ?? `http://localhost:${config.PORT}`).replace(/\/+$/, '');
 }

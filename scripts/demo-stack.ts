@@ -17,6 +17,8 @@ export interface DevStackState {
   stripeApiBase: string | null;
   /** localstripe itself (absent in state files written before the emulator gateway existed). */
   localstripeUrl?: string | null;
+  /** Mailpit's web UI and API (null: emails not caught locally; absent in older state files). */
+  mailpitUrl?: string | null;
   stripeSecretKey: string | null;
   webhookSecret: string | null;
   adminToken: string | null;

@@ -5,7 +5,9 @@
  *   - invoice.payment_failed with a decline code (localstripe sends no event for a synchronous decline,
  *     and its errors carry no decline_code);
  *   - payment_method.attached (localstripe never sends payment_method.* events).
- * Plan changes and checkout go through scripts/emulator-gateway.ts (see its header).
+ * Plan changes and checkout go through scripts/emulator-gateway.ts (see its header); checkout is paid on
+ * the API's dev checkout page (api/routes/dev-checkout.ts) when the stack serves it. The dunning step
+ * shows the customer's email from Mailpit's API when the stack runs Mailpit.
  * Every expected state is read back from the API (Postgres for the notification ledger, which has no
  * endpoint) and must be reached within the step timeout, or the step fails.
  */
@@ -22,8 +24,9 @@ import {
 } from '../test/fixtures';
 import { dunningWorkflowId } from '../domain/ids';
 import { createSql } from '../lib/db';
+import { completeEmulatorCheckout, DEV_TEST_PAYMENT_METHOD } from '../lib/dev-checkout';
 import { createTemporalClient } from '../lib/temporal';
-import { deliverWebhook, signWebhookPayload } from './emulator-gateway';
+import { deliverWebhook, seedLocalstripeCatalog, signWebhookPayload } from './emulator-gateway';
 import type { DevStackState } from './demo-stack';
 
 type Obj = Record<string, any>;
@@ -45,6 +48,8 @@ export interface DemoStack {
   apiToken?: string | null;
   /** The worker's DUNNING_RETRY_DAYS (null: the default 1,3,5,7). */
   dunningRetryDays: string | null;
+  /** Mailpit's web UI and API (null: the stack sends no email, or not to a local Mailpit). */
+  mailpitUrl: string | null;
 }
 
 /** Checks that a dev stack can run the demo; returns what is missing otherwise. */
@@ -74,6 +79,7 @@ export function demoStackFrom(
       adminToken,
       apiToken: tokens.apiToken ?? null,
       dunningRetryDays: state.dunningRetryDays ?? null,
+      mailpitUrl: state.mailpitUrl ?? null,
     },
   };
 }
@@ -104,6 +110,8 @@ export interface DemoSummary {
   duplicatesDropped: number;
   bySource: { localstripe: number; gateway: number; fixture: number };
   dunning: string;
+  /** What Mailpit showed of the dunning email (or why nothing). */
+  email: string;
   drift: string;
   rows: [string, string][];
 }
@@ -135,12 +143,26 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
     base: Obj | null;
     upgrade: Obj | null;
     customerId: string | null;
+    email: string | null;
     subscriptionId: string | null;
     renewalInvoiceId: string | null;
     dunningLine: string;
+    emailLine: string;
     driftLine: string;
     runId: string | null;
-  } = { plans: [], base: null, upgrade: null, customerId: null, subscriptionId: null, renewalInvoiceId: null, dunningLine: 'not reached', driftLine: 'not reached', runId: null };
+  } = {
+    plans: [],
+    base: null,
+    upgrade: null,
+    customerId: null,
+    email: null,
+    subscriptionId: null,
+    renewalInvoiceId: null,
+    dunningLine: 'not reached',
+    emailLine: 'not reached',
+    driftLine: 'not reached',
+    runId: null,
+  };
 
   // ---------------------------------------------------------------------------------------- HTTP
 
@@ -321,31 +343,21 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
       return { done: res.status === 200 && data.length > 0 ? data : null, seen: `HTTP ${res.status}, ${data.length} plans` };
     });
     ctx.plans = plans;
-    for (const p of plans) {
-      const product = `prod_${String(p.id).replace(/[^A-Za-z0-9_]/g, '_')}`;
-      await ls('POST', '/v1/products', { id: product, name: String(p.name), type: 'service' }).catch((e: { status?: number }) => {
-        if (e.status !== 409) throw e;
-      });
-      await ls('POST', '/v1/plans', {
-        id: String(p.stripePriceId),
-        product,
-        amount: String(p.amount),
-        currency: String(p.currency),
-        interval: String(p.interval),
-        nickname: String(p.name),
-        'metadata[plan_id]': String(p.id),
-      }).catch((e: { status?: number }) => {
-        if (e.status !== 409) throw e;
-      });
-      await ls('GET', `/v1/plans/${encodeURIComponent(String(p.stripePriceId))}`);
-    }
+    // `npm run dev` seeds them at startup; an older stack may not have: the same idempotent seeding.
+    const seeded = await seedLocalstripeCatalog({
+      localstripeUrl: stack.localstripeUrl,
+      secretKey: stack.stripeSecretKey,
+      plans: plans.map((p) => ({ id: String(p.id), stripePriceId: String(p.stripePriceId), name: String(p.name), amount: Number(p.amount), currency: String(p.currency), interval: String(p.interval) })),
+    });
+    for (const p of plans) await ls('GET', `/v1/plans/${encodeURIComponent(String(p.stripePriceId))}`);
     const monthly = plans.filter((p) => p.interval === 'month').sort((a, b) => a.rank - b.rank);
     ctx.base = monthly[0] ?? null;
     ctx.upgrade = monthly[1] ?? null;
     if (!ctx.base || !ctx.upgrade) throw new StepFailure('the catalog needs two monthly plans for the story');
     const first = plans[0]!;
     const last = plans[plans.length - 1]!;
-    return `catalog: ${plans.length} plans (GET /plans, synced from config/plans.json) created in localstripe as Plans with the catalog's ids (${first.stripePriceId} ${money(first.amount, first.currency)} … ${last.stripePriceId} ${money(last.amount, last.currency)})`;
+    const where = seeded.created.length === 0 ? 'seeded by npm run dev' : `${seeded.created.length} created now`;
+    return `catalog: ${plans.length} plans (GET /plans, synced from config/plans.json) in localstripe as Plans with the catalog's ids, ${where} (${first.stripePriceId} ${money(first.amount, first.currency)} … ${last.stripePriceId} ${money(last.amount, last.currency)})`;
   });
 
   // ============================================================================ 2. checkout → active
@@ -353,6 +365,7 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
     ? await step(2, 'checkout and subscription', async () => {
         const base = ctx.base!;
         const email = `demo+${run}@example.com`;
+        ctx.email = email;
         let how: string;
         const checkout = await api('POST', '/checkout', {
           email,
@@ -363,13 +376,26 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
         });
         if (checkout.status === 201 || checkout.status === 200) {
           ctx.customerId = checkout.body.customerId;
-          // The customer pays on the hosted page: emulated by the gateway (card saved, subscription created on localstripe).
-          const done = await http(stack.stripeApiBase, 'POST', `/_gateway/checkout/sessions/${checkout.body.sessionId}/complete`, { payment_method: 'pm_card_visa' }, {
-            Authorization: `Bearer ${stack.stripeSecretKey}`,
-          });
-          if (done.status !== 200) throw new StepFailure(`completing checkout ${checkout.body.sessionId}: HTTP ${done.status} ${JSON.stringify(done.body)}`);
-          ctx.subscriptionId = done.body.subscription;
-          how = `POST /checkout → ${String(checkout.body.sessionId).slice(0, 18)}…, paid with pm_card_visa on the (emulated) hosted page`;
+          const sessionId = String(checkout.body.sessionId);
+          const pageUrl = String(checkout.body.url ?? '');
+          if (pageUrl.includes('/dev/checkout/')) {
+            // The customer opens the url POST /checkout answered: the API's dev checkout page…
+            const page = await fetch(pageUrl, { signal: AbortSignal.timeout(15_000) });
+            const html = await page.text();
+            if (page.status !== 200 || !html.includes('Pay with test card')) throw new StepFailure(`GET ${pageUrl}: HTTP ${page.status}, expected the dev checkout page: ${html.slice(0, 200)}`);
+            // …and clicks "Pay with test card": the emulator pays (lib/dev-checkout.ts), then Stripe-style redirect to success_url.
+            const paid = await fetch(`${pageUrl}/complete`, { method: 'POST', redirect: 'manual', signal: AbortSignal.timeout(30_000) });
+            const location = paid.headers.get('location') ?? '';
+            if (paid.status !== 303 || !location.includes(sessionId)) throw new StepFailure(`POST ${pageUrl}/complete: HTTP ${paid.status} ${location || (await paid.text()).slice(0, 300)}`);
+            how = `POST /checkout → ${pageUrl.replace(sessionId, `${sessionId.slice(0, 18)}…`)}, "Pay with test card" (${DEV_TEST_PAYMENT_METHOD}) → 303 to the success_url`;
+          } else {
+            // No dev page on this stack (NODE_ENV is not development): what its button does, called directly.
+            const done = await completeEmulatorCheckout({ apiBase: stack.stripeApiBase, secretKey: stack.stripeSecretKey, sessionId }).catch((err: Error) => {
+              throw new StepFailure(`completing checkout ${sessionId}: ${err.message}`);
+            });
+            ctx.subscriptionId = done.subscription;
+            how = `POST /checkout → ${sessionId.slice(0, 18)}…, paid with ${DEV_TEST_PAYMENT_METHOD} on the (emulated) hosted page`;
+          }
         } else {
           // Checkout is not available on this stack: subscribe directly on localstripe, as Stripe would.
           const cus = await ls('POST', '/v1/customers', { email, payment_method: 'pm_card_visa', 'invoice_settings[default_payment_method]': 'pm_card_visa' });
@@ -378,11 +404,12 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
           ctx.subscriptionId = sub.id;
           how = `POST /checkout answered ${checkout.status} (${checkout.body.message ?? checkout.body.error}); subscribed directly on localstripe with pm_card_visa`;
         }
-        const c = await waitFor(`subscription ${ctx.subscriptionId} active on ${base.id} locally (localstripe webhooks)`, async () => {
+        const c = await waitFor(`subscription ${ctx.subscriptionId ?? ''} active on ${base.id} locally (localstripe webhooks)`, async () => {
           const res = await api('GET', `/customers/${ctx.customerId}`);
           const s = res.body.subscription;
           return { done: res.status === 200 && s?.status === 'active' && s.planId === base.id ? res.body : null, seen: res.status === 200 ? describe(res.body) : `HTTP ${res.status}` };
         });
+        ctx.subscriptionId ??= String(c.subscription.id);
         const sessions = await sql<{ status: string }[]>`SELECT status FROM checkout_sessions WHERE request_id = ${`demo-${run}`}`.catch(() => []);
         let checkoutState = '';
         if (sessions[0]) {
@@ -452,6 +479,8 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
       const rows = await noticesFor(draft.id);
       return { done: rows.some((n) => n.status !== 'suppressed') ? rows : null, seen: rows.map((n) => `${n.kind}/${n.status}`).join(', ') || 'none' };
     });
+    // Looked for while the cycle goes on; never fails the step (the sender may be off, or in quiet hours).
+    const emailSeen = emailInMailpit(ctx.email ?? '', notices1.map((n) => `${n.kind}/${n.status}`).join(', '));
     let retryPart: string;
     if (firstRetryMs <= maxWait) {
       await waitFor(`retry #1 at ${started.dunning.nextAttemptAt}`, async () => {
@@ -492,14 +521,40 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
     const paid = await ls('GET', `/v1/invoices/${draft.id}`);
     if (paid.status !== 'paid') throw new StepFailure(`invoice ${draft.id} is ${paid.status} on localstripe after recovery`);
     const notices = await noticesFor(draft.id);
-    const sentBeforeHard = notices1.filter((n) => n.status !== 'suppressed').length;
-    const delivered = notices.filter((n) => n.status !== 'suppressed');
-    const suppressed = notices.filter((n) => n.status === 'suppressed');
-    if (sentBeforeHard !== 1 || delivered.length !== 1) throw new StepFailure(`expected exactly one notice, ledger has: ${notices.map((n) => `${n.kind}/${n.status}`).join(', ') || 'none'}`);
-    const noticeState = (st: string) => (st === 'canceled' ? 'queued, withdrawn at recovery' : st);
-    ctx.dunningLine = `recovered after ${c.dunning.attempt} ${c.dunning.attempt === 1 ? 'retry' : 'retries'} (insufficient_funds → expired_card → new card); ${delivered.length} notice (${delivered.map((n) => `${n.kind}: ${noticeState(n.status)}`).join('; ')})${suppressed.length ? `, ${suppressed.length} more suppressed by the notice spacing (${suppressed.map((n) => n.kind).join(', ')})` : ''}`;
-    return `renewal ${draft.id} ${money(declined.amount_due, declined.currency)} declined on localstripe; fixture invoice.payment_failed insufficient_funds (soft) → dunning retrying, access ${started.accessState}, 1 notice; ${retryPart}; fixture invoice.payment_failed expired_card (hard) → awaiting_payment_method; new card ${good.id} (+ fixture payment_method.attached) → retry paid → local: ${describe(c)}, dunning ${c.dunning.state} after ${c.dunning.attempt} attempts`;
+    // The customer is told once about the failure; the hard decline within the notice spacing sends no
+    // second reminder (held back, then withdrawn at recovery); an outcome notice (recovered) may follow.
+    const toldAtFirstFailure = notices1.filter((n) => n.status !== 'suppressed').length;
+    const remindersSent = notices.filter((n) => n.kind !== 'recovered' && n.kind !== 'final_notice' && n.status === 'sent');
+    const ledger = notices.map((n) => `${n.kind}/${n.status}`).join(', ') || 'none';
+    if (toldAtFirstFailure !== 1 || remindersSent.length > 1) throw new StepFailure(`expected one notice at the first failure and at most one reminder sent, ledger has: ${ledger}`);
+    const noticeState = (st: string) => (st === 'canceled' ? 'withdrawn at recovery' : st === 'suppressed' ? 'suppressed by the notice spacing' : st);
+    ctx.emailLine = await emailSeen;
+    ctx.dunningLine = `recovered after ${c.dunning.attempt} ${c.dunning.attempt === 1 ? 'retry' : 'retries'} (insufficient_funds → expired_card → new card); 1 notice at the first failure (ledger: ${notices.map((n) => `${n.kind} ${noticeState(n.status)}`).join('; ')})`;
+    return `renewal ${draft.id} ${money(declined.amount_due, declined.currency)} declined on localstripe; fixture invoice.payment_failed insufficient_funds (soft) → dunning retrying, access ${started.accessState}, 1 notice; ${retryPart}; fixture invoice.payment_failed expired_card (hard) → awaiting_payment_method; new card ${good.id} (+ fixture payment_method.attached) → retry paid → local: ${describe(c)}, dunning ${c.dunning.state} after ${c.dunning.attempt} attempts; ${ctx.emailLine}`;
   });
+
+  /** The customer's email as Mailpit's API shows it (polled up to timeoutMs), or why there is none. */
+  async function emailInMailpit(to: string, noticeState: string, timeoutMs = 10_000): Promise<string> {
+    if (!stack.mailpitUrl) return 'email sending not configured';
+    const deadline = Date.now() + timeoutMs;
+    let seen = 'no email to it yet';
+    for (;;) {
+      try {
+        const res = await fetch(`${stack.mailpitUrl}/api/v1/messages?limit=100`, { signal: AbortSignal.timeout(3000) });
+        if (!res.ok) seen = `Mailpit answered HTTP ${res.status}`;
+        else {
+          const messages = ((await res.json()) as { messages?: Obj[] }).messages ?? [];
+          // Newest first: the oldest one to this customer is the failure notice.
+          const mail = [...messages].reverse().find((m) => ((m.To ?? []) as Obj[]).some((a) => String(a.Address).toLowerCase() === to.toLowerCase()));
+          if (mail) return `email "${mail.Subject}" to ${mail.To.map((a: Obj) => a.Address).join(', ')} in Mailpit ${stack.mailpitUrl}/view/${mail.ID}`;
+        }
+      } catch (err) {
+        seen = `Mailpit unreachable: ${(err as Error).message}`;
+      }
+      if (Date.now() > deadline) return `no email to ${to} in Mailpit ${stack.mailpitUrl} within ${Math.round(timeoutMs / 1000)} s (${seen}; notice ${noticeState})`;
+      await sleep(500);
+    }
+  }
 
   async function noticesFor(invoiceId: string): Promise<{ kind: string; status: string }[]> {
     return sql<{ kind: string; status: string }[]>`SELECT kind, status FROM notifications WHERE invoice_id = ${invoiceId} ORDER BY id`;
@@ -585,6 +640,7 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
       duplicatesDropped: 0,
       bySource: { localstripe: 0, gateway: 0, fixture: 0 },
       dunning: ctx.dunningLine,
+      email: ctx.emailLine,
       drift: ctx.driftLine,
       rows: [],
     };
@@ -612,6 +668,7 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
       duplicatesDropped: deliveries - rows.length,
       bySource,
       dunning: ctx.dunningLine,
+      email: ctx.emailLine,
       drift: ctx.driftLine,
       rows: [],
     };
@@ -621,6 +678,7 @@ export async function runDemo(stack: DemoStack, options: DemoOptions = {}): Prom
       ['events applied', `${applied}${Object.entries(byStatus).filter(([s]) => s !== 'applied').map(([s, n]) => `, ${n} ${s}`).join('')}`],
       ['duplicates dropped', `${out.duplicatesDropped} (redeliveries acknowledged, never re-applied)`],
       ['dunning', ctx.dunningLine],
+      ['email', ctx.emailLine],
       ['drift', ctx.driftLine],
       ['steps', `${steps.filter((s) => s.ok).length}/6 passed${steps.some((s) => !s.ok) ? ` — failed: ${steps.filter((s) => !s.ok).map((s) => s.step).join(', ')}` : ''}`],
     ];

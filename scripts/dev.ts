@@ -1,19 +1,27 @@
 /**
  * `npm run dev`: the whole service on embedded defaults. Starts PostgreSQL (unless DATABASE_URL is
- * given), the Temporal dev server with its UI on a persistent db file, a local Stripe emulator (unless
- * STRIPE_SECRET_KEY is given), migrates, then runs the API and the worker until Ctrl-C.
+ * given), the Temporal dev server with its UI on a persistent db file, a local Stripe emulator with the
+ * plan catalog in it (unless STRIPE_SECRET_KEY is given), Mailpit to catch emails (unless SMTP_URL is
+ * given), migrates and syncs the catalog, then runs the API and the worker until Ctrl-C.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createSql } from '../lib/db';
+import { devCheckoutPageUrl } from '../lib/dev-checkout';
 import { migrate } from '../lib/migrate';
-import { startEmulatorGateway } from './emulator-gateway';
+import { loadPlanConfig, syncPlans } from '../lib/plans';
+import { seedLocalstripeCatalog, startEmulatorGateway } from './emulator-gateway';
 import {
+  freePort,
+  portInUse,
   ROOT,
   startLocalstripe,
+  startMailpit,
   startPostgres,
   startStripeMock,
   startTemporal,
+  TOOLS_BIN,
   waitForPort,
   writeJson,
   type Managed,
@@ -33,6 +41,10 @@ export const DEV_DEFAULTS = {
   stripeMockPort: num(env.DEV_STRIPE_MOCK_PORT, 12111),
   /** scripts/emulator-gateway.ts, in front of localstripe (emulators only). */
   stripeGatewayPort: num(env.DEV_STRIPE_GATEWAY_PORT, 8421),
+  /** Mailpit (unless SMTP_URL is given): SMTP for the worker, web UI + API for you and the demo. */
+  mailpitSmtpPort: num(env.DEV_MAILPIT_SMTP_PORT, 1025),
+  mailpitHttpPort: num(env.DEV_MAILPIT_HTTP_PORT, 8025),
+  notifyFrom: 'Billing <billing@example.test>',
   webhookSecret: 'whsec_local_dev_only_not_a_secret',
   adminToken: 'dev-admin-token-change-me',
 };
@@ -76,6 +88,12 @@ async function main(): Promise<void> {
     });
     stack.push(temporal);
 
+    // The catalog the worker syncs (PLANS_JSON, else PLANS_FILE, else config/plans.json): read here too, so
+    // the emulator and Postgres both have it before the API takes its first POST /checkout.
+    const plans = loadPlanConfig({ PLANS_JSON: env.PLANS_JSON?.trim() || undefined, PLANS_FILE: env.PLANS_FILE?.trim() || undefined });
+    const nodeEnv = env.NODE_ENV ?? 'development';
+    const publicBase = (env.PUBLIC_BASE_URL?.trim() || `http://localhost:${DEV_DEFAULTS.apiPort}`).replace(/\/+$/, '');
+
     let stripeKey = env.STRIPE_SECRET_KEY;
     let stripeBase = env.STRIPE_API_BASE;
     let emulator: string | null = null;
@@ -92,23 +110,52 @@ async function main(): Promise<void> {
         upstream: ls.baseUrl,
         webhookUrl: `http://127.0.0.1:${DEV_DEFAULTS.apiPort}/webhooks/stripe`,
         webhookSecret: env.STRIPE_WEBHOOK_SECRET ?? DEV_DEFAULTS.webhookSecret,
+        // The API serves the dev checkout page in development only (lib/dev-checkout.ts).
+        ...(nodeEnv === 'development' ? { checkoutPageUrl: (id: string) => devCheckoutPageUrl(publicBase, id) } : {}),
         log: (line) => process.stdout.write(`${line}\n`),
       });
       stack.push(gateway);
       stripeBase = gateway.baseUrl;
+      // Without it the first POST /checkout answers "No such price" (the demo used to create it in its step 1).
+      const seeded = await seedLocalstripeCatalog({ localstripeUrl: ls.baseUrl, secretKey: stripeKey, plans });
+      process.stdout.write(`[dev] plan catalog in localstripe: ${seeded.created.length} created, ${seeded.present.length} already there\n`);
       emulator = `localstripe ${ls.baseUrl} (stateful, sends webhooks) behind the emulator gateway ${gateway.baseUrl}; stripe-mock ${sm.baseUrl} (request validation)`;
     }
+
+    let smtpUrl = env.SMTP_URL?.trim() || null;
+    let mailpitUrl: string | null = null;
+    if (!smtpUrl && env.DEV_MAILPIT !== 'off') {
+      if (!existsSync(path.join(TOOLS_BIN, 'mailpit'))) {
+        process.stderr.write('[dev] .tools/bin/mailpit is missing (run `npm run tools`): emails stay in the outbox\n');
+      } else {
+        // Defaults taken (another dev stack, the demo test's): any free ports; explicit ones must be free.
+        const pick = async (port: number, variable: string) => {
+          if (!(await portInUse(port))) return port;
+          if (env[variable]) throw new Error(`${variable}=${port} is already in use`);
+          return freePort();
+        };
+        const smtpPort = await pick(DEV_DEFAULTS.mailpitSmtpPort, 'DEV_MAILPIT_SMTP_PORT');
+        const httpPort = await pick(DEV_DEFAULTS.mailpitHttpPort, 'DEV_MAILPIT_HTTP_PORT');
+        const mailpit = await startMailpit({ smtpPort, httpPort, logDir: DATA });
+        stack.push(mailpit);
+        smtpUrl = mailpit.smtpUrl;
+        mailpitUrl = mailpit.baseUrl;
+      }
+    }
+
     const webhookSecret = env.STRIPE_WEBHOOK_SECRET ?? DEV_DEFAULTS.webhookSecret;
     const adminToken = env.ADMIN_TOKEN ?? DEV_DEFAULTS.adminToken;
 
     const sql = createSql(databaseUrl, { max: 1 });
     const applied = await migrate(sql);
+    // The worker syncs it again at startup (idempotent); this way GET /plans and POST /checkout have it at once.
+    await syncPlans(sql, plans);
     await sql.end();
     process.stdout.write(`[dev] migrations: ${applied.length ? applied.join(', ') : 'up to date'}\n`);
 
     const childEnv: NodeJS.ProcessEnv = {
       ...env,
-      NODE_ENV: env.NODE_ENV ?? 'development',
+      NODE_ENV: nodeEnv,
       PORT: String(DEV_DEFAULTS.apiPort),
       DATABASE_URL: databaseUrl,
       TEMPORAL_ADDRESS: temporal.address,
@@ -120,6 +167,7 @@ async function main(): Promise<void> {
       ADMIN_TOKEN: adminToken,
       TEMPORAL_UI_URL: `http://localhost:${DEV_DEFAULTS.temporalUiPort}`,
       SWEEPER_INTERVAL_MS: env.SWEEPER_INTERVAL_MS ?? '5000',
+      ...(smtpUrl ? { SMTP_URL: smtpUrl, NOTIFY_FROM: env.NOTIFY_FROM ?? DEV_DEFAULTS.notifyFrom } : {}),
     };
     const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx');
     for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/server.ts']] as const) {
@@ -151,6 +199,7 @@ async function main(): Promise<void> {
       databaseUrl,
       stripeApiBase: stripeBase ?? null,
       localstripeUrl,
+      mailpitUrl,
       dunningRetryDays: childEnv.DUNNING_RETRY_DAYS ?? null,
       stripeSecretKey: emulator ? stripeKey : null,
       webhookSecret: emulator || !env.STRIPE_WEBHOOK_SECRET ? webhookSecret : null,
@@ -169,10 +218,18 @@ async function main(): Promise<void> {
         `  Temporal       ${temporal.address}  (namespace default, task queue ${childEnv.TEMPORAL_TASK_QUEUE})`,
         `  Postgres       ${databaseUrl}`,
         emulator ? `  Stripe         local emulator — no Stripe account used: ${emulator}` : `  Stripe         ${stripeBase ?? 'api.stripe.com'}`,
+        emulator && nodeEnv === 'development'
+          ? `  Checkout       POST /checkout answers ${publicBase}/dev/checkout/{sessionId}: a local page with "Pay with test card"`
+          : null,
+        mailpitUrl
+          ? `  Mailpit        ${mailpitUrl}   (emails the worker sends via ${smtpUrl}, from ${childEnv.NOTIFY_FROM})`
+          : `  Email          ${smtpUrl ? `SMTP_URL ${smtpUrl.replace(/\/\/[^@/]*@/, '//…@')}` : 'not sent (no SMTP_URL, no Mailpit)'}`,
         env.ADMIN_TOKEN ? '  Admin token    from ADMIN_TOKEN' : `  Admin token    ${adminToken} (dev default)`,
         '  Ctrl-C stops everything.',
         '',
-      ].join('\n'),
+      ]
+        .filter((line) => line !== null)
+        .join('\n'),
     );
   } catch (err) {
     process.stderr.write(`[dev] failed: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -31,7 +31,8 @@
  *     memory here, because localstripe has no schedules. They never run (localstripe has no clock
  *     either): a scheduled downgrade stays pending.
  *  5. POST /v1/checkout/sessions, GET /v1/checkout/sessions/:id: a fake session (`cs_test_…`, a `url`
- *     on this gateway), idempotent by Idempotency-Key. Only when asked —
+ *     on this gateway that redirects to `checkoutPageUrl` when given: the API's dev checkout page),
+ *     idempotent by Idempotency-Key. Only when asked —
  *     POST /_gateway/checkout/sessions/:id/complete (the "customer pays on the hosted page") — it
  *     attaches the card (default pm_card_visa), creates the subscription on localstripe (real webhooks
  *     follow from localstripe) and POSTs a signed `checkout.session.completed`.
@@ -41,6 +42,7 @@
  *     network_decline_code), one invoice payment whose PaymentIntent carries that last_payment_error,
  *     the way Stripe holds a decline today (webhook invoices say nothing about it).
  *  7. GET /_gateway/health: liveness of this gateway.
+ * Beside it, seedLocalstripeCatalog: the plan catalog created in localstripe (as Plans, it has no Prices).
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -118,6 +120,63 @@ export function parseForm(params: URLSearchParams): Obj {
 
 const num = (v: unknown): number | null => (v === undefined || v === null || v === '' ? null : Number(v));
 
+// ------------------------------------------------------------------------------------------ plan catalog
+
+/** A catalog plan, as config/plans.json or GET /plans describe it. */
+export interface EmulatorCatalogPlan {
+  id: string;
+  stripePriceId: string;
+  name: string;
+  amount: number;
+  currency: string;
+  interval: string;
+}
+
+/**
+ * Creates each catalog plan in localstripe as a Product + a Plan whose id is the catalog's
+ * stripePriceId (localstripe has Plans, not Prices; the gateway reads `price` as `plan`). Idempotent:
+ * a plan already there is left as it is (localstripe answers 409 to a second create of an id).
+ */
+export async function seedLocalstripeCatalog(opts: {
+  localstripeUrl: string;
+  secretKey: string;
+  plans: EmulatorCatalogPlan[];
+}): Promise<{ created: string[]; present: string[] }> {
+  const call = async (method: string, path: string, params?: Record<string, string>) => {
+    const res = await fetch(`${opts.localstripeUrl}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${opts.secretKey}`, ...(params ? { 'Content-Type': 'application/x-www-form-urlencoded' } : {}) },
+      body: params ? new URLSearchParams(params).toString() : undefined,
+      signal: AbortSignal.timeout(15_000),
+    });
+    return { status: res.status, text: await res.text() };
+  };
+  const result = { created: [] as string[], present: [] as string[] };
+  for (const p of opts.plans) {
+    const planPath = `/v1/plans/${encodeURIComponent(p.stripePriceId)}`;
+    if ((await call('GET', planPath)).status === 200) {
+      result.present.push(p.stripePriceId);
+      continue;
+    }
+    const product = `prod_${p.id.replace(/[^A-Za-z0-9_]/g, '_')}`;
+    const prod = await call('POST', '/v1/products', { id: product, name: p.name, type: 'service' });
+    if (prod.status !== 200 && prod.status !== 409) throw new Error(`localstripe: creating product ${product} answered ${prod.status} ${prod.text.slice(0, 200)}`);
+    const plan = await call('POST', '/v1/plans', {
+      id: p.stripePriceId,
+      product,
+      amount: String(p.amount),
+      currency: p.currency,
+      interval: p.interval,
+      nickname: p.name,
+      'metadata[plan_id]': p.id,
+    });
+    if (plan.status === 409) result.present.push(p.stripePriceId);
+    else if (plan.status === 200) result.created.push(p.stripePriceId);
+    else throw new Error(`localstripe: creating plan ${p.stripePriceId} answered ${plan.status} ${plan.text.slice(0, 200)}`);
+  }
+  return result;
+}
+
 // ------------------------------------------------------------------------------------------ the gateway
 
 export interface EmulatorGatewayOptions {
@@ -128,6 +187,8 @@ export interface EmulatorGatewayOptions {
   /** Where the signed events this gateway emits go (our POST /webhooks/stripe). */
   webhookUrl: string;
   webhookSecret: string;
+  /** The page a browser opening a session's `url` is sent to (npm run dev: the API's /dev/checkout/:id). */
+  checkoutPageUrl?: (sessionId: string) => string;
   log?: (line: string) => void;
 }
 
@@ -497,7 +558,7 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
     return { status: res.status, body: { ...res.json, data } };
   }
 
-  async function route(req: http.IncomingMessage, raw: string): Promise<{ status: number; body: Obj } | null> {
+  async function route(req: http.IncomingMessage, raw: string): Promise<{ status: number; body: Obj; location?: string } | null> {
     const url = new URL(req.url ?? '/', baseUrl);
     const method = req.method ?? 'GET';
     const auth = req.headers.authorization;
@@ -525,6 +586,11 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
     if (method === 'GET' && (m = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(p))) {
       const s = sessions.get(m[1]!);
       return s ? { status: 200, body: publicSession(s) } : stripeError(404, `No such checkout.session: '${m[1]}'`);
+    }
+    if (method === 'GET' && (m = /^\/_gateway\/checkout\/sessions\/([^/]+)$/.exec(p))) {
+      // A browser opening the session's url: there is no hosted page here (localstripe would answer 401).
+      if (opts.checkoutPageUrl) return { status: 302, body: {}, location: opts.checkoutPageUrl(decodeURIComponent(m[1]!)) };
+      return stripeError(404, 'emulator gateway: no hosted checkout page here; complete the session with POST /_gateway/checkout/sessions/:id/complete');
     }
     if (method === 'POST' && (m = /^\/_gateway\/checkout\/sessions\/([^/]+)\/complete$/.exec(p))) {
       let pm = 'pm_card_visa';
@@ -559,7 +625,11 @@ export async function startEmulatorGateway(opts: EmulatorGatewayOptions): Promis
           const handled = await route(req, raw);
           if (handled) {
             const body = decorate(handled.body) ?? handled.body;
-            res.writeHead(handled.status, { 'Content-Type': 'application/json', 'X-Emulator-Gateway': 'translated' });
+            res.writeHead(handled.status, {
+              'Content-Type': 'application/json',
+              'X-Emulator-Gateway': 'translated',
+              ...(handled.location ? { Location: handled.location } : {}),
+            });
             res.end(JSON.stringify(body));
             return;
           }

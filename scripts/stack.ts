@@ -1,6 +1,6 @@
 /**
  * Starts and stops the local services the project runs on: a private PostgreSQL cluster, the Temporal
- * dev server, stripe-mock and localstripe. Used by `npm run dev`, the test global setup, bench, chaos
+ * dev server, stripe-mock, localstripe and Mailpit (SMTP catcher). Used by `npm run dev`, the test global setup, bench, chaos
  * and the demo. Every process is a real server binary from .tools/ or the system PostgreSQL package.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -261,6 +261,59 @@ export async function startLocalstripe(opts: { port: number; logDir: string }): 
   // localstripe binds [::]; IPv4 loopback reaches it on dual-stack hosts.
   await waitForPort(opts.port, '127.0.0.1', 30_000, 'localstripe').catch(() => waitForPort(opts.port, '::1', 5_000, 'localstripe'));
   return { name: 'localstripe', port: opts.port, baseUrl: `http://localhost:${opts.port}`, stop: () => killChild(child) };
+}
+
+// ---------------------------------------------------------------- Mailpit (email)
+
+export interface MailpitHandle extends Managed {
+  smtpPort: number;
+  httpPort: number;
+  /** What the worker sends through: smtp://127.0.0.1:<smtpPort>. */
+  smtpUrl: string;
+  /** The web UI; its HTTP API is under /api/v1 (e.g. GET /api/v1/messages). */
+  baseUrl: string;
+}
+
+/** Mailpit: catches every email sent to smtpPort (any recipient, any or no login), shows them on httpPort. */
+export async function startMailpit(opts: { smtpPort: number; httpPort: number; logDir: string }): Promise<MailpitHandle> {
+  const args = [
+    '--smtp', `127.0.0.1:${opts.smtpPort}`,
+    '--listen', `127.0.0.1:${opts.httpPort}`,
+    // Local only: no call to GitHub for a newer release, no reverse DNS of the sender.
+    '--disable-version-check',
+    '--smtp-disable-rdns',
+    // An SMTP_URL with user:pass (as a real relay needs) works against it unchanged.
+    '--smtp-auth-accept-any',
+    '--smtp-auth-allow-insecure',
+  ];
+  const child = spawnLogged('mailpit', tool('mailpit'), args, opts.logDir);
+  try {
+    await waitForPort(opts.smtpPort, '127.0.0.1', 30_000, 'Mailpit SMTP');
+    await waitForPort(opts.httpPort, '127.0.0.1', 30_000, 'Mailpit UI');
+  } catch (err) {
+    await killChild(child);
+    throw err;
+  }
+  return {
+    name: 'mailpit',
+    smtpPort: opts.smtpPort,
+    httpPort: opts.httpPort,
+    smtpUrl: `smtp://127.0.0.1:${opts.smtpPort}`,
+    baseUrl: `http://127.0.0.1:${opts.httpPort}`,
+    stop: () => killChild(child),
+  };
+}
+
+/** Whether something already listens on 127.0.0.1:port. */
+export async function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
 }
 
 /** A fresh temp directory for throwaway state (test clusters, logs). */

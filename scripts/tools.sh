@@ -6,6 +6,7 @@
 #                                     in the Go module cache also holds the OpenAPI spec test/unit/fixtures-spec
 #                                     validates against (embedded/openapi/spec3.json)
 #   .tools/bin/localstripe            stateful Stripe emulator (PyPI, in .tools/venv)
+#   .tools/bin/mailpit                local SMTP server + web UI/API that catches the dev stack's emails (go install)
 # Every .tools/bin entry is a symlink to the real executable, so a process that spawns it and later
 # kills it (the Temporal SDK does) kills the server itself, not a wrapper.
 set -euo pipefail
@@ -15,6 +16,7 @@ TEMPORAL_CLI_GO_VERSION=v1.5.1        # fallback build from the Go module proxy
 TEMPORAL_TEST_SERVER_VERSION=1.40.0
 LOCALSTRIPE_VERSION=1.15.10
 STRIPE_MOCK_VERSION=v0.203.0          # spec3.json: 2026-08-26.dahlia = lib/stripe.ts STRIPE_API_VERSION
+MAILPIT_VERSION=v1.33.1               # npm run dev's SMTP catcher (UI + /api/v1, read by the demo)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -118,9 +120,20 @@ install_stripe_mock() {
   say "stripe-mock: installed $STRIPE_MOCK_VERSION with go install (spec $(stripe_mock_spec))"
 }
 
+install_mailpit() {
+  if have_stamp mailpit "$MAILPIT_VERSION"; then say "mailpit $MAILPIT_VERSION: present"; return; fi
+  command -v go >/dev/null || die "Go is required to install mailpit ($MAILPIT_VERSION)"
+  GOBIN="$TOOLS/go-bin" GOFLAGS=-mod=mod go install "github.com/axllent/mailpit@$MAILPIT_VERSION" \
+    || die "go install github.com/axllent/mailpit@$MAILPIT_VERSION failed"
+  link_real mailpit "$TOOLS/go-bin/mailpit"
+  write_stamp mailpit "$MAILPIT_VERSION"
+  say "mailpit: installed $MAILPIT_VERSION with go install"
+}
+
 start=$(date +%s)
 install_temporal
 install_test_server
 install_localstripe
 install_stripe_mock
+install_mailpit
 say "all tools ready in $(( $(date +%s) - start ))s: $(ls "$BIN" | tr '\n' ' ')"

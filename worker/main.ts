@@ -5,7 +5,7 @@ import { NativeConnection, Runtime, Worker, makeTelemetryFilterString } from '@t
 import { z } from 'zod';
 import { createActivities } from '../activities';
 import type { ApplyFaults } from '../activities/billing-db';
-import { loadConfigOrExit, type Config } from '../lib/config';
+import { appWebhooksEnabled, emailEnabled, loadConfigOrExit, type Config } from '../lib/config';
 import { createSql } from '../lib/db';
 import { createLogger, type Logger } from '../lib/logger';
 import { loadPlanConfig, syncPlans } from '../lib/plans';
@@ -14,6 +14,7 @@ import { createTemporalClient } from '../lib/temporal';
 import { pinoToTemporalLogger } from './logging';
 import { ensureSearchAttributes } from './setup';
 import { ensureReconciliationSchedule } from './schedules';
+import { createOutboxRelay } from './outbox-relay';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -51,8 +52,25 @@ async function main(): Promise<void> {
     // most containers. The SDK sizes the cache from the heap limit instead (~600 per GB of --max-old-space-size).
   });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE }, 'worker started');
+  const email = emailEnabled(config);
+  const appWebhooks = appWebhooksEnabled(config);
+  if (email) logger.info({ from: config.NOTIFY_FROM, quietHours: config.NOTIFY_QUIET_HOURS, timezone: config.NOTIFY_TIMEZONE }, 'customer emails are sent over SMTP');
+  else logger.warn('SMTP_URL / NOTIFY_FROM unset: customer notices stay queued in the notifications outbox and are not emailed');
+  if (appWebhooks) logger.info({ url: redactUrl(config.APP_WEBHOOK_URL!) }, 'app events are delivered as signed webhooks');
+  else logger.info('APP_WEBHOOK_URL unset: no app events are recorded or delivered');
+  const relay = createOutboxRelay({
+    sql,
+    client: temporalClient,
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    logger,
+    pollMs: config.OUTBOX_RELAY_POLL_MS,
+    notices: email,
+    appWebhooks,
+  });
+  relay.start();
   // Runtime's default shutdownSignals (SIGINT, SIGTERM) drain the worker gracefully.
   await worker.run();
+  await relay.stop();
   await sql.end({ timeout: 5 });
   await temporalClient.connection.close();
   await connection.close();
@@ -114,6 +132,12 @@ function applyFaultsFromEnv(env: NodeJS.ProcessEnv, config: Config, logger: Logg
       return true;
     },
   };
+}
+
+/** A URL without its credentials, query and fragment, for logs. */
+function redactUrl(url: string): string {
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname}`;
 }
 
 main().catch((err: unknown) => {

@@ -89,6 +89,12 @@ export const DUNNING_REPORTS_PATCH = 'dunning-reports-to-parent';
  * action that re-reads the invoice first (mark_uncollectible replaces the retired mark_unpaid).
  */
 export const DUNNING_DECLINE_SOURCE_PATCH = 'dunning-decline-from-source';
+
+/**
+ * patched() id: the notice before the last scheduled retry says so ('final_attempt_ahead': "we will
+ * try one last time on …") instead of a plain 'payment_failed'. Checked only at that notice.
+ */
+export const DUNNING_FINAL_ATTEMPT_NOTICE_PATCH = 'dunning-final-attempt-notice';
 const SEEN_EVENT_IDS_LIMIT = 200;
 
 /** Cycle state carried over continue-as-new (plain JSON: arrays, no Sets). */
@@ -263,7 +269,10 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
         s.state = 'retrying';
         s.nextAttemptAtMs = spacedRetryAt({ scheduledAtMs: step.atMs, lastAttemptAtMs: s.lastAttemptAtMs, policy: s.policy });
         s.waitUntilMs = null;
-        notice = 'payment_failed';
+        notice =
+          step.attempt === s.policy.retryDaysAfterFailure.length && step.attempt > 1 && patched(DUNNING_FINAL_ATTEMPT_NOTICE_PATCH)
+            ? 'final_attempt_ahead'
+            : 'payment_failed';
         break;
       case 'await_payment_method':
       case 'await_authentication':

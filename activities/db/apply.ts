@@ -15,6 +15,7 @@ import { logEvent } from '../event-log';
 import { ensureCustomer, loadCustomerWatermark, refreshAccessState, writeCustomer } from './customers';
 import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
 import { claimEvent, markDelivered, setOutcome, storeEffects } from './applied';
+import { appEventsOfApplied, loadCustomerView, recordViewChange } from './app-events';
 import { DataError, describeError, isDataError, quarantineEvent } from './failure-policy';
 import {
   clearPaymentIntentDecline,
@@ -39,6 +40,8 @@ export interface ApplyDeps {
   /** Retries in the configured dunning schedule (a new cycle row's max_attempts until the child reports). */
   dunningMaxAttempts: number;
   faults?: ApplyFaults;
+  /** Record events for the app (app_webhooks) in the apply transaction: APP_WEBHOOK_URL is set. */
+  appEvents?: boolean;
 }
 
 export type ApplyOutcome = 'applied' | 'duplicate' | 'stale' | 'tie' | 'noop' | 'quarantined' | 'refused';
@@ -62,7 +65,18 @@ class TieDetected extends Error {}
 type OneResult = Omit<ApplyEventResult, 'subscription'>;
 
 /** Creates the apply activities' core (composed into createBillingDbActivities). */
-export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
+export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false }: ApplyDeps) {
+  /** The app's view of the customer before the transaction's writes (null: app events are off). */
+  const viewBefore = (tx: TxSql, customerId: string) => (appEvents ? loadCustomerView(tx, customerId) : Promise.resolve(null));
+
+  /** Records the app events of applied events: their view change (caused by the last applied one) and their effects'. */
+  async function recordAppEventsOf(tx: TxSql, customerId: string, before: Awaited<ReturnType<typeof viewBefore>>, applied: { event: BillingEvent; r: OneResult }[]) {
+    if (!before) return;
+    const fresh = applied.filter((a) => a.r.outcome === 'applied');
+    const cause = fresh.length > 0 ? fresh[fresh.length - 1]!.event.eventId : null;
+    await recordViewChange(tx, customerId, before, cause, fresh.flatMap((a) => appEventsOfApplied(a.event, a.r.effects ?? [])));
+  }
+
   /** Reads the facts the reducer needs for one event (rows locked for the transaction). */
   async function sliceFor(tx: TxSql, event: BillingEvent): Promise<BillingSlice> {
     const d = event.data;
@@ -171,8 +185,10 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
     async applyBillingEvent(event: BillingEvent, opts: ApplyEventOptions = {}): Promise<ApplyEventResult> {
       const result = await sql.begin(async (tx) => {
         await lockCustomer(tx, event.customerId);
+        const before = await viewBefore(tx, event.customerId);
         const r = await applyGuarded(tx, event, opts);
         await refreshAccessState(tx, event.customerId);
+        await recordAppEventsOf(tx, event.customerId, before, [{ event, r }]);
         return r;
       });
       afterCommit([event.eventId]);
@@ -191,6 +207,7 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
       if (events.some((e) => e.customerId !== customerId)) throw new Error('applyBillingEvents: a batch holds one customer');
       const results = await sql.begin(async (tx) => {
         await lockCustomer(tx, customerId);
+        const before = await viewBefore(tx, customerId);
         const out: ApplyEventResult[] = [];
         for (const event of events) {
           const r = await applyGuarded(tx, event, {});
@@ -198,6 +215,7 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
           if (r.outcome === 'tie') break;
         }
         await refreshAccessState(tx, customerId);
+        await recordAppEventsOf(tx, customerId, before, out.map((r, i) => ({ event: events[i]!, r })));
         return out;
       });
       afterCommit(events.slice(0, results.length).map((e) => e.eventId));
@@ -232,8 +250,11 @@ export function createApply({ sql, dunningMaxAttempts, faults }: ApplyDeps) {
       }
       const result = await sql.begin(async (tx): Promise<OneResult> => {
         await lockCustomer(tx, owner);
+        const before = await viewBefore(tx, owner);
         try {
-          return await tx.savepoint((sp) => writeSnapshot(sp));
+          const r = await tx.savepoint((sp) => writeSnapshot(sp));
+          if (r.outcome === 'applied') await recordViewChange(tx, owner, before, eventId ?? `refetch:${snapshot.subscriptionId}:${snapshot.fetchedAt}`);
+          return r;
         } catch (err) {
           if (!isDataError(err)) throw err;
           // A Stripe object that cannot be stored must not block the customer's queue: set aside, visible.

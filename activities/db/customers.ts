@@ -22,7 +22,7 @@ export async function writeCustomer(tx: TxSql, customerId: string, d: CustomerDa
   await tx`
     UPDATE customers SET
       email = ${d.email}, name = ${d.name}, default_payment_method_id = ${d.defaultPaymentMethodId},
-      deleted = ${d.deleted}, stripe_updated_at = ${toTs(event.created)}, watermark_event_id = ${event.eventId},
+      deleted = ${d.deleted}, timezone = ${d.timezone ?? null}, stripe_updated_at = ${toTs(event.created)}, watermark_event_id = ${event.eventId},
       updated_at = now()
     WHERE id = ${customerId}
       AND (stripe_updated_at IS NULL OR stripe_updated_at <= ${toTs(event.created)})`;

@@ -5,6 +5,8 @@
 import { Hono } from 'hono';
 import type Stripe from 'stripe';
 import { z } from 'zod';
+import { publicBaseUrl, type Config } from '../../lib/config';
+import { verifyCardUpdateToken } from '../../lib/card-update-link';
 import type { Sql } from '../../lib/db';
 import { ApiError } from '../errors';
 import { stripeApiError } from '../stripe-errors';
@@ -21,9 +23,33 @@ export const BillingPortalSessionSchema = z.object({
   url: z.string().describe('The portal session: open it at once, it is single-use and expires'),
 });
 
-/** The billing-portal route. */
-export function billingPortalRoutes(deps: { sql: Sql; stripe: Pick<Stripe, 'billingPortal'> }): Hono {
+type LinkConfig = Pick<Config, 'LINK_SIGNING_SECRET' | 'STRIPE_WEBHOOK_SECRET' | 'PUBLIC_BASE_URL' | 'PORT' | 'CARD_UPDATE_RETURN_URL'>;
+
+/**
+ * The billing-portal routes: the app's POST, and the stable card-update link of emails
+ * (GET /billing/card-update/{token}, public: the signed token is its credential), which opens a
+ * fresh portal session on every visit and redirects the customer's browser to it.
+ */
+export function billingPortalRoutes(deps: { sql: Sql; stripe: Pick<Stripe, 'billingPortal'>; config: LinkConfig }): Hono {
   const app = new Hono();
+  app.get('/billing/card-update/:token', async (c) => {
+    const customerId = verifyCardUpdateToken(c.req.param('token'), deps.config);
+    if (!customerId) throw new ApiError(404, 'link_not_found', 'this card-update link is not valid');
+    const [customer] = await deps.sql<{ deleted: boolean }[]>`SELECT deleted FROM customers WHERE id = ${customerId}`;
+    if (!customer || customer.deleted) throw new ApiError(404, 'link_not_found', 'this card-update link is no longer valid');
+    let session: Stripe.BillingPortal.Session;
+    try {
+      session = await deps.stripe.billingPortal.sessions.create({
+        customer: customerId,
+        return_url: deps.config.CARD_UPDATE_RETURN_URL ?? publicBaseUrl(deps.config),
+      });
+    } catch (err) {
+      stripeApiError(err, 'open the billing portal');
+    }
+    c.header('Cache-Control', 'no-store');
+    c.header('Referrer-Policy', 'no-referrer');
+    return c.redirect(session.url, 303);
+  });
   app.post('/customers/:customerId/billing-portal', async (c) => {
     const customerId = parseCustomerId(c.req.param('customerId'));
     const body = await parseJsonBody(c, BillingPortalBodySchema);

@@ -74,7 +74,12 @@ async function sessionByRequestId(sql: Sql, requestId: string): Promise<SessionR
 const sessionBody = (r: SessionRow) => ({ sessionId: r.id, url: r.url, requestId: r.request_id, customerId: r.customer_id, planId: r.plan_id, status: r.status });
 
 /** POST /checkout and GET /plans (app-facing). */
-export function checkoutRoutes(deps: { sql: Sql; stripe: Pick<Stripe, 'checkout' | 'customers'> }): Hono {
+export function checkoutRoutes(deps: {
+  sql: Sql;
+  stripe: Pick<Stripe, 'checkout' | 'customers'>;
+  /** Development on the emulators only: the local page that stands in for Stripe's hosted one (api/routes/dev-checkout.ts). */
+  checkoutPageUrl?: (sessionId: string) => string;
+}): Hono {
   const { sql, stripe } = deps;
   const app = new Hono();
 
@@ -155,10 +160,12 @@ export function checkoutRoutes(deps: { sql: Sql; stripe: Pick<Stripe, 'checkout'
     } catch (err) {
       return stripeApiError(err, 'create checkout session');
     }
+    // The emulator's session URL is no page a browser can open: in development the local one stands in.
+    const url = deps.checkoutPageUrl ? deps.checkoutPageUrl(session.id) : session.url;
     // A concurrent request with the same requestId may have recorded first: its row wins.
     await sql`
       INSERT INTO checkout_sessions (id, customer_id, plan_id, request_id, status, url, trial_days)
-      VALUES (${session.id}, ${customerId}, ${plan.id}, ${requestId}, 'open', ${session.url}, ${body.trialDays ?? null})
+      VALUES (${session.id}, ${customerId}, ${plan.id}, ${requestId}, 'open', ${url}, ${body.trialDays ?? null})
       ON CONFLICT DO NOTHING`;
     const row = await sessionByRequestId(sql, requestId);
     if (!row) throw new ApiError(409, 'request_id_reused', `checkout session ${session.id} is recorded under another request`);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isKnownTimeZone } from '../quiet-hours';
 import { defineHandler, hasOwn, IdRefSchema, idOf, isRecord, orNull, type EventHandler } from './shared';
 
 /** `data.object` of customer.* events: the customer itself. */
@@ -9,6 +10,7 @@ export const CustomerObjectSchema = z.looseObject({
   invoice_settings: z.looseObject({ default_payment_method: IdRefSchema.nullish() }).nullish(),
   // Pre-PaymentMethods integrations (and 2017-era payloads) only set default_source.
   default_source: IdRefSchema.nullish(),
+  metadata: z.record(z.string(), z.unknown()).nullish(),
 });
 export type CustomerObject = z.infer<typeof CustomerObjectSchema>;
 
@@ -25,6 +27,12 @@ export function defaultPaymentMethodChange(previous: Readonly<Record<string, unk
   return { changed: false, previousId: null };
 }
 
+/** The customer's `metadata.timezone` when it names a known IANA zone; otherwise null (the default zone applies). */
+function timeZoneOf(metadata: Record<string, unknown> | null | undefined): string | null {
+  const tz = metadata?.timezone;
+  return typeof tz === 'string' && tz.length <= 64 && isKnownTimeZone(tz) ? tz : null;
+}
+
 function customerHandler(options: { deleted: boolean; readPrevious: boolean }): EventHandler {
   return defineHandler(CustomerObjectSchema, (customer, context) => {
     const change = options.readPrevious
@@ -39,6 +47,7 @@ function customerHandler(options: { deleted: boolean; readPrevious: boolean }): 
         name: orNull(customer.name),
         defaultPaymentMethodId: idOf(customer.invoice_settings?.default_payment_method) ?? idOf(customer.default_source),
         deleted: options.deleted,
+        timezone: timeZoneOf(customer.metadata),
         previousDefaultPaymentMethodId: change.previousId,
         defaultPaymentMethodChanged: change.changed,
       },

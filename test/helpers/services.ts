@@ -69,6 +69,8 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
     STRIPE_API_BASE: inject('stripeMockUrl'),
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,
     LOG_LEVEL: 'silent',
+    // Tests that are about quiet hours set them; elsewhere the wall clock must not defer a notice.
+    NOTIFY_QUIET_HOURS: 'off',
     ...overrides,
   });
 }

@@ -9,6 +9,7 @@ import type { Plan } from '../../domain/plans';
 import { syncPlans } from '../../lib/plans';
 import { createStripe } from '../../lib/stripe';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
+import { cardUpdateToken, cardUpdateUrl } from '../../lib/card-update-link';
 import { createTestDatabase, TEST_ADMIN_TOKEN, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
 
 const PLANS: Plan[] = [
@@ -229,6 +230,43 @@ describe('checkout and subscription HTTP API', () => {
       const res = await send('POST', `/customers/${customerId}/billing-portal`, { returnUrl: 'https://app.example.com/' });
       expect(res.status).toBe(503);
       expect(((await res.json()) as ErrorBody).error).toBe('stripe_unavailable');
+    });
+  });
+
+  describe('GET /billing/card-update/{token} (the stable link in emails)', () => {
+    it('opens a fresh Billing Portal session on every visit, without the API token, returning to PUBLIC_BASE_URL', async () => {
+      const customerId = await customerWith('past_due');
+      const guarded = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ API_TOKEN: 'app-token-0123456789abcdef', PUBLIC_BASE_URL: 'https://billing.example.com' }), stripe, dispatch: false }).app;
+      const create = vi.spyOn(stripe.billingPortal.sessions, 'create');
+      const url = cardUpdateUrl(customerId, testConfig({ PUBLIC_BASE_URL: 'https://billing.example.com' }));
+      expect(url).toMatch(/^https:\/\/billing\.example\.com\/billing\/card-update\//);
+      const path = new URL(url).pathname;
+      for (let visit = 0; visit < 2; visit++) {
+        const res = await guarded.request(path);
+        expect(res.status).toBe(303);
+        expect(res.headers.get('location')).toMatch(/^https?:\/\//);
+        expect(res.headers.get('cache-control')).toBe('no-store');
+      }
+      expect(create).toHaveBeenCalledTimes(2);
+      expect(create).toHaveBeenCalledWith({ customer: customerId, return_url: 'https://billing.example.com' });
+    });
+
+    it('answers 404 for a forged, tampered or foreign token, and for a deleted customer, without calling Stripe', async () => {
+      const customerId = await customerWith('active');
+      const other = await customerWith('active');
+      const create = vi.spyOn(stripe.billingPortal.sessions, 'create');
+      const token = cardUpdateToken(customerId, config);
+      const [, mac] = token.split('.');
+      const forged = `${Buffer.from(other).toString('base64url')}.${mac}`;
+      const otherKey = cardUpdateToken(customerId, testConfig({ LINK_SIGNING_SECRET: 'another-secret-0123456789' }));
+      for (const bad of [forged, otherKey, `${token}x`, 'nope', `${token.slice(0, -1)}A`]) {
+        const res = await app.request(`/billing/card-update/${bad}`);
+        expect(res.status, bad).toBe(404);
+        expect(((await res.json()) as ErrorBody).error).toBe('link_not_found');
+      }
+      await db.sql`UPDATE customers SET deleted = true WHERE id = ${customerId}`;
+      expect((await app.request(`/billing/card-update/${token}`)).status).toBe(404);
+      expect(create).not.toHaveBeenCalled();
     });
   });
 

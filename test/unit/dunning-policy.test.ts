@@ -5,7 +5,6 @@ import {
   DEFAULT_DUNNING_POLICY,
   validateDunningPolicy,
   formatDunningDetails,
-  mayNotify,
   nextDunningStep,
   noticeDedupKey,
   parseRetrySchedule,
@@ -287,71 +286,6 @@ describe('noticeDedupKey', () => {
     const b = noticeDedupKey({ invoiceId: 'in_1', kind: 'payment_failed', attempt: 2 });
     const c = noticeDedupKey({ invoiceId: 'in_1', kind: 'final_notice', attempt: 1 });
     expect(new Set([a, b, c]).size).toBe(3);
-  });
-});
-
-describe('mayNotify', () => {
-  const p = policy({ noticeMinIntervalMs: 48 * HOUR, maxNoticesPerCycle: 3 });
-  const base = { nowMs: T0, policy: p };
-
-  it('allows the first notice of a cycle', () => {
-    expect(mayNotify({ ...base, lastNoticeAtMs: null, noticesSentThisCycle: 0, kind: 'payment_failed' })).toEqual({
-      allowed: true,
-    });
-  });
-
-  it('holds a notice inside the cooldown and releases it exactly at the interval', () => {
-    expect(
-      mayNotify({ ...base, lastNoticeAtMs: T0 - 48 * HOUR + 1, noticesSentThisCycle: 1, kind: 'payment_failed' }),
-    ).toEqual({ allowed: false, reason: 'cooldown' });
-    expect(mayNotify({ ...base, lastNoticeAtMs: T0 - 48 * HOUR, noticesSentThisCycle: 1, kind: 'payment_failed' })).toEqual({
-      allowed: true,
-    });
-  });
-
-  it.each<NoticeKind>(['payment_failed', 'update_payment_method', 'authenticate_payment'])(
-    'applies the cooldown to %s',
-    (kind) => {
-      expect(mayNotify({ ...base, lastNoticeAtMs: T0 - HOUR, noticesSentThisCycle: 1, kind })).toEqual({
-        allowed: false,
-        reason: 'cooldown',
-      });
-    },
-  );
-
-  it('lets the final notice through the cooldown', () => {
-    expect(mayNotify({ ...base, lastNoticeAtMs: T0 - HOUR, noticesSentThisCycle: 2, kind: 'final_notice' })).toEqual({
-      allowed: true,
-    });
-  });
-
-  it.each<NoticeKind>(['payment_failed', 'update_payment_method', 'authenticate_payment', 'final_notice'])(
-    'stops %s at the per-cycle cap',
-    (kind) => {
-      expect(mayNotify({ ...base, lastNoticeAtMs: T0 - 30 * 24 * HOUR, noticesSentThisCycle: 3, kind })).toEqual({
-        allowed: false,
-        reason: 'cycle_cap',
-      });
-    },
-  );
-
-  it('reports the cap rather than the cooldown when both apply', () => {
-    expect(mayNotify({ ...base, lastNoticeAtMs: T0 - HOUR, noticesSentThisCycle: 3, kind: 'payment_failed' })).toEqual({
-      allowed: false,
-      reason: 'cycle_cap',
-    });
-  });
-
-  it('always allows the recovered notice', () => {
-    expect(mayNotify({ ...base, lastNoticeAtMs: T0 - 1, noticesSentThisCycle: 99, kind: 'recovered' })).toEqual({
-      allowed: true,
-    });
-  });
-
-  it('blocks everything but recovery when the cap is zero', () => {
-    const silent = { nowMs: T0, policy: policy({ maxNoticesPerCycle: 0 }), lastNoticeAtMs: null, noticesSentThisCycle: 0 };
-    expect(mayNotify({ ...silent, kind: 'payment_failed' })).toEqual({ allowed: false, reason: 'cycle_cap' });
-    expect(mayNotify({ ...silent, kind: 'recovered' })).toEqual({ allowed: true });
   });
 });
 

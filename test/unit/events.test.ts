@@ -86,6 +86,7 @@ const customer = (over: Partial<Extract<BillingEventData, { kind: 'customer' }>>
   deleted: false,
   previousDefaultPaymentMethodId: null,
   defaultPaymentMethodChanged: false,
+  timezone: null,
   ...over,
 });
 
@@ -582,6 +583,16 @@ describe('customer default payment method changes', () => {
       defaultPaymentMethodChanged: true,
       previousDefaultPaymentMethodId: 'card_Old',
     });
+  });
+
+  it('reads the timezone of quiet hours from metadata.timezone when it is a known IANA zone', () => {
+    const envelope = loadFixture('customer.updated');
+    envelope.data.object.metadata = { timezone: 'Europe/Paris' };
+    expect(dataOf(handled(normalizeStripeEvent(envelope)), 'customer').timezone).toBe('Europe/Paris');
+    for (const bad of ['Mars/Olympus_Mons', '', 42, 'x'.repeat(100)]) {
+      envelope.data.object.metadata = { timezone: bad };
+      expect(dataOf(handled(normalizeStripeEvent(envelope)), 'customer').timezone, String(bad)).toBeNull();
+    }
   });
 
   it('does not report changes for customer.created even with previous_attributes', () => {

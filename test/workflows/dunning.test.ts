@@ -8,7 +8,7 @@ import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/te
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities';
-import { createNotifyActivities, type Notifier, type SendNoticeResult } from '../../activities/notify';
+import { createNotifyActivities, type SendNoticeResult } from '../../activities/notify';
 import { DEFAULT_DUNNING_POLICY } from '../../domain/dunning-policy';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
 import { type DunningWorkflowInput, type DunningWorkflowResult } from '../../domain/messages';
@@ -24,6 +24,9 @@ import {
   type FakeStripe,
   type PayOutcome,
 } from '../helpers/dunning';
+import { startSmtpSink, type SmtpSink } from '../helpers/smtp-sink';
+import { createLogger } from '../../lib/logger';
+import { createOutboxRelay, type OutboxRelay } from '../../worker/outbox-relay';
 import { createTestDatabase, eventually, installQuietRuntime, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
 
 const TEST_SERVER = path.resolve(__dirname, '..', '..', '.tools', 'bin', 'temporal-test-server');
@@ -53,7 +56,6 @@ describe('dunningWorkflow (time-skipping)', () => {
     fake: FakeStripe;
     config?: Record<string, string>;
     taskQueue?: string;
-    notifier?: Notifier;
     /** 0: no sticky cache. The test server never times out a dead worker's sticky queue, so a restart test needs it. */
     maxCachedWorkflows?: number;
   }): Promise<{ taskQueue: string; stop(): Promise<void> }> {
@@ -63,7 +65,7 @@ describe('dunningWorkflow (time-skipping)', () => {
       connection: env.nativeConnection,
       taskQueue,
       workflowBundle: { codePath: inject('workflowBundlePath') },
-      activities: createActivities({ sql: db.sql, stripe: opts.fake.stripe, config, notifier: opts.notifier, temporalClient: env.client }),
+      activities: createActivities({ sql: db.sql, stripe: opts.fake.stripe, config, temporalClient: env.client }),
       shutdownGraceTime: '1 second',
       ...(opts.maxCachedWorkflows === undefined ? {} : { maxCachedWorkflows: opts.maxCachedWorkflows }),
     });
@@ -143,8 +145,8 @@ describe('dunningWorkflow (time-skipping)', () => {
   }
 
   async function notices(invoiceId: string) {
-    return db.sql<{ kind: string; status: string; created_at: Date; payload: Record<string, unknown>; dedup_key: string }[]>`
-      SELECT kind, status, created_at, payload, dedup_key FROM notifications WHERE invoice_id = ${invoiceId} ORDER BY created_at, id`;
+    return db.sql<{ kind: string; status: string; created_at: Date; due_at: Date | null; deferred_by: string | null; payload: Record<string, unknown>; dedup_key: string }[]>`
+      SELECT kind, status, created_at, due_at, deferred_by, payload, dedup_key FROM notifications WHERE invoice_id = ${invoiceId} ORDER BY created_at, id`;
   }
 
   async function cycle(invoiceId: string) {
@@ -285,10 +287,11 @@ describe('dunningWorkflow (time-skipping)', () => {
       await env.sleep('36 hours');
       expect(fake.payCalls).toHaveLength(1);
       const before = await notices(ids.invoiceId);
-      expect(before.map((n) => [n.kind, n.status])).toEqual([
-        ['payment_failed', 'queued'],
-        ['payment_failed', 'suppressed'], // attempt 1's notice fell inside the 48 h cooldown
+      expect(before.map((n) => [n.kind, n.status, n.deferred_by])).toEqual([
+        ['payment_failed', 'queued', null],
+        ['payment_failed', 'queued', 'cooldown'], // attempt 1's notice fell inside the 48 h cooldown: deferred, not dropped
       ]);
+      expect(before[1]!.due_at!.getTime() - before[0]!.due_at!.getTime()).toBe(48 * HOUR);
 
       // The customer pays on the hosted invoice page: Stripe's subscription turns active, invoice.paid follows.
       fake.subscription.status = 'active';
@@ -301,7 +304,7 @@ describe('dunningWorkflow (time-skipping)', () => {
       const after = await notices(ids.invoiceId);
       expect(after.map((n) => [n.kind, n.status])).toEqual([
         ['payment_failed', 'canceled'],
-        ['payment_failed', 'suppressed'],
+        ['payment_failed', 'canceled'],
       ]);
       await eventuallyExpect(async () => {
         expect(await cycle(ids.invoiceId)).toMatchObject({ state: 'recovered', attempts_made: 1, next_attempt_at: null });
@@ -431,18 +434,19 @@ describe('dunningWorkflow (time-skipping)', () => {
       expect(await handle.result()).toEqual({ invoiceId: ids.invoiceId, outcome: 'exhausted', attempts: 5 });
 
       const all = await notices(ids.invoiceId);
-      expect(all.map((n) => [n.kind, n.status, n.payload.suppressedBy ?? null])).toEqual([
+      // The cooldown defers (deferred_by), the cycle cap drops reminders past 4, the final notice is never dropped.
+      expect(all.map((n) => [n.kind, n.status, n.deferred_by ?? n.payload.suppressedBy ?? null])).toEqual([
         ['payment_failed', 'queued', null],
-        ['payment_failed', 'suppressed', 'cooldown'],
-        ['payment_failed', 'queued', null],
-        ['payment_failed', 'queued', null],
-        ['payment_failed', 'queued', null],
-        ['final_notice', 'suppressed', 'cycle_cap'],
+        ['payment_failed', 'queued', 'cooldown'],
+        ['payment_failed', 'queued', 'cooldown'],
+        ['payment_failed', 'queued', 'cooldown'],
+        ['final_attempt_ahead', 'suppressed', 'cycle_cap'],
+        ['final_notice', 'queued', null],
       ]);
-      const told = all.filter((n) => n.status === 'queued' || n.status === 'sent');
-      expect(told.length).toBeLessThanOrEqual(4);
-      for (let i = 1; i < told.length; i++) {
-        expect(told[i]!.created_at.getTime() - told[i - 1]!.created_at.getTime()).toBeGreaterThanOrEqual(48 * HOUR);
+      const reminders = all.filter((n) => n.status === 'queued' && n.kind !== 'final_notice');
+      expect(reminders.length).toBeLessThanOrEqual(4);
+      for (let i = 1; i < reminders.length; i++) {
+        expect(reminders[i]!.due_at!.getTime() - reminders[i - 1]!.due_at!.getTime()).toBeGreaterThanOrEqual(48 * HOUR);
       }
       expect(all.at(-1)!.created_at.getTime() - startedAtMs).toBeGreaterThanOrEqual(14 * DAY - 1000);
       await eventuallyExpect(async () => {
@@ -498,10 +502,206 @@ describe('dunningWorkflow (time-skipping)', () => {
       const desc = await handle.describe();
       expect(desc.runId).not.toBe(handle.firstExecutionRunId);
       expect(fake.payCalls.map((c) => c.idempotencyKey)).toEqual([`dunning:${ids.invoiceId}:1`, `dunning:${ids.invoiceId}:2`]);
-      expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'payment_failed' && n.status !== 'suppressed')).toHaveLength(1);
+      // One notice per decision, none repeated by the new run: attempt 0's and attempt 1's (deferred by the cooldown, then withdrawn).
+      expect((await notices(ids.invoiceId)).map((n) => [n.dedup_key, n.status])).toEqual([
+        [`invoice:${ids.invoiceId}:payment_failed:0`, 'canceled'],
+        [`invoice:${ids.invoiceId}:payment_failed:1`, 'canceled'],
+      ]);
     } finally {
       await worker.stop();
     }
+  });
+
+  describe('emails over SMTP', () => {
+    const FROM = 'Billing <billing@example.test>';
+    let sink: SmtpSink;
+    beforeAll(async () => {
+      sink = await startSmtpSink();
+    });
+    afterAll(async () => {
+      await sink?.close();
+    });
+
+    /** The outbox relay of a worker, driving notice workflows on `taskQueue` (polls every 50 ms). */
+    function relayFor(taskQueue: string): OutboxRelay {
+      const relay = createOutboxRelay({ sql: db.sql, client: env.client, taskQueue, logger: createLogger({ level: 'silent' }), pollMs: 50, notices: true, appWebhooks: false });
+      relay.start();
+      return relay;
+    }
+
+    /** Terminates the notice workflows of an invoice still running (a failed assertion must not leave one holding the test server's clock). */
+    async function stopNotices(invoiceId: string): Promise<void> {
+      for (const row of await ledger(invoiceId)) {
+        await env.client.workflow.getHandle(`notice:${row.dedup_key}`).terminate('test cleanup').catch(() => {});
+      }
+    }
+
+    /** A customer with a subscription and an email address; no customer workflow (nothing to wait for at stop). */
+    async function seedCustomer(ids: { customerId: string; subscriptionId: string }, email: string): Promise<void> {
+      await seedSubscription(ids);
+      reportedCustomers.delete(ids.customerId);
+      await db.sql`UPDATE customers SET email = ${email} WHERE id = ${ids.customerId}`;
+    }
+
+    /** Waits until the notice's workflow sleeps in its timer (its plan activity done). */
+    async function untilWaiting(workflowId: string): Promise<void> {
+      await eventually(async () => {
+        const handle = env.client.workflow.getHandle(workflowId);
+        const history = await handle.fetchHistory().catch(() => null);
+        return (history?.events ?? []).some((e) => e.timerStartedEventAttributes);
+      }, 10_000, `${workflowId} to wait in its timer`);
+    }
+
+    async function ledger(invoiceId: string) {
+      return db.sql<{ id: string; kind: string; status: string; dedup_key: string; message_id: string | null; attempts: number; deferred_by: string | null }[]>`
+        SELECT id, kind, status, dedup_key, message_id, attempts, deferred_by FROM notifications WHERE invoice_id = ${invoiceId} ORDER BY id`;
+    }
+
+    it('a dunning cycle sends exactly the expected emails, in order, across a worker restart', async () => {
+      sink.clear();
+      const ids = dunningIds();
+      await seedSubscription(ids);
+      await db.sql`UPDATE customers SET email = 'ada@example.test', name = 'Ada' WHERE id = ${ids.customerId}`;
+      const fake = createFakeStripe({ ...ids, pay: scripted([{ decline: 'insufficient_funds' }, { decline: 'insufficient_funds' }]) });
+      const email = { SMTP_URL: sink.url, NOTIFY_FROM: FROM };
+      const customers = await startWorker({ fake, config: email });
+      await env.client.workflow.start('customerWorkflow', { workflowId: customerWorkflowId(ids.customerId), taskQueue: customers.taskQueue, args: [{ customerId: ids.customerId }] });
+      const first = await startWorker({ fake, config: email, maxCachedWorkflows: 0 });
+      const relay = relayFor(first.taskQueue);
+      let second: Awaited<ReturnType<typeof startWorker>> | null = null;
+      try {
+        // Retries on days 1 and 3; the default cooldown is 48 h; the final action cancels.
+        const { handle } = await startDunning(first.taskQueue, ids, { declineCode: 'insufficient_funds' }, { policyOverride: { retryDaysAfterFailure: [1, 3] } });
+        await sink.waitFor(1);
+        expect(sink.messages[0]!.subject).toMatch(/payment/i);
+
+        // Day 1: the retry fails; the notice that the last try is ahead falls inside the cooldown and waits in its timer.
+        await env.sleep('1 day');
+        await eventually(async () => (await ledger(ids.invoiceId)).length === 2, 10_000, 'the second notice');
+        const waiting = (await ledger(ids.invoiceId))[1]!;
+        expect(waiting).toMatchObject({ kind: 'final_attempt_ahead', status: 'queued', deferred_by: 'cooldown' });
+        await untilWaiting(`notice:${waiting.dedup_key}`);
+        expect(sink.messages).toHaveLength(1);
+
+        // The worker dies while that notice waits; another takes over the same task queue.
+        await first.stop();
+        second = await startWorker({ fake, config: email, taskQueue: first.taskQueue, maxCachedWorkflows: 0 });
+        await env.sleep('1 day');
+        await sink.waitFor(2);
+
+        // Day 3: the last retry fails; the final action cancels and the customer is told, at once.
+        expect(await handle.result()).toMatchObject({ invoiceId: ids.invoiceId, outcome: 'exhausted', attempts: 2 });
+        await sink.waitFor(3);
+        await new Promise((r) => setTimeout(r, 500));
+        expect(sink.messages.map((m) => m.subject)).toHaveLength(3);
+        expect(sink.messages.every((m) => m.to.includes('ada@example.test'))).toBe(true);
+        expect(sink.messages[1]!.text).toMatch(/last/i);
+        expect(sink.messages[2]!.subject).toMatch(/cancel/i);
+        const rows = await ledger(ids.invoiceId);
+        expect(rows.map((r) => [r.kind, r.status, r.attempts])).toEqual([
+          ['payment_failed', 'sent', 1],
+          ['final_attempt_ahead', 'sent', 1],
+          ['final_notice', 'sent', 1],
+        ]);
+        expect(rows.map((r) => r.message_id)).toEqual(sink.messages.map((m) => m.messageId));
+        expect(new Set(rows.map((r) => r.message_id)).size).toBe(3);
+        // Each email links the card-update page and the invoice.
+        expect(sink.messages[0]!.text).toContain('/billing/card-update/');
+      } finally {
+        await relay.stop();
+        await stopNotices(ids.invoiceId);
+        await second?.stop();
+        await first.stop().catch(() => {});
+        await customers.stop();
+      }
+    });
+
+    /** Records one notice now (workflow time) through the real activity and lets the relay start its workflow. */
+    async function recordNotice(config: ReturnType<typeof testConfig>, ids: { customerId: string; invoiceId: string }) {
+      const { sendDunningNotice } = createNotifyActivities({ sql: db.sql, config });
+      const atMs = await env.currentTimeMs();
+      const result = (await new MockActivityEnvironment().run(sendDunningNotice, {
+        customerId: ids.customerId,
+        invoiceId: ids.invoiceId,
+        kind: 'payment_failed' as const,
+        attempt: 0,
+        atMs,
+        policy: DEFAULT_DUNNING_POLICY,
+        payload: { maxAttempts: 4, declineCode: 'insufficient_funds', nextAttemptAt: null, hostedInvoiceUrl: null },
+      })) as SendNoticeResult;
+      return { result, atMs };
+    }
+
+    /** Quiet hours that cover the server's current hour (UTC) and end 2–3 hours later. */
+    async function quietNow(): Promise<{ quiet: string; endMs: number }> {
+      const now = new Date(await env.currentTimeMs());
+      const h = now.getUTCHours();
+      const end = (h + 3) % 24;
+      const endMs = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate(), h + 3);
+      return { quiet: `${h}-${end}`, endMs };
+    }
+
+    it('quiet hours defer a notice by a durable timer, and it goes out when they end', async () => {
+      sink.clear();
+      const ids = dunningIds();
+      await seedCustomer(ids, 'night@example.test');
+      const { quiet, endMs } = await quietNow();
+      const config = testConfig({ SMTP_URL: sink.url, NOTIFY_FROM: FROM, NOTIFY_QUIET_HOURS: quiet, NOTIFY_TIMEZONE: 'UTC' });
+      const worker = await startWorker({ fake: createFakeStripe({ ...ids, pay: scripted([]) }), config: { SMTP_URL: sink.url, NOTIFY_FROM: FROM, NOTIFY_QUIET_HOURS: quiet } });
+      const relay = relayFor(worker.taskQueue);
+      try {
+        const { result } = await recordNotice(config, ids);
+        expect(result).toMatchObject({ status: 'queued', deferredBy: 'quiet_hours', dueAt: new Date(endMs).toISOString() });
+        const [row] = await ledger(ids.invoiceId);
+        const notice = env.client.workflow.getHandle(`notice:${row!.dedup_key}`);
+        await eventually(async () => (await notice.describe().catch(() => null))?.status.name === 'RUNNING', 10_000, 'the relay to start the notice');
+        await new Promise((r) => setTimeout(r, 300));
+        expect(sink.messages).toHaveLength(0);
+
+        const outcome = await notice.result();
+        expect(outcome).toMatchObject({ outcome: 'sent', waits: 1 });
+        await sink.waitFor(1);
+        expect(sink.messages[0]!.to).toEqual(['night@example.test']);
+        // The wait was a durable timer up to the end of the quiet hours, in workflow time.
+        const history = await notice.fetchHistory();
+        const timers = (history.events ?? []).filter((e) => e.timerStartedEventAttributes);
+        expect(timers).toHaveLength(1);
+        const started = Number(history.events![0]!.eventTime!.seconds) * 1000;
+        const timeoutMs = Number(timers[0]!.timerStartedEventAttributes!.startToFireTimeout!.seconds) * 1000;
+        expect(Math.abs(started + timeoutMs - endMs)).toBeLessThan(60_000);
+        expect(await ledger(ids.invoiceId)).toMatchObject([{ status: 'sent', deferred_by: 'quiet_hours' }]);
+      } finally {
+        await relay.stop();
+        await stopNotices(ids.invoiceId);
+        await worker.stop();
+      }
+    });
+
+    it('a deferred notice whose invoice got paid meanwhile is cancelled, not sent', async () => {
+      sink.clear();
+      const ids = dunningIds();
+      await seedCustomer(ids, 'paid@example.test');
+      await db.sql`INSERT INTO invoices (id, customer_id, subscription_id, status, amount_due, currency, stripe_updated_at) VALUES (${ids.invoiceId}, ${ids.customerId}, ${ids.subscriptionId}, 'open', 1900, 'usd', now())`;
+      const { quiet } = await quietNow();
+      const config = testConfig({ SMTP_URL: sink.url, NOTIFY_FROM: FROM, NOTIFY_QUIET_HOURS: quiet });
+      const worker = await startWorker({ fake: createFakeStripe({ ...ids, pay: scripted([]) }), config: { SMTP_URL: sink.url, NOTIFY_FROM: FROM, NOTIFY_QUIET_HOURS: quiet } });
+      const relay = relayFor(worker.taskQueue);
+      try {
+        await recordNotice(config, ids);
+        const [row] = await ledger(ids.invoiceId);
+        const notice = env.client.workflow.getHandle(`notice:${row!.dedup_key}`);
+        await untilWaiting(notice.workflowId);
+        await db.sql`UPDATE invoices SET status = 'paid' WHERE id = ${ids.invoiceId}`;
+        expect(await notice.result()).toMatchObject({ outcome: 'canceled', waits: 1 });
+        await new Promise((r) => setTimeout(r, 300));
+        expect(sink.messages).toHaveLength(0);
+        expect(await ledger(ids.invoiceId)).toMatchObject([{ status: 'canceled' }]);
+      } finally {
+        await relay.stop();
+        await stopNotices(ids.invoiceId);
+        await worker.stop();
+      }
+    });
   });
 
   describe('driven by the customer workflow', () => {
@@ -698,15 +898,8 @@ describe('notice ledger', () => {
     await db?.drop();
   });
 
-  it('delivers a notice at most once per dedup key, even when recorded twice at the same time', async () => {
-    const delivered: string[] = [];
-    const notifier: Notifier = {
-      async deliver(notice) {
-        delivered.push(notice.dedupKey);
-        return 'sent';
-      },
-    };
-    const { sendDunningNotice } = createNotifyActivities({ sql: db.sql, notifier });
+  it('records a notice at most once per dedup key, even when recorded twice at the same time', async () => {
+    const { sendDunningNotice } = createNotifyActivities({ sql: db.sql, config: testConfig() });
     const ids = dunningIds();
     const input = {
       customerId: ids.customerId,
@@ -720,13 +913,12 @@ describe('notice ledger', () => {
     const activity = new MockActivityEnvironment();
     const send = (): Promise<SendNoticeResult> => activity.run(sendDunningNotice, input) as Promise<SendNoticeResult>;
     const results = await Promise.all([send(), send()]);
-    expect(results.map((r) => r.status).sort()).toEqual(['duplicate', 'sent']);
-    expect(await send()).toMatchObject({ status: 'duplicate', previous: 'sent' });
-    expect(delivered).toEqual([`invoice:${ids.invoiceId}:update_payment_method:0`]);
-    const rows = await db.sql`SELECT status, sent_at FROM notifications WHERE invoice_id = ${ids.invoiceId}`;
+    expect(results.map((r) => r.status).sort()).toEqual(['duplicate', 'queued']);
+    expect(await send()).toMatchObject({ status: 'duplicate', previous: 'queued' });
+    const rows = await db.sql`SELECT status, dedup_key, due_at FROM notifications WHERE invoice_id = ${ids.invoiceId}`;
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ status: 'sent' });
-    expect(rows[0]!.sent_at).not.toBeNull();
+    expect(rows[0]).toMatchObject({ status: 'queued', dedup_key: `invoice:${ids.invoiceId}:update_payment_method:0` });
+    expect(rows[0]!.due_at).not.toBeNull();
   });
 });
 
