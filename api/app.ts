@@ -16,6 +16,7 @@ import { bearerAuth } from './auth';
 import { ApiError, renderError } from './errors';
 import type { Ingest } from './ingest';
 import { updateDunningGauges } from './dunning-metrics';
+import { updateOutboxGauges } from './outbox-metrics';
 import type { Metrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
 import { updateReconciliationGauges } from './reconciliation-stats';
@@ -165,6 +166,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await appliedLag.collect().catch((err: unknown) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'applied-lag scrape failed'));
     await updateReconciliationGauges(deps.sql, deps.metrics).catch(() => {});
     await updateDunningGauges(deps.sql, deps.metrics).catch(() => {});
+    await updateOutboxGauges(deps.sql, deps.metrics).catch(() => {});
     await updateCheckoutGauges(deps.sql, deps.metrics, deps.config.CHECKOUT_SUCCESS_WINDOW_HOURS).catch(() => {});
     return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
   });

@@ -216,8 +216,35 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     labelNames: ['outcome'],
     registers: [registry],
   });
+  // Outbox gauges are set from Postgres on each scrape (api/outbox-metrics.ts).
+  const notices = new Gauge({
+    name: 'billing_notices',
+    help: 'Customer notices in the ledger by kind and status (queued, sending, sent, failed, given_up, canceled, suppressed)',
+    labelNames: ['kind', 'status'],
+    registers: [registry],
+  });
+  const noticesOverdueAge = new Gauge({
+    name: 'billing_notices_overdue_oldest_age_seconds',
+    help: 'Age past its due time of the oldest notice not yet sent (queued or failed); 0 when none is overdue',
+    registers: [registry],
+  });
+  const appWebhooks = new Gauge({
+    name: 'billing_app_webhooks',
+    help: 'Outgoing app events by status (pending, delivered, failed = retrying, given_up)',
+    labelNames: ['status'],
+    registers: [registry],
+  });
+  const appWebhooksOldestUndeliveredAge = new Gauge({
+    name: 'billing_app_webhooks_oldest_undelivered_age_seconds',
+    help: 'Age of the oldest app event not yet delivered (pending or failed); 0 when none',
+    registers: [registry],
+  });
   return {
     registry,
+    notices,
+    noticesOverdueAge,
+    appWebhooks,
+    appWebhooksOldestUndeliveredAge,
     webhooksReceived,
     webhooksRejected,
     webhooksDuplicate,

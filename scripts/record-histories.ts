@@ -1,7 +1,7 @@
 /**
  * Records real histories of the customer workflow into test/fixtures/histories/ for the replay test.
  * Run after a deliberate, patched() change has landed: `npx tsx scripts/record-histories.ts`. It writes
- * the current generation (v5-*: effects as data, the dunning cycle reporting to its customer workflow and reading declines from Stripe,
+ * the current generation (${GEN}-*: effects as data, the dunning cycle reporting to its customer workflow and reading declines from Stripe,
  * update writes in the main loop); older generations stay as recorded.
  * It starts its own PostgreSQL and Temporal dev server, runs scripted scenarios with the real
  * database activities (Stripe faked at the boundary) and saves each history as JSON.
@@ -19,9 +19,14 @@ import { createSql } from '../lib/db';
 import { migrate } from '../lib/migrate';
 import { createStripe } from '../lib/stripe';
 import { uniqueFixture } from '../test/helpers/fixtures';
-import { freePort, startPostgres, startStripeMock, startTemporal, tempDir, ROOT } from './stack';
+import { freePort, startMailpit, startPostgres, startStripeMock, startTemporal, tempDir, ROOT } from './stack';
+import { createServer } from 'node:http';
+import { createLogger } from '../lib/logger';
+import { createOutboxRelay } from '../worker/outbox-relay';
 
 const OUT = path.join(ROOT, 'test', 'fixtures', 'histories');
+/** The generation this run records; older generations stay as recorded. */
+const GEN = 'v6';
 
 async function main(): Promise<void> {
   const dir = tempDir('record-histories');
@@ -29,6 +34,8 @@ async function main(): Promise<void> {
   const pg = await startPostgres({ dataDir: path.join(dir, 'pg'), port: pgPort, fast: true, logDir: dir });
   const temporal = await startTemporal({ port: tPort, logDir: dir });
   const stripeMock = await startStripeMock({ port: smPort, logDir: dir });
+  const mailpit = await startMailpit({ smtpPort: await freePort(), httpPort: await freePort(), logDir: dir });
+  const appHook = await startFlakyApp();
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const sql = createSql(pg.url, { max: 5 });
   try {
@@ -41,6 +48,11 @@ async function main(): Promise<void> {
       TEMPORAL_ADDRESS: temporal.address,
       TEMPORAL_TASK_QUEUE: 'record-histories',
       DUNNING_RETRY_DAYS: '0.00001,0.00002',
+      SMTP_URL: `smtp://127.0.0.1:${mailpit.smtpPort}`,
+      NOTIFY_FROM: 'Billing <billing@example.test>',
+      NOTIFY_QUIET_HOURS: 'off',
+      APP_WEBHOOK_URL: appHook.url,
+      APP_WEBHOOK_SECRET: 'record-histories-app-secret',
     });
     const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE, maxNetworkRetries: 0 });
     const connection = await Connection.connect({ address: temporal.address });
@@ -55,6 +67,8 @@ async function main(): Promise<void> {
       activities,
     });
     mkdirSync(OUT, { recursive: true });
+    const relay = createOutboxRelay({ sql, client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger: createLogger({ level: 'silent' }), pollMs: 100, notices: true, appWebhooks: true });
+    relay.start();
 
     await worker.runUntil(async () => {
       // Scenario 1: a subscription lifecycle with a duplicate, a stale event and a continue-as-new.
@@ -95,9 +109,9 @@ async function main(): Promise<void> {
         },
       });
       await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 6);
-      await save(client, handle.workflowId, handle.signaledRunId, 'v5-customer-lifecycle-run1');
+      await save(client, handle.workflowId, handle.signaledRunId, `${GEN}-customer-lifecycle-run1`);
       const latest = await client.workflow.getHandle(handle.workflowId).describe();
-      await save(client, handle.workflowId, latest.runId, 'v5-customer-lifecycle-run2');
+      await save(client, handle.workflowId, latest.runId, `${GEN}-customer-lifecycle-run2`);
       await client.workflow.getHandle(handle.workflowId).terminate('recorded');
 
       // Scenario 2 (current code): plan catalog loaded, a downgrade Update, a payment failure that
@@ -134,9 +148,9 @@ async function main(): Promise<void> {
         await waitFor(async () => (await h2.query(stateQuery)).lastEventId === e.id);
       }
       await new Promise((r) => setTimeout(r, 3000));
-      await save(client, h2.workflowId, h2.signaledRunId, 'v5-customer-plan-change-dunning');
+      await save(client, h2.workflowId, h2.signaledRunId, `${GEN}-customer-plan-change-dunning`);
       const failedInvoice = failed.data.object.id as string;
-      await save(client, `dunning:${failedInvoice}`, (await client.workflow.getHandle(`dunning:${failedInvoice}`).describe()).runId, 'v5-dunning-ended-by-payment');
+      await save(client, `dunning:${failedInvoice}`, (await client.workflow.getHandle(`dunning:${failedInvoice}`).describe()).runId, `${GEN}-dunning-ended-by-payment`);
 
       // Scenario 3: a failure whose cycle retries on its (seconds-long) schedule and recovers; the cycle
       // reports each step to the customer workflow, which records it.
@@ -160,8 +174,8 @@ async function main(): Promise<void> {
       const child = client.workflow.getHandle(`dunning:${retryInvoice}`);
       await waitFor(async () => (await child.describe()).status.name === 'COMPLETED');
       await new Promise((r) => setTimeout(r, 2000));
-      await save(client, child.workflowId, (await child.describe()).runId, 'v5-dunning-retry-recovered');
-      await save(client, h3.workflowId, h3.signaledRunId, 'v5-customer-dunning-reports');
+      await save(client, child.workflowId, (await child.describe()).runId, `${GEN}-dunning-retry-recovered`);
+      await save(client, h3.workflowId, h3.signaledRunId, `${GEN}-customer-dunning-reports`);
       await client.workflow.getHandle(h3.workflowId).terminate('recorded');
 
       // Scenario 4: a reconciliation run (patched reconciliation-invoices) against stripe-mock's canned
@@ -172,17 +186,84 @@ async function main(): Promise<void> {
         args: [{ repairWaitSeconds: 5, pagesPerRun: 1, pageSize: 1 }],
       });
       await recon.result();
-      await save(client, recon.workflowId, recon.firstExecutionRunId, 'v5-reconciliation-run1');
+      await save(client, recon.workflowId, recon.firstExecutionRunId, `${GEN}-reconciliation-run1`);
       const lastRun = await client.workflow.getHandle(recon.workflowId).describe();
-      if (lastRun.runId !== recon.firstExecutionRunId) await save(client, recon.workflowId, lastRun.runId, 'v5-reconciliation-last-run');
+      if (lastRun.runId !== recon.firstExecutionRunId) await save(client, recon.workflowId, lastRun.runId, `${GEN}-reconciliation-last-run`);
       await client.workflow.getHandle(h2.workflowId).terminate('recorded');
+
+      // Scenario 5 (v6): a cycle with one retry: its first notice says the last attempt is ahead
+      // (patched dunning-final-attempt-notice) and is emailed by its notice workflow through Mailpit;
+      // the app events of the customer go out through app-webhook workflows, the first answered 500.
+      const s5 = uniqueFixture('customer.created', { token: 'RecNotice' });
+      const env5 = ['customer.created', 'customer.subscription.created', 'invoice.payment_failed']
+        .map((t) => uniqueFixture(t, { token: s5.token }).envelope)
+        .map((e) => {
+          const n = normalizeStripeEvent(e);
+          if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
+          return n.event;
+        });
+      const h5 = await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(s5.customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId: s5.customerId }],
+        signal: stripeEventSignal,
+        signalArgs: [env5[0]!],
+      });
+      await h5.signal(stripeEventSignal, env5[1]!);
+      await waitFor(async () => (await h5.query(stateQuery)).applied >= 2);
+      const invoice5 = env5[2]!.data.kind === 'invoice' ? env5[2]!.data.invoiceId : '';
+      const cycle5 = await client.workflow.start('dunningWorkflow', {
+        workflowId: `dunning:${invoice5}`,
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{
+          invoiceId: invoice5,
+          customerId: s5.customerId,
+          subscriptionId: env5[1]!.data.kind === 'subscription' ? env5[1]!.data.subscriptionId : null,
+          firstFailure: { eventId: env5[2]!.eventId, declineCode: 'insufficient_funds', at: env5[2]!.created },
+          policyOverride: { retryDaysAfterFailure: [0.00002], noticeMinIntervalMs: 0 },
+        }],
+      });
+      await cycle5.result();
+      const [notice] = await sql<{ dedup_key: string }[]>`SELECT dedup_key FROM notifications WHERE invoice_id = ${invoice5} AND kind = 'final_attempt_ahead'`;
+      if (!notice) throw new Error('no final_attempt_ahead notice recorded');
+      const noticeHandle = client.workflow.getHandle(`notice:${notice.dedup_key}`);
+      await waitFor(async () => (await noticeHandle.describe()).status.name === 'COMPLETED');
+      await save(client, cycle5.workflowId, cycle5.firstExecutionRunId, `${GEN}-dunning-final-attempt-notice`);
+      await save(client, noticeHandle.workflowId, (await noticeHandle.describe()).runId, `${GEN}-notice-sent`);
+      await waitFor(async () => appHook.delivered > 0);
+      const [hook] = await sql<{ id: string }[]>`SELECT id FROM app_webhooks WHERE attempts >= 2 AND status = 'delivered' LIMIT 1`;
+      if (!hook) throw new Error('no app webhook delivered after a retry');
+      const hookHandle = client.workflow.getHandle(`app-webhook:${hook.id}`);
+      await save(client, hookHandle.workflowId, (await hookHandle.describe()).runId, `${GEN}-app-webhook-retried`);
+      await client.workflow.getHandle(h5.workflowId).terminate('recorded');
     });
+    await relay.stop();
     await nativeConnection.close();
     await connection.close();
   } finally {
     await sql.end();
-    await Promise.allSettled([temporal.stop(), stripeMock.stop(), pg.stop()]);
+    appHook.close();
+    await Promise.allSettled([temporal.stop(), stripeMock.stop(), pg.stop(), mailpit.stop()]);
   }
+}
+
+/** A stand-in app for outgoing webhooks: the first request answers 500, the rest 200. */
+async function startFlakyApp(): Promise<{ url: string; delivered: number; close(): void }> {
+  let requests = 0;
+  const state = { url: '', delivered: 0, close: () => server.close() };
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      requests += 1;
+      if (requests === 1) return res.writeHead(500).end('try again');
+      state.delivered += 1;
+      res.writeHead(200).end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  state.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/billing-events`;
+  return state;
 }
 
 async function waitFor(fn: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {

@@ -270,7 +270,7 @@ export async function dunningWorkflow(input: DunningWorkflowInput): Promise<Dunn
         s.nextAttemptAtMs = spacedRetryAt({ scheduledAtMs: step.atMs, lastAttemptAtMs: s.lastAttemptAtMs, policy: s.policy });
         s.waitUntilMs = null;
         notice =
-          step.attempt === s.policy.retryDaysAfterFailure.length && step.attempt > 1 && patched(DUNNING_FINAL_ATTEMPT_NOTICE_PATCH)
+          step.attempt === s.policy.retryDaysAfterFailure.length && patched(DUNNING_FINAL_ATTEMPT_NOTICE_PATCH)
             ? 'final_attempt_ahead'
             : 'payment_failed';
         break;

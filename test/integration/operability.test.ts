@@ -164,6 +164,27 @@ describe('operability and security', () => {
       }
     });
 
+    it('counts notices and app events by status, with the age of the oldest overdue or undelivered one', async () => {
+      const customerId = `cus_${uniqueId('outbox')}`;
+      const key = `invoice:in_${uniqueId()}:payment_failed:0`;
+      await db.sql`
+        INSERT INTO notifications (dedup_key, customer_id, kind, status, due_at, created_at)
+        VALUES (${key}, ${customerId}, 'payment_failed', 'queued', now() - interval '600 seconds', now() - interval '700 seconds')`;
+      await db.sql`
+        INSERT INTO app_webhooks (id, source_key, customer_id, type, data, status, created_at)
+        VALUES (${`aevt_${uniqueId()}`}, ${`test:${uniqueId()}`}, ${customerId}, 'access.changed', '{}'::jsonb, 'failed', now() - interval '300 seconds')`;
+      try {
+        const text = await scrape();
+        expect(sample(text, 'billing_notices', { kind: 'payment_failed', status: 'queued' })).toBeGreaterThanOrEqual(1);
+        expect(sample(text, 'billing_notices_overdue_oldest_age_seconds')).toBeGreaterThanOrEqual(600);
+        expect(sample(text, 'billing_app_webhooks', { status: 'failed' })).toBeGreaterThanOrEqual(1);
+        expect(sample(text, 'billing_app_webhooks_oldest_undelivered_age_seconds')).toBeGreaterThanOrEqual(300);
+      } finally {
+        await db.sql`DELETE FROM notifications WHERE customer_id = ${customerId}`;
+        await db.sql`DELETE FROM app_webhooks WHERE customer_id = ${customerId}`;
+      }
+    });
+
     it('reports the age of the oldest delivery not yet handed to Temporal', async () => {
       const eventId = `evt_${uniqueId('stuck')}`;
       await db.sql`

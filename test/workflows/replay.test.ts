@@ -19,7 +19,7 @@ function patchesOf(history: { events: any[] }): string[] {
 const DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 
-describe('replaying recorded customer, dunning and reconciliation workflow histories against the current code', () => {
+describe('replaying recorded customer, dunning, reconciliation, notice and app-webhook workflow histories against the current code', () => {
   it('has recorded histories to replay', () => {
     expect(files.length).toBeGreaterThanOrEqual(8);
     // Histories recorded before the plan-change-catalog patch must keep replaying.
@@ -38,13 +38,20 @@ describe('replaying recorded customer, dunning and reconciliation workflow histo
     // v4: effects as data, update writes in the main loop, dunning cycles that report to their customer
     // workflow (customer and dunning histories both); v5, the current code: dunning cycles that also read
     // the decline from Stripe, pay with the new card and re-read the invoice before the final action.
-    for (const generation of ['v4-', 'v5-']) {
-      const current = files.filter((f) => f.startsWith(generation) && !f.includes('-reconciliation-'));
-      expect(current).toHaveLength(6);
+    // v6 adds the final-attempt notice of a cycle (patched dunning-final-attempt-notice), a notice
+    // workflow that emails, and an app-webhook delivery that was retried after a 500.
+    for (const generation of ['v4-', 'v5-', 'v6-']) {
+      const current = files.filter(
+        (f) => f.startsWith(generation) && !f.includes('-reconciliation-') && !f.includes('-notice-sent') && !f.includes('-app-webhook-'),
+      );
+      expect(current).toHaveLength(generation === 'v6-' ? 7 : 6);
       const customer = current.filter((f) => f.includes('-customer-'));
       const dunning = current.filter((f) => f.includes('-dunning-') && !f.includes('-customer-'));
       expect(customer).toHaveLength(4);
-      expect(dunning).toHaveLength(2);
+      expect(dunning).toHaveLength(generation === 'v6-' ? 3 : 2);
+      const finalAttempt = dunning.filter((f) => f.includes('-final-attempt-notice'));
+      expect(finalAttempt).toHaveLength(generation === 'v6-' ? 1 : 0);
+      for (const f of finalAttempt) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('dunning-final-attempt-notice');
       for (const f of customer) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('customer-effects-as-data');
       for (const f of dunning) {
         const patches = patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history);
@@ -55,8 +62,10 @@ describe('replaying recorded customer, dunning and reconciliation workflow histo
     }
     // The reconciliation workflow after patched('reconciliation-invoices'): a first run and the last run of its
     // continue-as-new chain.
-    const reconciliation = files.filter((f) => f.startsWith('v5-reconciliation-'));
-    expect(reconciliation).toHaveLength(2);
+    const reconciliation = files.filter((f) => f.startsWith('v5-reconciliation-') || f.startsWith('v6-reconciliation-'));
+    expect(reconciliation).toHaveLength(4);
+    // The workflows of issue 16: a notice sent by its own workflow, an app event delivered on the second attempt.
+    expect(files.filter((f) => f.startsWith('v6-notice-') || f.startsWith('v6-app-webhook-'))).toEqual(['v6-app-webhook-retried.json', 'v6-notice-sent.json']);
     for (const f of reconciliation) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('reconciliation-invoices');
   });
 
