@@ -14,6 +14,7 @@ import type { Mailer } from '../lib/mailer';
 import { createPlanChangeStripeActivities } from './plan-change';
 import { createPlanDbActivities } from './plans';
 import { createReconciliationActivities } from './reconciliation';
+import { createRetentionActivities } from './retention';
 import { createStripeReadActivities } from './stripe';
 
 export interface ActivityDeps {
@@ -57,6 +58,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createAppWebhookActivities({ sql: deps.sql, config: deps.config }),
     ...createCustomerSignalActivities({ temporalClient: deps.temporalClient, config: deps.config }),
     ...createReconciliationActivities({ sql: deps.sql, stripe: deps.stripe, config: deps.config, temporalClient: deps.temporalClient }),
+    ...createRetentionActivities({ sql: deps.sql, config: deps.config }),
   };
 }
 

@@ -20,7 +20,12 @@
  * (backoff 0.5 s doubling to 15 s); the webhook endpoint keeps answering 200 meanwhile.
  * It wakes on LISTEN billing_inbox (the API sends a coalesced NOTIFY after its inserts, lib/inbox.ts),
  * on this process's own inserts at once, and on a timer as the fallback.
+ *
+ * Tracing on (the ingest's tracer): each signal runs in a `dispatch stripeEvents` span parented to its first
+ * delivery's stored trace context and linked to the others' (lib/tracing.ts inStoredTrace), so the Temporal
+ * client interceptor carries that trace into the signal's headers.
  */
+import type { Tracer } from '@opentelemetry/api';
 import { isGrpcServiceError } from '@temporalio/client';
 import type { BillingEvent } from '../domain/billing-event';
 import { customerWorkflowId } from '../domain/ids';
@@ -28,6 +33,7 @@ import type { Config } from '../lib/config';
 import type { Sql } from '../lib/db';
 import { INBOX_CHANNEL } from '../lib/inbox';
 import type { Logger } from '../lib/logger';
+import { inStoredTrace } from '../lib/tracing';
 import { createInboxQueries } from './inbox-queries';
 import type { Ingest } from './ingest';
 import type { Metrics } from './metrics';
@@ -102,7 +108,7 @@ export function dispatcherOptions(config: Config): Partial<DispatcherOptions> {
 
 export interface DispatcherDeps {
   sql: Sql;
-  ingest: Pick<Ingest, 'resolveStored' | 'signalEvents'>;
+  ingest: Pick<Ingest, 'resolveStored' | 'signalEvents'> & { tracer?: Tracer };
   /** Webhook requests in flight in this process (api/routes/webhooks.ts counts them). */
   webhookInFlight?: () => number;
   logger: Logger;
@@ -253,6 +259,19 @@ export function createDispatcher(deps: DispatcherDeps) {
       byCustomer.set(customerId, entry);
     }
     await release(unadmitted, 0, null);
+    const tracer = ingest.tracer;
+    const traces = tracer ? new Map(rows.map((r) => [r.event_id, r.trace_context])) : null;
+    /** One hand-over; tracing on, in a span that continues the deliveries' stored traces. */
+    const signal = (customerId: string, chunk: BillingEvent[]) =>
+      tracer && traces
+        ? inStoredTrace(
+            tracer,
+            'dispatch stripeEvents',
+            chunk.map((e) => ({ eventId: e.eventId, traceparent: traces.get(e.eventId) ?? null })),
+            { 'billing.customer.id': customerId, 'billing.event.count': chunk.length, 'billing.event.ids': chunk.map((e) => e.eventId) },
+            () => ingest.signalEvents(customerId, chunk),
+          )
+        : ingest.signalEvents(customerId, chunk);
 
     const done: { eventId: string; workflowId: string }[] = [];
     const failed: { ids: string[]; error: string }[] = [];
@@ -269,7 +288,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         inFlight++;
         metrics.dispatchInFlight.set(inFlight);
         try {
-          await ingest.signalEvents(customerId, chunk);
+          await signal(customerId, chunk);
           const workflowId = customerWorkflowId(customerId);
           for (const id of chunkIds) done.push({ eventId: id, workflowId });
           report.signals++;

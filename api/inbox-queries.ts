@@ -13,6 +13,8 @@ export interface ClaimedRow {
   payload: Envelope;
   payload_truncated: boolean;
   received_at: Date;
+  /** The webhook request's W3C traceparent (null when tracing was off); continued by the dispatch span. */
+  trace_context: string | null;
 }
 
 /** The inbox statements, for a lease length and the age past which a dispatched row is the stuck sweeper's. */
@@ -55,7 +57,7 @@ export function createInboxQueries(sql: Sql, o: { leaseMs: number; stuckThreshol
       SET dispatch_claimed_until = now() + ${o.leaseMs / 1000} * interval '1 second', dispatch_attempts = w.dispatch_attempts + 1
       FROM candidates c
       WHERE w.event_id = c.event_id AND (c.customer_id IS NULL OR c.customer_id IN (SELECT customer_id FROM admitted))
-      RETURNING w.event_id, w.customer_id, w.payload, w.payload_truncated, w.received_at`;
+      RETURNING w.event_id, w.customer_id, w.payload, w.payload_truncated, w.received_at, w.trace_context`;
     return [...rows].sort((a, b) => a.received_at.getTime() - b.received_at.getTime() || (a.event_id < b.event_id ? -1 : 1));
   }
 

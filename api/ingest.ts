@@ -3,6 +3,7 @@
  * committed. Handing stored rows to Temporal is the dispatcher's job (api/dispatcher.ts), which uses
  * `resolveStored` from here; admin replay and the stuck sweeper re-send one row with `redispatch`.
  */
+import { trace, type Tracer } from '@opentelemetry/api';
 import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import type { BillingEvent } from '../domain/billing-event';
@@ -12,6 +13,7 @@ import { stripeEventsSignal } from '../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../workflows/contracts';
 import type { Sql } from '../lib/db';
 import { logContext, type Logger } from '../lib/logger';
+import { activeTraceparent } from '../lib/tracing';
 import { createWebhookLoad } from './webhook-load';
 import type { Metrics } from './metrics';
 import { implausible, mayNeedSanitizing, missingAtStripe, plausibleUnix, sanitizeForJsonb, stripNul, truncatedPayload, unroutedLogFields, type Envelope, type Normalized } from './payload';
@@ -29,6 +31,8 @@ export interface IngestDeps {
   dispatchTimeoutMs?: number;
   /** Called after a routable delivery is committed (wakes this process's dispatcher at once). */
   onStored?: () => void;
+  /** Set only when tracing is on (lib/tracing.ts): the webhook route and the dispatcher span with it. */
+  tracer?: Tracer;
 }
 
 /** What the request path did with a verified delivery: the row is committed in every case. */
@@ -215,6 +219,8 @@ export function createIngest(deps: IngestDeps) {
     resolveStored,
     /** Webhook requests in flight in this process (counted by the route; the dispatcher yields to them). */
     load: createWebhookLoad(),
+    /** Tracing on: the tracer of the webhook and dispatch spans (undefined: no span code runs). */
+    tracer: deps.tracer,
 
     /**
      * Records a verified event, and only that: the answer can be 2xx as soon as this commits. A
@@ -237,15 +243,18 @@ export function createIngest(deps: IngestDeps) {
       const lastError = result.outcome === 'invalid' ? stripNul(result.error).slice(0, 2000) : null;
       const customerId = result.outcome === 'handled' ? result.event.customerId : null;
       const objectId = result.outcome === 'handled' ? result.event.objectId : null;
+      // Tracing on: the request span's context is stored with the row, so the dispatch continues its trace.
+      const traceContext = deps.tracer ? activeTraceparent() : null;
+      if (deps.tracer && customerId) trace.getActiveSpan()?.setAttribute('billing.customer.id', customerId);
 
       const rows = await sql<{ status: string; inserted: boolean }[]>`
         INSERT INTO webhook_events (
           event_id, type, api_version, livemode, stripe_created_at, customer_id, object_id, status,
-          payload, payload_truncated, payload_bytes, last_error)
+          payload, payload_truncated, payload_bytes, last_error, trace_context)
         VALUES (
           ${eventId}, ${stripNul(type).slice(0, 200)}, ${typeof envelope.api_version === 'string' ? stripNul(envelope.api_version).slice(0, 100) : null},
           ${envelope.livemode === true}, ${new Date(Math.trunc(created) * 1000)}, ${customerId}, ${objectId}, ${status},
-          ${sql.json(stored as never)}, ${truncated}, ${rawBytes}, ${lastError})
+          ${sql.json(stored as never)}, ${truncated}, ${rawBytes}, ${lastError}, ${traceContext})
         ON CONFLICT (event_id) DO UPDATE SET attempts = webhook_events.attempts + 1, last_received_at = now()
         RETURNING status, (xmax = 0) AS inserted`;
       const row = rows[0]!;
@@ -281,7 +290,7 @@ export function createIngest(deps: IngestDeps) {
     async redispatch(eventId: string, opts: { stripe?: Pick<Stripe, 'events'> } = {}): Promise<
       IngestOutcome | { status: 'noop'; eventId: string; reason: string } | { status: 'not_found'; eventId: string }
     > {
-      const rows = await sql<{ event_id: string; payload: Envelope; payload_truncated: boolean; status: string; customer_id: string | null }[]>`
+      const rows = await sql<{ event_id: string; payload: Envelope | null; payload_truncated: boolean; status: string; customer_id: string | null }[]>`
         SELECT event_id, payload, payload_truncated, status, customer_id FROM webhook_events WHERE event_id = ${eventId}`;
       const row = rows[0];
       if (!row) return { status: 'not_found', eventId };
@@ -294,7 +303,9 @@ export function createIngest(deps: IngestDeps) {
           WHERE event_id = ${eventId} AND status IN ('received', 'dispatched')`;
         return { status: 'noop', eventId, reason: 'already applied' };
       }
-      const resolved = await resolveStored(row, opts);
+      // Retention (retention-daily) purged the payload of this settled delivery: nothing to re-send.
+      if (row.payload === null) return { status: 'noop', eventId, reason: `payload purged by retention (delivery ${row.status})` };
+      const resolved = await resolveStored({ ...row, payload: row.payload }, opts);
       if (resolved.kind === 'settled') return resolved.outcome;
       return dispatch(resolved.event);
     },
@@ -365,6 +376,12 @@ export async function verifyStripeSignature(
     reason: 'bad_signature',
     message: 'no webhook secret configured',
   };
+  // The SDK refuses only timestamps older than the tolerance; one dated later than it is refused too
+  // (a signature minted ahead of time must not stay valid until then).
+  const t = Number(/(?:^|,)\s*t=(\d{1,12})(?:,|$)/.exec(signature)?.[1]);
+  if (Number.isFinite(t) && t - Math.floor(Date.now() / 1000) > toleranceSeconds) {
+    return { ok: false, reason: 'stale_timestamp', message: `signature timestamp is more than ${toleranceSeconds} s in the future` };
+  }
   for (const secret of secrets) {
     try {
       const event = await Stripe.webhooks.constructEventAsync(rawBody, signature, secret, toleranceSeconds);

@@ -554,7 +554,8 @@ function registerAdminReconciliationPaths(k: OpenApiKit): void {
       202: json(Started, 'Started'),
       ...k.jsonBody,
       ...k.adminAuth,
-      503: k.error('Temporal unreachable (unavailable)'),
+      422: k.error('Temporal refused the request (temporal_rejected)'),
+      503: k.error('Temporal unreachable (temporal_unavailable)'),
       ...k.common,
     },
   });

@@ -1,11 +1,13 @@
-/** `npm run api`: loadConfig → deps → serve(createApp(deps)) → graceful shutdown. */
+/** `npm run api`: loadConfig → wait for Postgres and Temporal → deps → serve(createApp(deps)) → graceful shutdown. */
 import { serve } from '@hono/node-server';
-import { loadConfigOrExit } from '../lib/config';
-import { createSql } from '../lib/db';
+import { assertApiAuthConfigured, loadConfigOrExit } from '../lib/config';
+import { createSql, describeDatabaseUrl, installPostgresCrashGuard } from '../lib/db';
 import { createInboxNotifier } from '../lib/inbox';
 import { createLogger } from '../lib/logger';
 import { createStripe } from '../lib/stripe';
-import { createTemporalClient } from '../lib/temporal';
+import { createTemporalClient, describeTemporalTarget, temporalTarget } from '../lib/temporal';
+import { initTracing } from '../lib/tracing';
+import { waitFor } from '../lib/wait-for';
 import { createApp } from './app';
 import { createDispatcher, dispatcherOptions } from './dispatcher';
 import { createIngest } from './ingest';
@@ -14,14 +16,28 @@ import { createSweeper } from './sweeper';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
+  try {
+    // Before waiting for anything: an API that would serve app endpoints open by accident does not start.
+    assertApiAuthConfigured(config);
+  } catch (err) {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
   const logger = createLogger({ level: config.LOG_LEVEL, name: 'api' });
+  installPostgresCrashGuard(logger);
   const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_MAX, applicationName: 'billing-api' });
-  const temporal = await createTemporalClient({ address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE });
+  // Started before its dependencies (a host reboot, either restarting): wait for them rather than exit.
+  await waitFor(`postgres at ${describeDatabaseUrl(config.DATABASE_URL)}`, async () => sql`SELECT 1`, { logger });
+  const target = temporalTarget(config);
+  // Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then webhook → dispatch → signal spans, exported over OTLP.
+  const tracing = await initTracing(process.env, 'billing-api', { logger });
+  const temporal = await waitFor(`temporal at ${describeTemporalTarget(target)}`, () => createTemporalClient(target, tracing.clientInterceptors()), { logger });
   const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE });
   const metrics = createMetrics({ defaultMetrics: true });
   const ingest = createIngest({
     sql,
     temporal,
+    tracer: tracing.tracer,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     logger,
     metrics,
@@ -59,13 +75,18 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'api shutting down');
     stopSweeper();
-    const force = setTimeout(() => process.exit(1), 10_000);
+    const force = setTimeout(() => {
+      logger.error('shutdown took longer than 10 s; exiting');
+      process.exit(1);
+    }, 10_000);
     force.unref();
+    // Stops accepting; the callback runs once in-flight requests are answered (idle keep-alive sockets are closed).
     server.close(async () => {
       inbox.stop();
       await dispatcher.stop().catch(() => {});
       await sql.end({ timeout: 5 }).catch(() => {});
       await temporal.connection.close().catch(() => {});
+      await tracing.shutdown().catch(() => {});
       process.exit(0);
     });
   };

@@ -2,6 +2,8 @@
  * The one place that reads the environment. Entry points call loadConfig(process.env); everything
  * else receives a typed Config.
  */
+import { existsSync } from 'node:fs';
+import { loadClientConfigProfile, type ClientConfigProfile, type ClientConfigTLS } from '@temporalio/envconfig';
 import { z } from 'zod';
 
 const nonEmpty = (name: string) => z.string({ error: `${name} is required` }).trim().min(1, `${name} is required`);
@@ -33,6 +35,26 @@ export const ConfigSchema = z
     TEMPORAL_ADDRESS: z.string().trim().min(1).default('127.0.0.1:7233'),
     TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
     TEMPORAL_TASK_QUEUE: z.string().trim().min(1).default('billing'),
+    /**
+     * The Temporal connection beyond address and namespace, read by @temporalio/envconfig (lib/temporal.ts):
+     * a TOML file of profiles (default ~/.config/temporalio/temporal.toml when it exists) and the profile in it;
+     * every TEMPORAL_* variable wins over the profile.
+     */
+    TEMPORAL_CONFIG_FILE: optionalNonEmpty,
+    TEMPORAL_PROFILE: optionalNonEmpty,
+    /** Temporal Cloud API key (sent as a bearer token); turns TLS on. */
+    TEMPORAL_API_KEY: optionalNonEmpty,
+    /** true: TLS with the system roots (or the CA below); false: plaintext even if the profile says TLS. */
+    TEMPORAL_TLS: optionalNonEmpty.pipe(z.enum(['true', 'false', '1', '0'], { error: 'TEMPORAL_TLS must be true or false' }).optional()),
+    TEMPORAL_TLS_SERVER_CA_CERT_PATH: optionalNonEmpty,
+    TEMPORAL_TLS_SERVER_CA_CERT_DATA: optionalNonEmpty,
+    /** mTLS: the client certificate and its key (both, as paths or PEM data). */
+    TEMPORAL_TLS_CLIENT_CERT_PATH: optionalNonEmpty,
+    TEMPORAL_TLS_CLIENT_CERT_DATA: optionalNonEmpty,
+    TEMPORAL_TLS_CLIENT_KEY_PATH: optionalNonEmpty,
+    TEMPORAL_TLS_CLIENT_KEY_DATA: optionalNonEmpty,
+    /** The name the server certificate is checked against, when it differs from the address's host. */
+    TEMPORAL_TLS_SERVER_NAME: optionalNonEmpty,
     STRIPE_SECRET_KEY: nonEmpty('STRIPE_SECRET_KEY').refine((v) => /^(sk|rk)_(test|live)_/.test(v) || /^sk_/.test(v), {
       message: 'STRIPE_SECRET_KEY must start with sk_ or rk_',
     }),
@@ -50,6 +72,8 @@ export const ConfigSchema = z
     ),
     ADMIN_TOKEN: optionalNonEmpty.pipe(z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional()),
     API_TOKEN: optionalNonEmpty.pipe(z.string().min(16, 'API_TOKEN must be at least 16 characters').optional()),
+    /** `token` (default): app-facing endpoints need API_TOKEN, required in production. `none`: open, for a private network only (logged loudly). */
+    API_AUTH: z.enum(['token', 'none'], { error: 'API_AUTH must be "token" or "none"' }).default('token'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     WEBHOOK_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
     WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
@@ -135,11 +159,19 @@ export const ConfigSchema = z
     OUTBOX_RELAY_POLL_MS: z.coerce.number().int().min(50).default(500),
     /** Window of the checkout success-rate gauge. */
     CHECKOUT_SUCCESS_WINDOW_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(24),
+    /** Days the `retention-daily` schedule keeps delivery-log payloads and settled rows (rows that dedup something: at least 35). */
+    WEBHOOK_RETENTION_DAYS: z.coerce
+      .number()
+      .int()
+      .min(7, 'WEBHOOK_RETENTION_DAYS must be at least 7 (Stripe redelivers an event for up to 3 days; keep a margin)')
+      .max(36_500)
+      .default(90),
   })
   .superRefine((c, ctx) => {
     if (c.NODE_ENV === 'production' && !c.ADMIN_TOKEN) {
       ctx.addIssue({ code: 'custom', path: ['ADMIN_TOKEN'], message: 'ADMIN_TOKEN is required when NODE_ENV=production' });
     }
+
     if (c.APP_WEBHOOK_URL && !c.APP_WEBHOOK_SECRET) {
       ctx.addIssue({ code: 'custom', path: ['APP_WEBHOOK_SECRET'], message: 'APP_WEBHOOK_SECRET is required when APP_WEBHOOK_URL is set' });
     }
@@ -160,16 +192,62 @@ export class ConfigError extends Error {
 
 /** Parses the environment; throws ConfigError naming each bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const parsed = ConfigSchema.safeParse(env);
-  if (parsed.success) return parsed.data;
+  // TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE default from the envconfig profile, then to the local dev server.
+  const temporal = checkTemporalProfile(env);
+  const parsed = ConfigSchema.safeParse({
+    ...env,
+    TEMPORAL_ADDRESS: env.TEMPORAL_ADDRESS ?? temporal.profile?.address,
+    TEMPORAL_NAMESPACE: env.TEMPORAL_NAMESPACE ?? temporal.profile?.namespace,
+  });
+  if (parsed.success && temporal.issues.length === 0) return parsed.data;
+  const issues = [...temporal.issues, ...(parsed.success ? [] : parsed.error.issues.map((i) => ({ name: String(i.path[0] ?? 'environment'), message: i.message })))];
   const variables: string[] = [];
-  const lines = parsed.error.issues.map((issue) => {
-    const name = String(issue.path[0] ?? 'environment');
+  const lines = issues.map(({ name, message }) => {
     if (!variables.includes(name)) variables.push(name);
-    const msg = issue.message.includes(name) ? issue.message : `${name}: ${issue.message}`;
+    const msg = message.includes(name) ? message : `${name}: ${message}`;
     return `  - ${msg}`;
   });
   throw new ConfigError(variables, `Invalid configuration:\n${lines.join('\n')}`);
+}
+
+/** The environment envconfig reads: empty values dropped (an empty TEMPORAL_API_KEY would otherwise turn TLS on). */
+export function temporalEnv(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === 'string' && e[1].trim() !== ''));
+}
+
+/**
+ * The Temporal profile (TOML file, then TEMPORAL_* variables, as @temporalio/envconfig merges them), with what
+ * envconfig would accept silently but must not: a named config file that does not exist, half a client key pair,
+ * an unreadable certificate file.
+ */
+function checkTemporalProfile(env: Record<string, string | undefined>): { profile?: ClientConfigProfile; issues: { name: string; message: string }[] } {
+  const e = temporalEnv(env);
+  const file = e.TEMPORAL_CONFIG_FILE;
+  if (file && !existsSync(file)) return { issues: [{ name: 'TEMPORAL_CONFIG_FILE', message: `TEMPORAL_CONFIG_FILE: no such file: ${file}` }] };
+  let profile: ClientConfigProfile;
+  try {
+    profile = loadClientConfigProfile({ overrideEnvVars: e });
+  } catch (err) {
+    const name = /profile/i.test((err as Error).message) && e.TEMPORAL_PROFILE ? 'TEMPORAL_PROFILE' : 'TEMPORAL_CONFIG_FILE';
+    return { issues: [{ name, message: `${name}: ${(err as Error).message}` }] };
+  }
+  const issues: { name: string; message: string }[] = [];
+  const tls = profile.tls;
+  if (tls && !tls.disabled) {
+    if (Boolean(tls.clientCert) !== Boolean(tls.clientKey)) {
+      const name = tls.clientCert ? 'TEMPORAL_TLS_CLIENT_KEY_PATH' : 'TEMPORAL_TLS_CLIENT_CERT_PATH';
+      issues.push({ name, message: `${name}: mTLS needs both a client certificate and its key (TEMPORAL_TLS_CLIENT_CERT_* and TEMPORAL_TLS_CLIENT_KEY_*)` });
+    }
+    const files: [string, ClientConfigTLS['clientCert']][] = [
+      ['TEMPORAL_TLS_SERVER_CA_CERT_PATH', tls.serverCACert],
+      ['TEMPORAL_TLS_CLIENT_CERT_PATH', tls.clientCert],
+      ['TEMPORAL_TLS_CLIENT_KEY_PATH', tls.clientKey],
+    ];
+    for (const [name, source] of files) {
+      if (source && 'path' in source && !existsSync(source.path)) issues.push({ name, message: `${name}: no such file: ${source.path}` });
+    }
+  }
+  return { profile, issues };
 }
 
 /** The parsed list of webhook signing secrets (more than one during rotation). */
@@ -205,4 +283,17 @@ export function appWebhooksEnabled(config: Pick<Config, 'APP_WEBHOOK_URL' | 'APP
 /** Base URL of links in emails and dev pages: PUBLIC_BASE_URL, else this API on localhost. */
 export function publicBaseUrl(config: Pick<Config, 'PUBLIC_BASE_URL' | 'PORT'>): string {
   return (config.PUBLIC_BASE_URL ?? `http://localhost:${config.PORT}`).replace(/\/+$/, '');
+}
+
+/**
+ * The API refuses to start in production with its app-facing endpoints open by accident: API_TOKEN is
+ * required unless API_AUTH=none says so explicitly. Throws a ConfigError naming API_TOKEN.
+ */
+export function assertApiAuthConfigured(config: Pick<Config, 'NODE_ENV' | 'API_AUTH' | 'API_TOKEN'>): void {
+  if (config.NODE_ENV === 'production' && config.API_AUTH === 'token' && !config.API_TOKEN) {
+    throw new ConfigError(
+      ['API_TOKEN'],
+      'Invalid configuration:\n  - API_TOKEN is required when NODE_ENV=production (set API_AUTH=none only to leave /checkout and /customers/* open on a private network)',
+    );
+  }
 }

@@ -1,12 +1,55 @@
-/** postgres.js connection factory. */
+/** postgres.js connection factory, and the guard against postgres.js's write-after-close crash. */
+import { inspect } from 'node:util';
 import postgres from 'postgres';
 
 export type Sql = postgres.Sql<Record<string, never>>;
 /** A transaction handle from sql.begin. */
 export type TxSql = postgres.TransactionSql<Record<string, never>>;
 
-/** Creates a pool; bigint columns come back as JS numbers (amounts stay far below 2^53). */
+/**
+ * Creates a pool; bigint columns come back as JS numbers (amounts stay far below 2^53). The pool is
+ * replaceable: after a contained write-after-close crash (installPostgresCrashGuard) new queries go to a
+ * fresh pool, while the old one finishes its in-flight work and keeps its LISTEN until end().
+ */
 export function createSql(url: string, opts: { max?: number; applicationName?: string } = {}): Sql {
+  const make = () => createPool(url, opts);
+  let current = make();
+  const retired: Sql[] = [];
+  const pool: ReplaceablePool = {
+    replace() {
+      retired.push(current);
+      current = make();
+    },
+  };
+  pools.add(pool);
+  const end = async (options?: { timeout?: number }) => {
+    pools.delete(pool);
+    await Promise.all([current, ...retired].map((p) => p.end(options)));
+  };
+  return new Proxy(current, {
+    apply: (_target, thisArg, args) => Reflect.apply(current, thisArg, args),
+    get: (_target, prop) => {
+      if (prop === 'end') return end;
+      const value: unknown = Reflect.get(current, prop, current);
+      return typeof value === 'function' ? value.bind(current) : value;
+    },
+  });
+}
+
+/** For logs: host, port and database of a DATABASE_URL, without its credentials. */
+export function describeDatabaseUrl(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || '5432'}${u.pathname}`;
+}
+
+interface ReplaceablePool {
+  replace(): void;
+}
+
+/** Every pool of this process: the crash guard cannot tell which one the broken connection belongs to. */
+const pools = new Set<ReplaceablePool>();
+
+function createPool(url: string, opts: { max?: number; applicationName?: string }): Sql {
   return postgres(url, {
     max: opts.max ?? 10,
     idle_timeout: 30,
@@ -25,4 +68,39 @@ export function createSql(url: string, opts: { max?: number; applicationName?: s
     },
     connection: { application_name: opts.applicationName ?? 'billing-engine' },
   }) as unknown as Sql;
+}
+
+/**
+ * postgres.js 3.4.9 (latest; porsager/postgres#1208, #1154, fixes #1168/#1209 unmerged): a query written to a
+ * connection whose socket has just closed — the ROLLBACK sql.begin sends after its connection died mid-transaction —
+ * throws `TypeError: Cannot read properties of null (reading 'write')` from a setImmediate in connection.js, where
+ * no caller can catch it, and leaves that connection slot unable to reconnect.
+ */
+export function isPostgresWriteAfterClose(err: unknown): boolean {
+  return (
+    err instanceof TypeError &&
+    /reading 'write'/.test(err.message) &&
+    /^\s*at (?:Immediate\.)?nextWrite \(.*[\\/]postgres[\\/](?:cjs[\\/]|cf[\\/])?src[\\/]connection\.js:/m.test(err.stack ?? '')
+  );
+}
+
+let guardInstalled = false;
+
+/**
+ * For entry points (API, worker): turns that one postgres.js crash into a logged error and moves every pool of
+ * this process to fresh connections (the broken slot would fail a query per connect_timeout forever). Any other
+ * uncaught exception still ends the process as Node would: printed, exit code 1.
+ */
+export function installPostgresCrashGuard(logger: { error(obj: object, msg: string): void }): void {
+  if (guardInstalled) return;
+  guardInstalled = true;
+  process.on('uncaughtException', (err, origin) => {
+    if (isPostgresWriteAfterClose(err)) {
+      for (const pool of pools) pool.replace();
+      logger.error({ err: err.message, issue: 'https://github.com/porsager/postgres/issues/1208' }, 'postgres.js wrote to a closed connection; contained, new queries use fresh connections');
+      return;
+    }
+    process.stderr.write(`${origin === 'unhandledRejection' ? 'unhandled rejection: ' : ''}${inspect(err)}\n`);
+    process.exit(1);
+  });
 }

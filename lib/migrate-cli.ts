@@ -1,6 +1,6 @@
 /** `npm run db:migrate`: applies pending migrations to DATABASE_URL. */
 import { createSql } from './db';
-import { migrate } from './migrate';
+import { migrate, MigrationError } from './migrate';
 
 async function main(): Promise<void> {
   const url = process.env.DATABASE_URL;
@@ -18,6 +18,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  // Each file commits on its own: say which ones this run did apply before the failure.
+  if (err instanceof MigrationError && err.applied.length) process.stdout.write(`applied: ${err.applied.join(', ')}\n`);
   process.stderr.write(`migration failed: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

@@ -7,9 +7,16 @@ import { Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 
 if (process.env.BENCH_NATIVE_CLIENT === '1') {
-  // createTemporalClient (lib/temporal.ts) calls Connection.connect: hand it a NativeConnection instead.
-  Connection.connect = (async (options?: { address?: string }) =>
-    NativeConnection.connect({ address: options?.address ?? '127.0.0.1:7233' })) as unknown as typeof Connection.connect;
+  // createTemporalClient (lib/temporal.ts) calls Connection.lazy, then ensureConnected: hand it a NativeConnection instead.
+  Connection.lazy = ((options?: { address?: string }) => {
+    let native: NativeConnection | undefined;
+    const ensureConnected = async () => void (native ??= await NativeConnection.connect({ address: options?.address ?? '127.0.0.1:7233' }));
+    const forward = (p: string | symbol) => {
+      const v: unknown = Reflect.get(native!, p, native);
+      return typeof v === 'function' ? v.bind(native) : v;
+    };
+    return new Proxy({}, { get: (_t, p) => (p === 'ensureConnected' ? ensureConnected : p === 'close' ? async () => native?.close() : forward(p)) });
+  }) as unknown as typeof Connection.lazy;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

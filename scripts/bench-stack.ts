@@ -1,7 +1,8 @@
 /**
  * A private billing stack for `npm run bench` and `npm run chaos`: its own PostgreSQL cluster, Temporal
  * dev server (on a db file, so it can be restarted), stripe-mock, and the API and worker as real child
- * processes started exactly like `npm run dev` starts them (`tsx api/server.ts`, `tsx worker/main.ts`).
+ * processes started exactly like `npm run dev` starts them (`tsx api/server.ts`, `tsx worker/main.ts`),
+ * optionally several of each (`apiReplicas`, `workerReplicas`: `api`, `api-2`, …, one Postgres, one Temporal).
  * Every child runs in its own process group so SIGKILL reaches the node process under the tsx wrapper.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -160,6 +161,16 @@ export class ServiceProcess {
   kill9(): Promise<void> {
     return this.signalGroup('SIGKILL', 0);
   }
+
+  /** SIGSTOP of the whole group: it hangs (keeps its sockets, answers nothing) until resume() or a kill. */
+  pause(): void {
+    if (this.child?.pid) process.kill(-this.child.pid, 'SIGSTOP');
+  }
+
+  /** SIGCONT after pause(). */
+  resume(): void {
+    if (this.child?.pid) process.kill(-this.child.pid, 'SIGCONT');
+  }
 }
 
 export interface BillingStackOptions {
@@ -196,6 +207,13 @@ export interface BillingStackOptions {
   temporalEagerActivities?: boolean;
   /** Restart API or worker automatically if they exit on their own. */
   supervise?: boolean;
+  /**
+   * API processes (default 1), each on its own port: `api`, `api-2`, … Each replica's Postgres sessions
+   * carry application_name `billing-<name>` (so who claimed or wrote a row can be told apart).
+   */
+  apiReplicas?: number;
+  /** Worker processes on the one task queue (default 1): `worker`, `worker-2`, … (metrics on the first only). */
+  workerReplicas?: number;
   onUnexpectedExit?: (name: string, exit: ProcessExit) => void;
 }
 
@@ -210,8 +228,14 @@ export interface BillingStack {
   sql: Sql;
   /** Orchestrator's Temporal client (readiness, counts, starting reconciliation). */
   client: Client;
+  /** The first API and worker replica. */
   api: ServiceProcess;
   worker: ServiceProcess;
+  /** Every replica (apis[0] is `api`, workers[0] is `worker`); apiUrls[i] is apis[i]'s base URL. */
+  apis: ServiceProcess[];
+  apiUrls: string[];
+  workers: ServiceProcess[];
+  /** The first API's base URL and port. */
   apiUrl: string;
   apiPort: number;
   workerMetricsUrl: string | null;
@@ -221,8 +245,10 @@ export interface BillingStack {
   env: NodeJS.ProcessEnv;
   /** Starts one more service (e.g. the floor server) in the stack's process-group bookkeeping. */
   spawnService(name: string, entry: string, env: Record<string, string>, nodeArgs?: string[]): ServiceProcess;
-  waitApiReady(timeoutMs?: number): Promise<void>;
-  waitWorkerReady(timeoutMs?: number): Promise<void>;
+  /** Until these API replicas (default: all) answer /readyz. */
+  waitApiReady(timeoutMs?: number, which?: ServiceProcess[]): Promise<void>;
+  /** Until these worker replicas (default: all) poll the task queue. */
+  waitWorkerReady(timeoutMs?: number, which?: ServiceProcess[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -249,7 +275,11 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
     emergencyStops.add(e);
   };
   try {
-    const [pgPort, temporalPort, stripeMockPort, apiPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const apiReplicas = Math.max(1, opts.apiReplicas ?? 1);
+    const workerReplicas = Math.max(1, opts.workerReplicas ?? 1);
+    const ports = await Promise.all(Array.from({ length: 4 + apiReplicas }, () => freePort()));
+    const [pgPort, temporalPort, stripeMockPort, metricsPort] = ports as [number, number, number, number];
+    const apiPorts = ports.slice(4);
     const t0 = Date.now();
     const [pg, temporal, stripeMock] = await Promise.all([
       startPostgres({ dataDir: path.join(dir, 'pg'), port: pgPort, fast: opts.fastPostgres ?? false, logDir: dir }).then((h) => {
@@ -302,6 +332,8 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       STRIPE_API_BASE: stripeApiBase,
       STRIPE_WEBHOOK_SECRET: BENCH_WEBHOOK_SECRET,
       ADMIN_TOKEN,
+      // Production mode wants an API token for /checkout and /customers/*; the stack's callers are local.
+      API_AUTH: 'none',
       LOG_LEVEL: 'info',
       SWEEPER_INTERVAL_MS: '2000',
       // Never let the daily schedule fire in the middle of a measurement.
@@ -314,17 +346,35 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       services.push(svc);
       return svc;
     };
-    const worker = spawnService('worker', opts.workerEntry ?? 'worker/main.ts', {
-      ...(opts.workerMetrics ? { WORKER_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` } : {}),
-      ...opts.workerEnv,
-    }, opts.workerNodeArgs);
-    const api = spawnService('api', opts.apiEntry ?? 'api/server.ts', { PORT: String(apiPort), ...opts.apiEnv }, opts.apiNodeArgs);
+    const replicaName = (kind: string, i: number) => (i === 0 ? kind : `${kind}-${i + 1}`);
+    // The name in the replica's sessions (pg_stat_activity, audit triggers); the URL's parameter wins over the code's.
+    const tagged = (name: string) => {
+      const u = new URL(env.DATABASE_URL!);
+      u.searchParams.set('application_name', `billing-${name}`);
+      return u.toString();
+    };
+    const workers = Array.from({ length: workerReplicas }, (_, i) => {
+      const name = replicaName('worker', i);
+      return spawnService(name, opts.workerEntry ?? 'worker/main.ts', {
+        DATABASE_URL: tagged(name),
+        ...(opts.workerMetrics && i === 0 ? { WORKER_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` } : {}),
+        ...opts.workerEnv,
+      }, opts.workerNodeArgs);
+    });
+    const apis = apiPorts.map((port, i) => {
+      const name = replicaName('api', i);
+      return spawnService(name, opts.apiEntry ?? 'api/server.ts', { DATABASE_URL: tagged(name), PORT: String(port), ...opts.apiEnv }, opts.apiNodeArgs);
+    });
+    const worker = workers[0]!;
+    const api = apis[0]!;
+    const apiPort = apiPorts[0]!;
     cleanups.push(async () => {
       await Promise.all(services.map((s) => s.stop()));
     });
-    worker.supervise = api.supervise = opts.supervise ?? false;
+    for (const svc of [...workers, ...apis]) svc.supervise = opts.supervise ?? false;
 
-    const apiUrl = `http://127.0.0.1:${apiPort}`;
+    const apiUrls = apiPorts.map((port) => `http://127.0.0.1:${port}`);
+    const apiUrl = apiUrls[0]!;
     stack = {
       dir,
       pg,
@@ -336,6 +386,9 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       client,
       api,
       worker,
+      apis,
+      apiUrls,
+      workers,
       apiUrl,
       apiPort,
       workerMetricsUrl: opts.workerMetrics ? `http://127.0.0.1:${metricsPort}/metrics` : null,
@@ -344,27 +397,35 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
       taskQueue,
       env,
       spawnService,
-      async waitApiReady(timeoutMs = 90_000) {
-        await waitForPort(apiPort, '127.0.0.1', timeoutMs, 'API');
-        const deadline = Date.now() + timeoutMs;
-        for (;;) {
-          const ok = await fetch(`${apiUrl}/readyz`).then((r) => r.ok, () => false);
-          if (ok) return;
-          if (Date.now() > deadline) throw new Error(`API not ready within ${timeoutMs} ms (see ${dir}/api.log)`);
-          await sleep(200);
-        }
+      async waitApiReady(timeoutMs = 90_000, which = apis) {
+        await Promise.all(
+          which.map(async (svc) => {
+            const i = apis.indexOf(svc);
+            await waitForPort(apiPorts[i]!, '127.0.0.1', timeoutMs, svc.name);
+            const deadline = Date.now() + timeoutMs;
+            for (;;) {
+              const ok = await fetch(`${apiUrls[i]}/readyz`).then((r) => r.ok, () => false);
+              if (ok) return;
+              if (Date.now() > deadline) throw new Error(`${svc.name} not ready within ${timeoutMs} ms (see ${dir}/${svc.name}.log)`);
+              await sleep(200);
+            }
+          }),
+        );
       },
-      async waitWorkerReady(timeoutMs = 120_000) {
+      async waitWorkerReady(timeoutMs = 120_000, which = workers) {
         const deadline = Date.now() + timeoutMs;
+        let waiting = which;
         for (;;) {
-          // Ready = a poller whose identity (`<pid>@<host>`) is one of this worker's current processes.
-          const pids = new Set(worker.pids().map(String));
+          // Ready = a poller whose identity (`<pid>@<host>`) is one of the worker's current processes.
           const res = await client.workflowService
             .describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType: 1 })
             .catch(() => null);
-          if (res?.pollers?.some((p) => pids.has(String(p.identity ?? '').split('@')[0] ?? ''))) return;
-          if (!worker.running && !worker.supervise) throw new Error(`worker exited during startup (see ${dir}/worker.log)`);
-          if (Date.now() > deadline) throw new Error(`worker not polling within ${timeoutMs} ms (see ${dir}/worker.log)`);
+          const polling = new Set((res?.pollers ?? []).map((p) => String(p.identity ?? '').split('@')[0] ?? ''));
+          waiting = waiting.filter((w) => !w.pids().some((pid) => polling.has(String(pid))));
+          if (waiting.length === 0) return;
+          const dead = waiting.find((w) => !w.running && !w.supervise);
+          if (dead) throw new Error(`${dead.name} exited during startup (see ${dir}/${dead.name}.log)`);
+          if (Date.now() > deadline) throw new Error(`${waiting.map((w) => w.name).join(', ')} not polling within ${timeoutMs} ms (see ${dir}/${waiting[0]!.name}.log)`);
           await sleep(250);
         }
       },
@@ -372,10 +433,11 @@ export async function startBillingStack(opts: BillingStackOptions): Promise<Bill
     };
     activeStacks.add(stack);
     const t1 = Date.now();
-    worker.start();
-    api.start();
+    for (const w of workers) w.start();
+    for (const a of apis) a.start();
     await Promise.all([stack.waitApiReady(), stack.waitWorkerReady()]);
-    log(`api ${apiUrl} and worker (task queue ${taskQueue}) ready in ${Date.now() - t1} ms; logs in ${dir}`);
+    const replicas = apis.length > 1 || workers.length > 1 ? ` (${apis.length} API and ${workers.length} worker replicas)` : '';
+    log(`api ${apiUrls.join(', ')} and worker (task queue ${taskQueue}) ready in ${Date.now() - t1} ms${replicas}; logs in ${dir}`);
     return stack;
   } catch (err) {
     await cleanup();

@@ -14,8 +14,20 @@
  * order without faults, and no delivery failed outside the Postgres restart and the API kill (the
  * webhook acknowledges on commit: the worker or Temporal being down only grows the inbox).
  *
+ * Replicas (--replicas 2): several API and worker processes on the one Postgres and Temporal. The sender
+ * spreads deliveries round-robin over the APIs like a load balancer (a replica that fails to answer
+ * leaves the rotation until /readyz answers again; the delivery is retried on another one), and the API
+ * and worker kills become `api-replica-kill` / `worker-replica-kill`: the first replica is SIGKILLed and
+ * left dead — frozen first (SIGSTOP) while it holds work only a takeover can finish: claims whose signal
+ * never landed, events Temporal gave it and it never applied — and the survivors carry the rest: the rows
+ * the dead API had claimed are taken over by another dispatcher once their lease ends. The report then counts per replica (deliveries acknowledged, rows
+ * claimed, events applied: who claimed and applied what is recorded by chaos-only triggers, keyed by each
+ * replica's application_name), and at the end the survivors get SIGTERM and must exit 0 within the bound.
+ *
  * Flags: --events N · --customers N · --duplicates 0.2 · --seed N · --concurrency N · --rate N (deliveries/s)
  *        --crash-rate 0.1 (share of applies failed after commit; 0: none) · --poison N (poisoned customers)
+ *        --replicas N (API and worker processes) · --api-replicas N · --worker-replicas N
+ *        --faults kind:at,… (e.g. api-replica-kill:0.3,worker-replica-kill:0.5) · --graceful-stop
  *        --keep (keep the temp dir with all logs)
  * `runChaos(opts)` is the same run as a function (test/integration/chaos.test.ts runs a lean one).
  */
@@ -30,14 +42,24 @@ import { accessStateFor } from '../domain/subscription-state';
 import type { SubscriptionStatus } from '../domain/billing-event';
 import { loadFixtureText } from '../test/fixtures';
 import { prng } from './bench-load';
-import { sleep, startBillingStack, stopActiveStacks, type BillingStack, type ProcessExit } from './bench-stack';
+import { sleep, startBillingStack, stopActiveStacks, type BillingStack, type ProcessExit, type ServiceProcess } from './bench-stack';
 import { startPagingStripeFake, type PagingStripeFake } from './bench-stripe-fake';
+import type { Sql } from '../lib/db';
 import { freePort, tempDir, waitForPort, type PostgresHandle } from './stack';
 
-export type FaultKind = 'worker-kill' | 'worker-kill-after-commit' | 'temporal-restart' | 'postgres-restart' | 'api-kill';
+/**
+ * `api-kill` / `worker-kill` SIGKILL one process (the first replica still running) and restart it;
+ * `api-replica-kill` / `worker-replica-kill` SIGKILL it and leave it dead (the other replicas carry on).
+ */
+export type FaultKind = 'worker-kill' | 'worker-kill-after-commit' | 'temporal-restart' | 'postgres-restart' | 'api-kill' | 'api-replica-kill' | 'worker-replica-kill';
 
+const FAULT_KINDS: readonly FaultKind[] = ['worker-kill', 'worker-kill-after-commit', 'temporal-restart', 'postgres-restart', 'api-kill', 'api-replica-kill', 'worker-replica-kill'];
 /** The faults that may fail a delivery: the API cannot store it (Postgres down) or is not there to answer. */
-const STORE_FAULTS: ReadonlySet<FaultKind> = new Set(['postgres-restart', 'api-kill']);
+const STORE_FAULTS: ReadonlySet<FaultKind> = new Set(['postgres-restart', 'api-kill', 'api-replica-kill']);
+const API_KILLS: ReadonlySet<FaultKind> = new Set(['api-kill', 'api-replica-kill']);
+const WORKER_KILLS: ReadonlySet<FaultKind> = new Set(['worker-kill', 'worker-replica-kill']);
+/** How long a survivor may take to exit after SIGTERM (the processes' own force timers: api/server.ts, worker/main.ts). */
+const STOP_BOUND_MS = { api: 10_000, worker: 30_000 };
 /** A delivery failing this soon after Postgres or the API is back still counts as theirs (pool reconnects, recovery). */
 const RECOVERY_GRACE_MS = 2000;
 
@@ -68,6 +90,15 @@ export interface ChaosOptions {
   dispatchLeaseMs?: number;
   /** How long to wait after the burst for every event to be applied. */
   drainTimeoutMs?: number;
+  /** API processes behind the sender's round-robin balancer (default 1). */
+  apiReplicas?: number;
+  /** Worker processes on the task queue (default 1). */
+  workerReplicas?: number;
+  /**
+   * At the end, SIGTERM every API and worker still running and record how each exits (code 0 within
+   * 10 s for an API, 30 s for a worker, else a violation). Default: on with replicas, off without.
+   */
+  gracefulStop?: boolean;
   /** PostgreSQL with fsync off (tests only); default durable. */
   fastPostgres?: boolean;
   dir?: string;
@@ -77,6 +108,8 @@ export interface ChaosOptions {
 
 export interface FaultRecord {
   kind: FaultKind;
+  /** API and worker kills: the replica killed (`api`, `worker-2`, …). */
+  replica?: string;
   /** Deliveries acknowledged when it fired, of the total. */
   firedAtAcked: number;
   /** How long the component was down / the fault took, ms. */
@@ -94,11 +127,56 @@ export interface FaultRecord {
   /** Most webhook_events rows waiting 'received' (stored, not yet handed to Temporal) seen while it lasted (null: no reading, Postgres down). */
   inboxPeak: number | null;
   /**
-   * api-kill: rows the killed API had claimed and not yet marked 'dispatched'; how many of them the new
-   * process dispatched again (after the lease; the others were applied from a signal that had landed);
-   * and how long after the kill none of them was 'received' any more.
+   * api-kill, api-replica-kill: rows the killed API had claimed (its claim the latest, its lease live) and
+   * not yet marked 'dispatched'; how many of them an API dispatched again (logged after the kill: after
+   * the lease, by the restarted process or a surviving replica); and how long after the kill none of
+   * them was 'received' any more.
    */
-  orphanedClaims?: { rows: number; resent: number; clearedAfterMs: number | null };
+  orphanedClaims?: {
+    rows: number;
+    resent: number;
+    clearedAfterMs: number | null;
+    /** Of those rows, claimed again after the kill (by replica), … */
+    takenOver: number;
+    reclaimedBy: Record<string, number>;
+    /** …and settled without a new claim: the killed API's signal had landed, the worker applied them. */
+    settledFromLandedSignal: number;
+  };
+  /**
+   * worker-replica-kill: events handed to Temporal and not yet applied when the worker died (some in its
+   * hands), and how long after the kill the survivors had applied them all.
+   */
+  pendingAtKill?: { events: number; appliedAfterMs: number | null };
+}
+
+/** One API replica: deliveries the sender got a 2xx from, and rows its dispatcher claimed. */
+export interface ApiReplicaRecord {
+  name: string;
+  acknowledged: number;
+  /** Acknowledged before the first API kill (null: no API was killed). */
+  acknowledgedBeforeKill: number | null;
+  /** Claims by its dispatcher (a row claimed again after a lease counts again). */
+  claimed: number;
+  /** SIGKILLed by a replica kill and left dead. */
+  killed: boolean;
+}
+
+/** One worker replica: events whose apply it committed. */
+export interface WorkerReplicaRecord {
+  name: string;
+  applied: number;
+  /** Applied before the first worker kill (null: no worker was killed). */
+  appliedBeforeKill: number | null;
+  killed: boolean;
+}
+
+/** How a process still running at the end answered SIGTERM. */
+export interface ShutdownRecord {
+  name: string;
+  code: number | null;
+  signal: string | null;
+  ms: number;
+  boundMs: number;
 }
 
 /** What the crash-after-commit faults did (from the worker's log: the worker is another process). */
@@ -159,6 +237,10 @@ export interface ChaosReport {
   faults: FaultRecord[];
   crashes: CrashRecord;
   unexpectedExits: { name: string; code: number | null; signal: string | null }[];
+  /** Per replica (one entry each without replicas). */
+  replicas: { apis: ApiReplicaRecord[]; workers: WorkerReplicaRecord[] };
+  /** gracefulStop: the survivors' SIGTERM exits (empty otherwise). */
+  shutdowns: ShutdownRecord[];
   timings: { stackMs: number; burstMs: number; drainMs: number; totalMs: number };
   dir: string;
 }
@@ -399,10 +481,50 @@ function post(agent: http.Agent, url: URL, body: string, signature: string): Pro
   });
 }
 
+/**
+ * The sender's load balancer over the API replicas: round-robin over those in rotation. A replica that
+ * fails to answer (connection refused or reset) leaves the rotation and is probed on /readyz until it
+ * answers again, like a proxy's passive outlier detection plus its active health check. With one replica
+ * it never ejects: every attempt goes to it, as before.
+ */
+function createBalancer(urls: string[], probeMs = 250) {
+  const inRotation = urls.map(() => true);
+  const probes: Promise<void>[] = [];
+  let turn = 0;
+  let stopped = false;
+  return {
+    /** The index of the replica for the next attempt (all of them when none is in rotation). */
+    pick(): number {
+      const live = urls.map((_, i) => i).filter((i) => inRotation[i]);
+      const from = live.length ? live : urls.map((_, i) => i);
+      return from[turn++ % from.length]!;
+    },
+    eject(i: number): void {
+      if (urls.length === 1 || !inRotation[i]) return;
+      inRotation[i] = false;
+      probes.push(
+        (async () => {
+          while (!stopped && !inRotation[i]) {
+            await sleep(probeMs);
+            if (await fetch(`${urls[i]}/readyz`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)) inRotation[i] = true;
+          }
+        })(),
+      );
+    },
+    inRotation: (i: number) => inRotation[i]!,
+    async stop(): Promise<void> {
+      stopped = true;
+      await Promise.all(probes);
+    },
+  };
+}
+
 // ---------------------------------------------------------------- the run
 
 /** Runs one chaos scenario on a private stack and returns what it found (never throws for violations). */
 export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport> {
+  const apiReplicas = Math.max(1, Math.floor(options.apiReplicas ?? 1));
+  const workerReplicas = Math.max(1, Math.floor(options.workerReplicas ?? 1));
   const o = {
     events: options.events ?? 2000,
     customers: options.customers ?? 200,
@@ -412,9 +534,9 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     faults: options.faults ?? [
       // First: every claim is then an in-flight pass (after a Temporal outage, rows released with a backoff
       // look the same; while the worker restarts, admission may hold every claim back), and the lease
-      // runs out while the burst goes on.
-      { kind: 'api-kill' as const, at: 0.1 },
-      { kind: 'worker-kill' as const, at: 0.2 },
+      // runs out while the burst goes on. With replicas, the killed one stays dead.
+      { kind: apiReplicas > 1 ? ('api-replica-kill' as const) : ('api-kill' as const), at: 0.1 },
+      { kind: workerReplicas > 1 ? ('worker-replica-kill' as const) : ('worker-kill' as const), at: 0.2 },
       { kind: 'temporal-restart' as const, at: 0.4 },
       { kind: 'worker-kill-after-commit' as const, at: 0.55 },
       { kind: 'postgres-restart' as const, at: 0.75 },
@@ -427,7 +549,13 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     postgresDowntimeMs: options.postgresDowntimeMs ?? 1000,
     dispatchLeaseMs: options.dispatchLeaseMs ?? 3000,
     drainTimeoutMs: options.drainTimeoutMs ?? 240_000,
+    gracefulStop: options.gracefulStop ?? (apiReplicas > 1 || workerReplicas > 1),
   };
+  for (const f of o.faults) if (!FAULT_KINDS.includes(f.kind)) throw new Error(`chaos: unknown fault ${String(f.kind)}`);
+  // A replica kill leaves its replica dead: at least one of each must survive every one of them.
+  const replicaKills = (kind: FaultKind) => o.faults.filter((f) => f.kind === kind).length;
+  if (replicaKills('api-replica-kill') >= apiReplicas) throw new Error(`chaos: ${replicaKills('api-replica-kill')} api-replica-kill need more than ${apiReplicas} API replicas (--api-replicas)`);
+  if (replicaKills('worker-replica-kill') >= workerReplicas) throw new Error(`chaos: ${replicaKills('worker-replica-kill')} worker-replica-kill need more than ${workerReplicas} worker replicas (--worker-replicas)`);
   const log = options.log ?? ((s: string) => process.stderr.write(`[chaos] ${s}\n`));
   const t0 = Date.now();
   const dir = options.dir ?? tempDir('billing-chaos');
@@ -455,8 +583,9 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   /** Set while the worker is armed to SIGKILL itself after a commit: its exit is the fault, not a crash. */
   let killArmed = false;
   // Rows a killed API left claimed wait for their lease; the default 30 s would only stretch the drain.
-  // One API process at a time here, so a lease shorter than a slow pass takes nothing from a live claim.
-  const apiKill = o.faults.some((f) => f.kind === 'api-kill');
+  // With one API process a lease shorter than a slow pass takes nothing from a live claim; with replicas
+  // another one may take it and signal those events twice, which the workflow drops (applied once).
+  const apiKill = o.faults.some((f) => API_KILLS.has(f.kind));
   /** The inbox sampler runs while this is set (cleared at the end of the drain, or when the run fails). */
   let sampling = false;
 
@@ -486,24 +615,33 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       fastPostgres: options.fastPostgres ?? false,
       workerEnv: Object.keys(workerFaultEnv).length ? { NODE_ENV: 'test', ...workerFaultEnv } : {},
       apiEnv: apiKill ? { DISPATCH_LEASE_MS: String(o.dispatchLeaseMs) } : {},
+      apiReplicas,
+      workerReplicas,
       supervise: true,
       onUnexpectedExit: (name: string, exit: ProcessExit) => {
-        if (name === 'worker' && killArmed) {
+        if (name.startsWith('worker') && killArmed) {
           killArmed = false;
-          log(`  worker SIGKILLed itself after a commit (${exit.code ?? exit.signal}); the stack restarts it`);
+          log(`  ${name} SIGKILLed itself after a commit (${exit.code ?? exit.signal}); the stack restarts it`);
           return;
         }
         unexpectedExits.push({ name, code: exit.code, signal: exit.signal });
-        log(`${name} exited on its own (${exit.code ?? exit.signal}); restarting it`);
+        log(`${name} exited on its own (${exit.code ?? exit.signal}); restarting it so the run can finish, but the run fails`);
       },
     });
     const s = stack;
+    await installAudit(s.sql);
     const stackMs = Date.now() - t0;
-    log(`sending ${stream.deliveries.length} deliveries (${stream.events.length} unique events over ${o.customers} customers) at ≤ ${Math.round(rate)}/s, ${o.concurrency} in flight`);
+    const over = s.apis.length > 1 ? ` over ${s.apis.length} APIs` : '';
+    log(`sending ${stream.deliveries.length} deliveries (${stream.events.length} unique events over ${o.customers} customers) at ≤ ${Math.round(rate)}/s, ${o.concurrency} in flight${over}`);
+    /** Who claimed / applied what: each replica's sessions carry application_name `billing-<name>` (bench-stack). */
+    const appOf = (p: ServiceProcess) => `billing-${p.name}`;
+    const replicaOf = (app: string) => app.replace(/^billing-/, '');
 
     // The sender: paced, retries every non-2xx and connection error with backoff like Stripe (compressed
-    // from hours to seconds).
-    const url = new URL(`${s.apiUrl}/webhooks/stripe`);
+    // from hours to seconds), each attempt to the next API in the balancer's rotation.
+    const balancer = createBalancer(s.apiUrls);
+    const webhookUrls = s.apiUrls.map((u) => new URL(`${u}/webhooks/stripe`));
+    const ackedBy = s.apiUrls.map(() => 0);
     const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency });
     const non2xx: Record<string, number> = {};
     let acked = 0;
@@ -529,10 +667,15 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       const ev = byId.get(eventId)!;
       for (let attempt = 0; ; attempt++) {
         const signature = Stripe.webhooks.generateTestHeaderString({ payload: ev.body, secret: s.webhookSecret });
+        const target = balancer.pick();
         const attemptStart = Date.now();
-        const status = await post(agent, url, ev.body, signature);
+        const status = await post(agent, webhookUrls[target]!, ev.body, signature);
         attemptTimes.push({ start: attemptStart, end: Date.now() });
-        if (status >= 200 && status < 300) break;
+        if (status >= 200 && status < 300) {
+          ackedBy[target]!++;
+          break;
+        }
+        if (status === 0) balancer.eject(target);
         const key = status === 0 ? 'network error' : String(status);
         non2xx[key] = (non2xx[key] ?? 0) + 1;
         failedAttempts.push({ start: attemptStart, end: Date.now(), key });
@@ -563,8 +706,31 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const background: Promise<void>[] = [];
     /** Watches that outlive the burst (they must not hold back its end). */
     const watches: Promise<void>[] = [];
-    /** api-kill: the rows the killed API left claimed, and when it was killed. */
-    const orphansOf = new Map<FaultRecord, { eventIds: string[]; killedAt: number }>();
+    /** API kills: the rows the killed API left claimed, the last claim id before them, and when it was killed. */
+    const orphansOf = new Map<FaultRecord, { eventIds: string[]; claimMark: number; killedAt: number }>();
+    /** Replicas SIGKILLed and left dead. */
+    const leftDead = new Set<ServiceProcess>();
+    /** Per-API acknowledgements when the first API was killed; the last apply id when the first worker was. */
+    let ackedBeforeApiKill: number[] | null = null;
+    let applyMarkAtWorkerKill: number | null = null;
+    const lastApplyId = () => s.sql<{ id: number }[]>`SELECT coalesce(max(id), 0)::bigint AS id FROM chaos_applies`.then((r) => r[0]!.id);
+    /**
+     * A replica kill lands when the victim holds work only a takeover can finish: it is frozen (SIGSTOP)
+     * as soon as `holds()` finds something, and killed if something is still held a second later (what
+     * was about to settle has settled: a signal that had landed, an apply that had committed); otherwise
+     * it goes on and the look starts again. After 10 s without, it is killed as it is. Returns the freeze time.
+     */
+    const freezeHolding = async (victim: ServiceProcess, holds: () => Promise<unknown[]>): Promise<number> => {
+      const lookUntil = Date.now() + 10_000;
+      for (;;) {
+        while ((await holds()).length === 0 && Date.now() < lookUntil) await sleep(2);
+        victim.pause();
+        const frozenAt = Date.now();
+        await sleep(1000);
+        if ((await holds()).length > 0 || Date.now() >= lookUntil) return frozenAt;
+        victim.resume();
+      }
+    };
     const injector = (async () => {
       for (const f of o.faults) {
         while (acked < f.at * stream.deliveries.length && next < stream.deliveries.length) await sleep(50);
@@ -577,34 +743,74 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
           log(`  ${f.kind} recovered after ${record.durationMs} ms`);
         };
         log(`fault: ${f.kind} at ${acked}/${stream.deliveries.length} acknowledged`);
-        if (f.kind === 'worker-kill') {
-          await s.worker.kill9();
-          background.push(
-            (async () => {
-              await sleep(o.workerDowntimeMs);
-              s.worker.start();
-              await s.waitWorkerReady();
-              done();
-            })(),
-          );
+        if (WORKER_KILLS.has(f.kind)) {
+          const victim = s.workers.find((w) => w.running) ?? s.worker;
+          record.replica = victim.name;
+          if (f.kind === 'worker-kill') {
+            applyMarkAtWorkerKill ??= await lastApplyId();
+            await victim.kill9();
+            background.push(
+              (async () => {
+                await sleep(o.workerDowntimeMs);
+                victim.start();
+                await s.waitWorkerReady(undefined, [victim]);
+                done();
+              })(),
+            );
+          } else {
+            // Left dead: what it had in hand (its cached workflows' tasks, local activities, activities)
+            // times out and moves to the survivors. Frozen while Temporal has events not yet applied, and
+            // killed if some still are a second later (in its hands: a survivor would have applied them).
+            const pendingNow = () =>
+              s.sql<{ event_id: string }[]>`SELECT event_id FROM webhook_events WHERE status = 'dispatched'`.then((r) => r.map((x) => x.event_id), () => []);
+            started = await freezeHolding(victim, pendingNow);
+            record.firedAtAcked = acked;
+            const pending = await pendingNow();
+            applyMarkAtWorkerKill ??= await lastApplyId();
+            const killedAt = Date.now();
+            await victim.kill9();
+            leftDead.add(victim);
+            log(`  ${victim.name} SIGKILLed and left dead with ${pending.length} events handed to Temporal and not yet applied`);
+            const pendingAtKill: NonNullable<FaultRecord['pendingAtKill']> = { events: pending.length, appliedAfterMs: null };
+            record.pendingAtKill = pendingAtKill;
+            watches.push(
+              (async () => {
+                const deadline = Date.now() + o.drainTimeoutMs;
+                while (pending.length && Date.now() < deadline) {
+                  const left = await s.sql<{ n: number }[]>`
+                    SELECT count(*)::int AS n FROM unnest(${pending}::text[]) AS p(event_id)
+                    WHERE NOT EXISTS (SELECT 1 FROM applied_events a WHERE a.event_id = p.event_id)
+                      AND NOT EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = p.event_id AND w.status IN ('quarantined', 'ignored', 'failed'))`.then((r) => r[0]!.n, () => -1);
+                  if (left === 0) break;
+                  await sleep(100);
+                }
+                if (Date.now() < deadline) pendingAtKill.appliedAfterMs = Date.now() - killedAt;
+                done();
+              })(),
+            );
+          }
         } else if (f.kind === 'worker-kill-after-commit') {
-          // The worker deletes the file and SIGKILLs itself right after its next apply commits, before the
+          // A worker deletes the file and SIGKILLs itself right after its next apply commits, before the
           // task completes (worker/main.ts); the supervising stack restarts it a second later.
-          const exitsBefore = s.worker.exits.length;
+          const exitsOf = () => s.workers.map((w) => w.exits.length);
+          const exitsBefore = exitsOf();
+          const exited = () => s.workers.find((w, i) => w.exits.length > exitsBefore[i]!);
           killArmed = true;
           writeFileSync(killFile, '');
           background.push(
             (async () => {
               const deadline = Date.now() + o.drainTimeoutMs;
-              while (s.worker.exits.length === exitsBefore && Date.now() < deadline) await sleep(50);
-              if (s.worker.exits.length === exitsBefore) {
+              while (!exited() && Date.now() < deadline) await sleep(50);
+              const w = exited();
+              if (!w) {
                 killArmed = false;
                 rmSync(killFile, { force: true });
                 violations.push('fault worker-kill-after-commit never fired: no apply committed after it was armed');
                 return;
               }
-              started = s.worker.exits[exitsBefore]!.at;
-              await s.waitWorkerReady();
+              record.replica = w.name;
+              started = w.exits[exitsBefore[s.workers.indexOf(w)]!]!.at;
+              await s.waitWorkerReady(undefined, [w]);
               done();
             })(),
           );
@@ -619,25 +825,42 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
           done();
         } else {
           // Killed while its dispatcher holds claims (rows claimed, signal maybe sent, not yet marked
-          // 'dispatched'): the new process takes them again once their lease ends and re-sends them; the
-          // workflow drops what it already has. The claims live for one pass, so look for them closely.
-          const claimedIds = () =>
-            s.sql<{ event_id: string }[]>`
-              SELECT event_id FROM webhook_events WHERE status = 'received' AND dispatch_claimed_until > now()`.then((r) => r.map((x) => x.event_id), () => []);
-          const lookUntil = Date.now() + 10_000;
-          while ((await claimedIds()).length === 0 && Date.now() < lookUntil) await sleep(2);
-          started = Date.now();
+          // 'dispatched'): once their lease ends a live dispatcher (the restarted process, or another
+          // replica) takes them again and re-sends them; the workflow drops what it already has. The claims
+          // live for one pass, so look for them closely. Held = the replica's claim is the row's latest.
+          const victim = s.apis.find((a) => a.running) ?? s.api;
+          const victimIndex = s.apis.indexOf(victim);
+          record.replica = victim.name;
+          const held = () =>
+            s.sql<{ mark: number; ids: string[] }[]>`
+              SELECT (SELECT coalesce(max(id), 0) FROM chaos_claims)::bigint AS mark, coalesce(array_agg(w.event_id), '{}') AS ids
+              FROM webhook_events w
+              WHERE w.status = 'received' AND w.dispatch_claimed_until > now()
+                AND (SELECT c.replica FROM chaos_claims c WHERE c.event_id = w.event_id ORDER BY c.id DESC LIMIT 1) = ${appOf(victim)}`.then(
+              (r) => r[0]!,
+              () => ({ mark: 0, ids: [] as string[] }),
+            );
+          if (f.kind === 'api-kill') {
+            const lookUntil = Date.now() + 10_000;
+            while ((await held()).ids.length === 0 && Date.now() < lookUntil) await sleep(2);
+            started = Date.now();
+          } else {
+            // Left dead, so frozen first: killed holding a claim whose signal never landed, which only the
+            // survivors' dispatchers can hand over (once its lease ends).
+            started = await freezeHolding(victim, () => held().then((h) => h.ids));
+          }
           record.firedAtAcked = acked;
-          await s.api.kill9();
+          ackedBeforeApiKill ??= [...ackedBy];
+          const killedAt = Date.now();
+          await victim.kill9();
           // What the dead process left claimed (a pass may have marked some between the look and the kill).
-          const orphans = await claimedIds();
-          const orphaned: NonNullable<FaultRecord['orphanedClaims']> = { rows: orphans.length, resent: 0, clearedAfterMs: null };
-          orphansOf.set(record, { eventIds: orphans, killedAt: started });
+          const { ids: orphans, mark } = await held();
+          const orphaned: NonNullable<FaultRecord['orphanedClaims']> = { rows: orphans.length, resent: 0, clearedAfterMs: null, takenOver: 0, reclaimedBy: {}, settledFromLandedSignal: 0 };
+          orphansOf.set(record, { eventIds: orphans, claimMark: mark, killedAt });
           record.orphanedClaims = orphaned;
-          log(`  api SIGKILLed at ${acked}/${stream.deliveries.length} acknowledged with ${orphans.length} rows claimed by its dispatcher`);
-          if (orphans.length === 0) violations.push('fault api-kill: the dispatcher held no claim when the API was killed (none seen within 10 s)');
+          log(`  ${victim.name} SIGKILLed at ${acked}/${stream.deliveries.length} acknowledged with ${orphans.length} rows claimed by its dispatcher`);
+          if (orphans.length === 0) violations.push(`fault ${f.kind}: the dispatcher of ${victim.name} held no claim when it was killed (none seen within 10 s)`);
           else {
-            const killedAt = started;
             watches.push(
               (async () => {
                 const deadline = Date.now() + o.drainTimeoutMs;
@@ -646,7 +869,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
                     SELECT count(*)::int AS n FROM webhook_events WHERE event_id IN ${s.sql(orphans)} AND status = 'received'`.then((r) => r[0]!.n, () => -1);
                   if (left === 0) {
                     orphaned.clearedAfterMs = Date.now() - killedAt;
-                    log(`  the ${orphans.length} rows the killed API had claimed left 'received' ${orphaned.clearedAfterMs} ms after the kill`);
+                    log(`  the ${orphans.length} rows ${victim.name} had claimed left 'received' ${orphaned.clearedAfterMs} ms after the kill`);
                     return;
                   }
                   await sleep(100);
@@ -654,9 +877,17 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
               })(),
             );
           }
-          await sleep(o.apiDowntimeMs);
-          s.api.start();
-          await s.waitApiReady();
+          if (f.kind === 'api-kill') {
+            await sleep(o.apiDowntimeMs);
+            victim.start();
+            await s.waitApiReady(undefined, [victim]);
+          } else {
+            // Left dead: the survivors carry the burst once the balancer has taken it out of rotation
+            // (at its first failed delivery; with nothing sent its way, after 5 s).
+            leftDead.add(victim);
+            const until = Date.now() + 5000;
+            while (balancer.inRotation(victimIndex) && next < stream.deliveries.length && Date.now() < until) await sleep(10);
+          }
           done();
         }
       }
@@ -664,8 +895,32 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     })();
     await Promise.all([sender, injector]);
     agent.destroy();
+    await balancer.stop();
+    const burstMs = Date.now() - burstStart;
+    const burstEndAcked = faults.filter((f) => f.firedAtAcked >= stream.deliveries.length);
+    for (const f of burstEndAcked) violations.push(`fault ${f.kind} fired after the burst had finished (raise events or lower --rate)`);
+    log(`burst done in ${burstMs} ms: ${acked} acknowledged, ${retried} deliveries needed retries (${JSON.stringify(non2xx)})`);
+
+    // Wait for every handled event to be applied and every poison set aside (the dispatcher, claims
+    // taken again after their lease, and Temporal retries finish the work).
+    const handled = stream.events.filter((e) => e.fate === 'applied').map((e) => e.id);
+    const poisonIds = stream.poisons.map((p) => p.eventId);
+    const drainStart = Date.now();
+    let appliedCount = 0;
+    let quarantinedCount = 0;
+    while (Date.now() - drainStart < o.drainTimeoutMs) {
+      appliedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events`.then((r) => r[0]!.n, () => -1);
+      quarantinedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_events WHERE status = 'quarantined'`.then((r) => r[0]!.n, () => -1);
+      if (appliedCount >= handled.length && quarantinedCount >= poisonIds.length) break;
+      await sleep(250);
+    }
+    const drainMs = Date.now() - drainStart;
+    log(`applied ${appliedCount}/${handled.length} handled events, quarantined ${quarantinedCount}/${poisonIds.length} poison events ${drainMs} ms after the burst`);
+    sampling = false;
+    await Promise.all([sampler, ...watches]);
     // Each attempt goes to one fault it was in flight during: the Postgres restart or the API kill when it
-    // overlaps them (with a grace for reconnecting), else the first other one, else none.
+    // overlaps them (with a grace for reconnecting), else the first other one, else none. Counted now that
+    // every fault has its window (a watch may close one after the burst).
     const overlaps = (a: { start: number; end: number }, [from, to]: [number, number], graceMs: number) => a.start <= to + graceMs && a.end >= from;
     const ordered = [...windows].sort(([a], [b]) => Number(STORE_FAULTS.has(b.kind)) - Number(STORE_FAULTS.has(a.kind)));
     const faultOf = (a: { start: number; end: number }) => ordered.find(([record, w]) => overlaps(a, w, STORE_FAULTS.has(record.kind) ? RECOVERY_GRACE_MS : 0))?.[0];
@@ -689,37 +944,25 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         .map((a) => `${a.key} at +${a.start - burstStart} ms`);
       violations.push(`${failedOutsideStoreFaults} delivery attempts failed outside the Postgres restart and the API kill (the webhook acknowledges on commit), e.g. ${examples.join(', ')}`);
     }
-    const burstMs = Date.now() - burstStart;
-    const burstEndAcked = faults.filter((f) => f.firedAtAcked >= stream.deliveries.length);
-    for (const f of burstEndAcked) violations.push(`fault ${f.kind} fired after the burst had finished (raise events or lower --rate)`);
-    log(`burst done in ${burstMs} ms: ${acked} acknowledged, ${retried} deliveries needed retries (${JSON.stringify(non2xx)})`);
-
-    // Wait for every handled event to be applied and every poison set aside (the dispatcher, claims
-    // taken again after their lease, and Temporal retries finish the work).
-    const handled = stream.events.filter((e) => e.fate === 'applied').map((e) => e.id);
-    const poisonIds = stream.poisons.map((p) => p.eventId);
-    const drainStart = Date.now();
-    let appliedCount = 0;
-    let quarantinedCount = 0;
-    while (Date.now() - drainStart < o.drainTimeoutMs) {
-      appliedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events`.then((r) => r[0]!.n, () => -1);
-      quarantinedCount = await s.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_events WHERE status = 'quarantined'`.then((r) => r[0]!.n, () => -1);
-      if (appliedCount >= handled.length && quarantinedCount >= poisonIds.length) break;
-      await sleep(250);
-    }
-    const drainMs = Date.now() - drainStart;
-    log(`applied ${appliedCount}/${handled.length} handled events, quarantined ${quarantinedCount}/${poisonIds.length} poison events ${drainMs} ms after the burst`);
-    sampling = false;
-    await Promise.all([sampler, ...watches]);
     for (const [record, [from, to]] of windows) {
       const seen = inboxSamples.filter((x) => x.at >= from && x.at <= to);
       record.inboxPeak = seen.length ? Math.max(...seen.map((x) => x.received)) : null;
     }
-    for (const [f, { eventIds, killedAt }] of orphansOf) {
+    for (const [f, { eventIds, claimMark, killedAt }] of orphansOf) {
       const oc = f.orphanedClaims!;
       if (oc.rows > 0 && oc.clearedAfterMs === null) violations.push(`fault ${f.kind}: rows the killed API had claimed were still 'received' at the end`);
-      const later = new Set(readApiDispatchedSince(path.join(dir, 'api.log'), killedAt));
+      const later = new Set(s.apis.flatMap((a) => readApiDispatchedSince(path.join(dir, `${a.name}.log`), killedAt)));
       oc.resent = eventIds.filter((id) => later.has(id)).length;
+      if (eventIds.length === 0) continue;
+      // Claimed again after the kill: only a live process can (the restarted one, or another replica).
+      const reclaims = await s.sql<{ event_id: string; replica: string }[]>`
+        SELECT DISTINCT event_id, replica FROM chaos_claims WHERE id > ${claimMark} AND event_id IN ${s.sql(eventIds)}`;
+      const reclaimed = new Set(reclaims.map((r) => r.event_id));
+      for (const r of reclaims) oc.reclaimedBy[replicaOf(r.replica)] = (oc.reclaimedBy[replicaOf(r.replica)] ?? 0) + 1;
+      oc.takenOver = reclaimed.size;
+      const settled = await s.sql<{ event_id: string }[]>`
+        SELECT event_id FROM webhook_events WHERE event_id IN ${s.sql(eventIds)} AND status <> 'received'`;
+      oc.settledFromLandedSignal = settled.filter((r) => !reclaimed.has(r.event_id)).length;
     }
 
     // ---- checks
@@ -835,8 +1078,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const effectsDoubled = cyclesDoubled + noticesDoubled.length + (notif!.total - notif!.distinct_keys);
     const effectsUnexpected = cyclesUnexpected.length + noticesUnexpected.length;
 
-    // The crash-after-commit faults, from the worker's log (every incarnation appends to it).
-    const faultLines = readWorkerFaultLines(path.join(dir, 'worker.log'));
+    // The crash-after-commit faults, from the workers' logs (every incarnation of a replica appends to its own).
+    const faultLines = s.workers.flatMap((w) => readWorkerFaultLines(path.join(dir, `${w.name}.log`)));
     const crashed = faultLines.filter((l) => l.msg === 'fault injected: apply failed after commit');
     const crashedIds = new Set(crashed.flatMap((l) => l.eventIds));
     const failedEventIds = stream.events.filter((e) => e.id.endsWith(FAILED_ID_SUFFIX)).map((e) => e.id);
@@ -854,6 +1097,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         violations.push(`crash after commit: only ${crashes.paymentFailuresCrashed} of ${crashes.paymentFailures} payment-failure applies crashed after their commit`);
       }
     }
+    // Surviving means not exiting: an API or worker restarted by the supervisor did not survive its fault.
+    for (const e of unexpectedExits) violations.push(`${e.name} exited on its own (${e.code ?? e.signal}) and had to be restarted`);
     const selfKills = faultLines.filter((l) => l.msg === 'fault injected: SIGKILL after commit').length;
     if (killAfterCommit && faults.some((f) => f.kind === 'worker-kill-after-commit') && selfKills === 0) {
       violations.push('fault worker-kill-after-commit: the worker exited, but not by the injected SIGKILL after a commit');
@@ -904,6 +1149,57 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     }
     if (mismatches > 5) violations.push(`… ${mismatches - 5} more customers whose final state differs from the fault-free result`);
 
+    // Per replica: who acknowledged, claimed and applied what.
+    const claimsBy = new Map(
+      (await s.sql<{ replica: string; n: number }[]>`SELECT replica, count(*)::int AS n FROM chaos_claims GROUP BY replica`).map((r) => [r.replica, r.n]),
+    );
+    const appliesBy = new Map(
+      (
+        await s.sql<{ replica: string; n: number; before: number }[]>`
+          SELECT replica, count(*)::int AS n, count(*) FILTER (WHERE id <= ${applyMarkAtWorkerKill ?? 0})::int AS before
+          FROM chaos_applies GROUP BY replica`
+      ).map((r) => [r.replica, r]),
+    );
+    const replicas: ChaosReport['replicas'] = {
+      apis: s.apis.map((a, i) => ({
+        name: a.name,
+        acknowledged: ackedBy[i]!,
+        acknowledgedBeforeKill: ackedBeforeApiKill ? ackedBeforeApiKill[i]! : null,
+        claimed: claimsBy.get(appOf(a)) ?? 0,
+        killed: leftDead.has(a),
+      })),
+      workers: s.workers.map((w) => ({
+        name: w.name,
+        applied: appliesBy.get(appOf(w))?.n ?? 0,
+        appliedBeforeKill: applyMarkAtWorkerKill === null ? null : appliesBy.get(appOf(w))?.before ?? 0,
+        killed: leftDead.has(w),
+      })),
+    };
+    const strangers = [...appliesBy.keys()].filter((app) => !s.workers.some((w) => appOf(w) === app));
+    if (strangers.length) violations.push(`applies committed by sessions that are no worker replica: ${strangers.join(', ')}`);
+
+    // The survivors, stopped as an orchestrator would: SIGTERM, then the bound (the stack SIGKILLs 5 s past it).
+    const shutdowns: ShutdownRecord[] = [];
+    if (o.gracefulStop) {
+      const survivors = [...s.apis, ...s.workers].filter((p) => p.running);
+      shutdowns.push(
+        ...(await Promise.all(
+          survivors.map(async (p): Promise<ShutdownRecord> => {
+            const boundMs = s.apis.includes(p) ? STOP_BOUND_MS.api : STOP_BOUND_MS.worker;
+            const from = Date.now();
+            await p.stop(boundMs + 5000);
+            const exit = p.exits[p.exits.length - 1]!;
+            return { name: p.name, code: exit.code, signal: exit.signal, ms: exit.at - from, boundMs };
+          }),
+        )),
+      );
+      for (const x of shutdowns) {
+        log(`  ${x.name} stopped on SIGTERM in ${x.ms} ms (${x.code ?? x.signal})`);
+        if (x.code !== 0) violations.push(`${x.name} did not exit cleanly on SIGTERM: ${x.code ?? x.signal}`);
+        else if (x.ms > x.boundMs) violations.push(`${x.name} took ${x.ms} ms to exit on SIGTERM (bound ${x.boundMs} ms)`);
+      }
+    }
+
     const report: ChaosReport = {
       ok: violations.length === 0,
       violations,
@@ -942,6 +1238,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       faults,
       crashes,
       unexpectedExits,
+      replicas,
+      shutdowns,
       timings: { stackMs, burstMs, drainMs, totalMs: 0 },
       dir,
     };
@@ -952,6 +1250,33 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     await (fake as PagingStripeFake | null)?.stop();
     if (!options.keep && violations.length === 0) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Chaos-only bookkeeping in the run's own database: which session (a replica's application_name) claimed
+ * each inbox row for dispatch, and which applied each event. Triggers, so they commit or roll back with
+ * the claim or apply itself: a SIGKILLed replica's committed claims are on record, nothing else is.
+ */
+async function installAudit(sql: Sql): Promise<void> {
+  await sql.unsafe(`
+    CREATE TABLE chaos_claims (id bigserial PRIMARY KEY, event_id text NOT NULL, replica text NOT NULL);
+    CREATE INDEX chaos_claims_event_idx ON chaos_claims (event_id, id);
+    CREATE TABLE chaos_applies (id bigserial PRIMARY KEY, event_id text NOT NULL, replica text NOT NULL);
+    CREATE FUNCTION chaos_note_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO chaos_claims (event_id, replica) VALUES (NEW.event_id, current_setting('application_name'));
+      RETURN NULL;
+    END $$;
+    -- A claim is the one statement that counts an attempt (api/inbox-queries.ts).
+    CREATE TRIGGER chaos_claims AFTER UPDATE OF dispatch_attempts ON webhook_events
+      FOR EACH ROW WHEN (NEW.dispatch_attempts > OLD.dispatch_attempts) EXECUTE FUNCTION chaos_note_claim();
+    CREATE FUNCTION chaos_note_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO chaos_applies (event_id, replica) VALUES (NEW.event_id, current_setting('application_name'));
+      RETURN NULL;
+    END $$;
+    CREATE TRIGGER chaos_applies AFTER INSERT ON applied_events FOR EACH ROW EXECUTE FUNCTION chaos_note_apply();
+  `);
 }
 
 /**
@@ -1016,19 +1341,37 @@ function readWorkerFaultLines(file: string): { msg: string; eventIds: string[] }
 /** Renders the report as the table `npm run chaos` prints. */
 export function renderChaosReport(r: ChaosReport): string {
   const c = r.counts;
+  const multi = r.replicas.apis.length > 1 || r.replicas.workers.length > 1;
+  const perReplica = (byName: Record<string, number>) => Object.entries(byName).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  const replicaLines = multi
+    ? [
+        `| API replicas: deliveries acknowledged (before the kill) · claims by its dispatcher | ${r.replicas.apis.map((a) => `${a.name}: ${a.acknowledged}${a.acknowledgedBeforeKill === null ? '' : ` (${a.acknowledgedBeforeKill})`} · ${a.claimed}${a.killed ? ', killed' : ''}`).join('; ')} |`,
+        `| worker replicas: events applied (before the kill) | ${r.replicas.workers.map((w) => `${w.name}: ${w.applied}${w.appliedBeforeKill === null ? '' : ` (${w.appliedBeforeKill})`}${w.killed ? ', killed' : ''}`).join('; ')} |`,
+      ]
+    : [];
+  const shutdownLines = r.shutdowns.length
+    ? [`| SIGTERM at the end: exit, time (bound) | ${r.shutdowns.map((x) => `${x.name}: ${x.code ?? x.signal} in ${(x.ms / 1000).toFixed(1)} s (≤ ${x.boundMs / 1000} s)`).join('; ')} |`]
+    : [];
   const lines = [
     '',
     `| chaos check | result |`,
     `|---|---|`,
     `| unique events (handled + ignored types + poison) | ${c.uniqueEvents} (${c.handled} + ${c.ignoredTypes} + ${c.poisonEvents}) |`,
     `| deliveries sent (incl. duplicates) | ${c.deliveries} (${c.duplicateDeliveries} duplicates), ${c.retriedDeliveries} needed retries; failed attempts: ${JSON.stringify(c.non2xx)} |`,
+    ...replicaLines,
     ...r.faults.map((f) => {
       const failed = f.failedDeliveriesDuring ? `${f.failedDeliveriesDuring} failed attempts ${JSON.stringify(f.failedBy)} (retried)` : 'no failed attempt';
-      const claims = f.orphanedClaims
-        ? `; ${f.orphanedClaims.rows} rows left claimed by the killed API, ${f.orphanedClaims.resent} of them dispatched again by the new one${f.orphanedClaims.clearedAfterMs === null ? '' : `, none 'received' ${f.orphanedClaims.clearedAfterMs} ms after the kill`}`
+      const oc = f.orphanedClaims;
+      const claims = oc
+        ? `; ${oc.rows} rows left claimed by the killed API, ${oc.resent} of them dispatched again by ${f.kind === 'api-replica-kill' ? 'the surviving replicas' : 'the new one'}` +
+          (multi ? ` (claimed again: ${oc.takenOver}, by ${perReplica(oc.reclaimedBy)}; settled from a signal it had sent: ${oc.settledFromLandedSignal})` : '') +
+          (oc.clearedAfterMs === null ? '' : `, none 'received' ${oc.clearedAfterMs} ms after the kill`)
+        : '';
+      const pending = f.pendingAtKill
+        ? `; ${f.pendingAtKill.events} events handed to Temporal and not yet applied at the kill${f.pendingAtKill.appliedAfterMs === null ? ', NOT all applied' : `, all applied by the survivors ${f.pendingAtKill.appliedAfterMs} ms after it`}`
         : '';
       const inbox = f.inboxPeak === null ? 'inbox not readable' : `inbox peak ${f.inboxPeak} 'received' rows`;
-      return `| fault: ${f.kind} | at ${f.firedAtAcked}/${c.deliveries} acknowledged, ${f.durationMs} ms, ${failed}, slowest answer ${f.slowestAnswerMs} ms, ${inbox}${claims} |`;
+      return `| fault: ${f.kind}${multi && f.replica ? ` (${f.replica})` : ''} | at ${f.firedAtAcked}/${c.deliveries} acknowledged, ${f.durationMs} ms, ${failed}, slowest answer ${f.slowestAnswerMs} ms, ${inbox}${claims}${pending} |`;
     }),
     `| failed attempts outside the Postgres restart and the API kill | ${c.failedOutsideStoreFaults} |`,
     r.crashes.rate > 0
@@ -1046,6 +1389,7 @@ export function renderChaosReport(r: ChaosReport): string {
     `| notifications: rows / distinct dedup keys | ${c.notifications} / ${c.distinctNotificationKeys} |`,
     `| notices delivered / expected (one per opened dunning cycle) / suppressed by the caps | ${c.deliveredNotifications} / ${c.expectedNotifications} / ${c.suppressedNotifications} |`,
     `| customers whose final state ≠ fault-free result | ${c.stateMismatches} of ${c.customersChecked} |`,
+    ...shutdownLines,
     `| time: stack / burst / drain after burst | ${(r.timings.stackMs / 1000).toFixed(1)} s / ${(r.timings.burstMs / 1000).toFixed(1)} s / ${(r.timings.drainMs / 1000).toFixed(1)} s |`,
     '',
     r.ok
@@ -1072,10 +1416,26 @@ function parseArgs(argv: string[]): ChaosOptions {
     else if (a === '--rate') o.ratePerSecond = num();
     else if (a === '--crash-rate') o.crashAfterCommitRate = num();
     else if (a === '--poison') o.poisonCustomers = num();
+    else if (a === '--replicas') o.apiReplicas = o.workerReplicas = num();
+    else if (a === '--api-replicas') o.apiReplicas = num();
+    else if (a === '--worker-replicas') o.workerReplicas = num();
+    else if (a === '--faults') o.faults = parseFaults(argv[++i] ?? '');
+    else if (a === '--graceful-stop') o.gracefulStop = true;
     else if (a === '--keep') o.keep = true;
     else throw new Error(`unknown flag ${a} (see the header of scripts/chaos.ts)`);
   }
   return o;
+}
+
+/** `api-replica-kill:0.3,worker-replica-kill:0.5`: each fault and the share of acknowledged deliveries it fires at. */
+function parseFaults(spec: string): { kind: FaultKind; at: number }[] {
+  return spec.split(',').map((part) => {
+    const [kind, at] = part.trim().split(':');
+    if (!FAULT_KINDS.includes(kind as FaultKind)) throw new Error(`--faults: unknown fault ${kind} (one of ${FAULT_KINDS.join(', ')})`);
+    const share = Number(at);
+    if (!(share >= 0 && share < 1)) throw new Error(`--faults: ${part} needs a share of the burst in [0, 1), e.g. ${kind}:0.3`);
+    return { kind: kind as FaultKind, at: share };
+  });
 }
 
 if (require.main === module) {

@@ -3,6 +3,10 @@
  * given), the Temporal dev server with its UI on a persistent db file, a local Stripe emulator with the
  * plan catalog in it (unless STRIPE_SECRET_KEY is given), Mailpit to catch emails (unless SMTP_URL is
  * given), migrates and syncs the catalog, then runs the API and the worker until Ctrl-C.
+ *
+ * SIGINT, SIGTERM or SIGHUP to this process (npm forwards them: `npm run dev` execs down to it) stops
+ * everything, also mid-startup: the API and worker in their own process groups first, then the services
+ * in reverse order of start, each registered as soon as it is up.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -52,27 +56,52 @@ export const DEV_DEFAULTS = {
 /** Where a running dev stack records its addresses (read by demo and bench). */
 export const DEV_STATE_FILE = path.join(DATA, 'dev-stack.json');
 
+/** Thrown by a startup step that finishes after a stop was requested. */
+class StopRequested extends Error {}
+
+/** How long the API and the worker get to drain after SIGTERM before their process groups are killed. */
+const CHILD_GRACE_MS = 15_000;
+
 async function main(): Promise<void> {
   const stack: Managed[] = [];
   const children: ChildProcess[] = [];
   let stopping = false;
+  let requestStop!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
+  let startup: Promise<void> = Promise.resolve();
+  /** Ends the startup once a stop was requested (between steps: a step under way finishes first). */
+  const checkpoint = () => {
+    if (stopping) throw new StopRequested();
+  };
+  /** Registers a service that is up, so that a stop stops it, also one requested while it was starting. */
+  const started = <T extends Managed>(service: T): T => {
+    stack.push(service);
+    checkpoint();
+    return service;
+  };
   const stopAll = async (code: number) => {
     if (stopping) return;
     stopping = true;
+    requestStop();
     process.stdout.write('\n[dev] stopping…\n');
-    for (const c of children) c.kill('SIGTERM');
-    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+    // A stop mid-startup: the step under way registers what it started, then the startup ends.
+    await startup;
+    await Promise.all(children.map((c) => stopChild(c, CHILD_GRACE_MS)));
     for (const s of stack.reverse()) await s.stop().catch(() => {});
     process.exit(code);
   };
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stopAll(0));
 
-  try {
+  startup = start().catch((err: unknown) => {
+    if (err instanceof StopRequested) return;
+    process.stderr.write(`[dev] failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    void stopAll(1);
+  });
+
+  async function start(): Promise<void> {
     let databaseUrl = env.DATABASE_URL;
     if (!databaseUrl) {
-      const pg = await startPostgres({ dataDir: path.join(DATA, 'pg'), port: DEV_DEFAULTS.pgPort, logDir: DATA });
-      stack.push(pg);
+      const pg = started(await startPostgres({ dataDir: path.join(DATA, 'pg'), port: DEV_DEFAULTS.pgPort, logDir: DATA }));
       const admin = createSql(pg.url, { max: 1 });
       const exists = await admin`SELECT 1 FROM pg_database WHERE datname = 'billing'`;
       if (exists.length === 0) await admin.unsafe('CREATE DATABASE billing');
@@ -80,13 +109,14 @@ async function main(): Promise<void> {
       databaseUrl = pg.urlFor('billing');
       process.stdout.write(`[dev] PostgreSQL ${databaseUrl} (data in .data/pg)\n`);
     }
-    const temporal = await startTemporal({
-      port: DEV_DEFAULTS.temporalPort,
-      uiPort: DEV_DEFAULTS.temporalUiPort,
-      dbFile: path.join(DATA, 'temporal.db'),
-      logDir: DATA,
-    });
-    stack.push(temporal);
+    const temporal = started(
+      await startTemporal({
+        port: DEV_DEFAULTS.temporalPort,
+        uiPort: DEV_DEFAULTS.temporalUiPort,
+        dbFile: path.join(DATA, 'temporal.db'),
+        logDir: DATA,
+      }),
+    );
 
     // The catalog the worker syncs (PLANS_JSON, else PLANS_FILE, else config/plans.json): read here too, so
     // the emulator and Postgres both have it before the API takes its first POST /checkout.
@@ -99,13 +129,12 @@ async function main(): Promise<void> {
     let emulator: string | null = null;
     let localstripeUrl: string | null = null;
     if (!stripeKey) {
-      const ls = await startLocalstripe({ port: DEV_DEFAULTS.localstripePort, logDir: DATA });
-      const sm = await startStripeMock({ port: DEV_DEFAULTS.stripeMockPort, logDir: DATA });
-      stack.push(ls, sm);
+      const ls = started(await startLocalstripe({ port: DEV_DEFAULTS.localstripePort, logDir: DATA }));
+      const sm = started(await startStripeMock({ port: DEV_DEFAULTS.stripeMockPort, logDir: DATA }));
       stripeKey = 'sk_test_local_emulator';
       localstripeUrl = ls.baseUrl;
       // Emulator glue (dev/demo only): translates the requests localstripe cannot serve, see its header.
-      const gateway = await startEmulatorGateway({
+      const gateway = started(await startEmulatorGateway({
         port: DEV_DEFAULTS.stripeGatewayPort,
         upstream: ls.baseUrl,
         webhookUrl: `http://127.0.0.1:${DEV_DEFAULTS.apiPort}/webhooks/stripe`,
@@ -113,8 +142,7 @@ async function main(): Promise<void> {
         // The API serves the dev checkout page in development only (lib/dev-checkout.ts).
         ...(nodeEnv === 'development' ? { checkoutPageUrl: (id: string) => devCheckoutPageUrl(publicBase, id) } : {}),
         log: (line) => process.stdout.write(`${line}\n`),
-      });
-      stack.push(gateway);
+      }));
       stripeBase = gateway.baseUrl;
       // Without it the first POST /checkout answers "No such price" (the demo used to create it in its step 1).
       const seeded = await seedLocalstripeCatalog({ localstripeUrl: ls.baseUrl, secretKey: stripeKey, plans });
@@ -136,8 +164,7 @@ async function main(): Promise<void> {
         };
         const smtpPort = await pick(DEV_DEFAULTS.mailpitSmtpPort, 'DEV_MAILPIT_SMTP_PORT');
         const httpPort = await pick(DEV_DEFAULTS.mailpitHttpPort, 'DEV_MAILPIT_HTTP_PORT');
-        const mailpit = await startMailpit({ smtpPort, httpPort, logDir: DATA });
-        stack.push(mailpit);
+        const mailpit = started(await startMailpit({ smtpPort, httpPort, logDir: DATA }));
         smtpUrl = mailpit.smtpUrl;
         mailpitUrl = mailpit.baseUrl;
       }
@@ -154,7 +181,8 @@ async function main(): Promise<void> {
     process.stdout.write(`[dev] migrations: ${applied.length ? applied.join(', ') : 'up to date'}\n`);
 
     const childEnv: NodeJS.ProcessEnv = {
-      ...env,
+      // The stack's own plaintext dev server: Cloud or TLS settings in the developer's shell would not reach it.
+      ...Object.fromEntries(Object.entries(env).filter(([k]) => !/^TEMPORAL_(API_KEY|PROFILE|CONFIG_FILE|TLS.*|GRPC_META_.*)$/.test(k))),
       NODE_ENV: nodeEnv,
       PORT: String(DEV_DEFAULTS.apiPort),
       DATABASE_URL: databaseUrl,
@@ -169,9 +197,15 @@ async function main(): Promise<void> {
       SWEEPER_INTERVAL_MS: env.SWEEPER_INTERVAL_MS ?? '5000',
       ...(smtpUrl ? { SMTP_URL: smtpUrl, NOTIFY_FROM: env.NOTIFY_FROM ?? DEV_DEFAULTS.notifyFrom } : {}),
     };
-    const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+    checkpoint();
     for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/server.ts']] as const) {
-      const child = spawn(tsx, [path.join(ROOT, entry)], { env: childEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+      // node with the tsx loader (no tsx CLI in between), in its own process group: a stop signals the
+      // whole group, so nothing the process started outlives it.
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, entry)], {
+        env: childEnv,
+        stdio: ['ignore', 'inherit', 'inherit'],
+        detached: true,
+      });
       child.on('exit', (code, signal) => {
         if (!stopping) {
           process.stderr.write(`[dev] ${name} exited (${code ?? signal}); stopping the stack\n`);
@@ -180,7 +214,8 @@ async function main(): Promise<void> {
       });
       children.push(child);
     }
-    await waitForPort(DEV_DEFAULTS.apiPort, '127.0.0.1', 60_000, 'API');
+    await Promise.race([waitForPort(DEV_DEFAULTS.apiPort, '127.0.0.1', 60_000, 'API'), stopRequested]);
+    checkpoint();
 
     if (emulator) {
       // localstripe delivers signed webhooks to our endpoint, like Stripe would.
@@ -231,10 +266,26 @@ async function main(): Promise<void> {
         .filter((line) => line !== null)
         .join('\n'),
     );
-  } catch (err) {
-    process.stderr.write(`[dev] failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    await stopAll(1);
   }
+}
+
+/** SIGTERM to the child's process group; SIGKILL to it if the child has not exited after graceMs. */
+async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  const signalGroup = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      /* the group is gone */
+    }
+  };
+  if (child.pid === undefined) return;
+  const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once('exit', () => r()));
+  signalGroup('SIGTERM');
+  const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+  // What the child left in its group (e.g. tsx's esbuild service) goes with it.
+  signalGroup('SIGKILL');
 }
 
 if (require.main === module) void main();

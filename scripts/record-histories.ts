@@ -236,6 +236,23 @@ async function main(): Promise<void> {
       const hookHandle = client.workflow.getHandle(`app-webhook:${hook.id}`);
       await save(client, hookHandle.workflowId, (await hookHandle.describe()).runId, `${GEN}-app-webhook-retried`);
       await client.workflow.getHandle(h5.workflowId).terminate('recorded');
+
+      // Scenario 6 (v6): a retention pass over rows made to look 100 days old, in batches of 2 and
+      // 3 batches per run, so it continues as new; the first and the last run are saved.
+      await sql`
+        UPDATE webhook_events SET received_at = now() - interval '100 days', last_received_at = now() - interval '100 days',
+               applied_at = now() - interval '100 days'
+        WHERE status IN ('applied', 'ignored')`;
+      await sql`UPDATE applied_events SET applied_at = now() - interval '100 days'`;
+      const retention = await client.workflow.start('retentionWorkflow', {
+        workflowId: 'retention:record-histories',
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ batchSize: 2, batchesPerRun: 3 }],
+      });
+      await retention.result();
+      await save(client, retention.workflowId, retention.firstExecutionRunId, `${GEN}-retention-run1`);
+      const lastRetention = await client.workflow.getHandle(retention.workflowId).describe();
+      if (lastRetention.runId !== retention.firstExecutionRunId) await save(client, retention.workflowId, lastRetention.runId, `${GEN}-retention-last-run`);
     });
     await relay.stop();
     await nativeConnection.close();

@@ -7,6 +7,8 @@
 #                                     validates against (embedded/openapi/spec3.json)
 #   .tools/bin/localstripe            stateful Stripe emulator (PyPI, in .tools/venv)
 #   .tools/bin/mailpit                local SMTP server + web UI/API that catches the dev stack's emails (go install)
+#   .tools/bin/promtool               only with `bash scripts/tools.sh promtool` (npm run tools:promtool): Prometheus'
+#                                     rule checker for ops/alerts.yml (go install; ~8 min and ~1.6 GB of modules cold)
 # Every .tools/bin entry is a symlink to the real executable, so a process that spawns it and later
 # kills it (the Temporal SDK does) kills the server itself, not a wrapper.
 set -euo pipefail
@@ -17,6 +19,7 @@ TEMPORAL_TEST_SERVER_VERSION=1.40.0
 LOCALSTRIPE_VERSION=1.15.10
 STRIPE_MOCK_VERSION=v0.203.0          # spec3.json: 2026-08-26.dahlia = lib/stripe.ts STRIPE_API_VERSION
 MAILPIT_VERSION=v1.33.1               # npm run dev's SMTP catcher (UI + /api/v1, read by the demo)
+PROMTOOL_VERSION=v0.316.0             # module tag of Prometheus 3.16: promtool check/test rules ops/alerts.yml
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -129,6 +132,20 @@ install_mailpit() {
   write_stamp mailpit "$MAILPIT_VERSION"
   say "mailpit: installed $MAILPIT_VERSION with go install"
 }
+
+install_promtool() {
+  if have_stamp promtool "$PROMTOOL_VERSION"; then say "promtool $PROMTOOL_VERSION: present"; return; fi
+  command -v go >/dev/null || die "Go is required to install promtool ($PROMTOOL_VERSION)"
+  GOBIN="$TOOLS/go-bin" GOFLAGS=-mod=mod go install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" \
+    || die "go install github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION failed"
+  link_real promtool "$TOOLS/go-bin/promtool"
+  write_stamp promtool "$PROMTOOL_VERSION"
+  say "promtool: installed $PROMTOOL_VERSION with go install"
+}
+
+# Opt-in: a cold build takes minutes, and neither npm run dev nor the default test run needs it
+# (test/unit/ops-files.test.ts runs it when it is there).
+if [[ "${1:-}" == promtool ]]; then install_promtool; exit 0; fi
 
 start=$(date +%s)
 install_temporal

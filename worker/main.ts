@@ -1,45 +1,70 @@
-/** `npm run worker`: loadConfig → Runtime.install → NativeConnection → setup → Worker.create → run. */
+/**
+ * `npm run worker`: loadConfig → Runtime.install → wait for Postgres and Temporal → setup → Worker.create → run,
+ * recreated if run() fails (a long Temporal outage), drained on SIGTERM/SIGINT within a bound.
+ */
 import { createHash } from 'node:crypto';
 import { unlinkSync, writeSync } from 'node:fs';
-import { NativeConnection, Runtime, Worker, makeTelemetryFilterString } from '@temporalio/worker';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Runtime, Worker, makeTelemetryFilterString } from '@temporalio/worker';
 import { z } from 'zod';
 import { createActivities } from '../activities';
 import type { ApplyFaults } from '../activities/billing-db';
 import { appWebhooksEnabled, emailEnabled, loadConfigOrExit, type Config } from '../lib/config';
-import { createSql } from '../lib/db';
+import { createSql, describeDatabaseUrl, installPostgresCrashGuard } from '../lib/db';
 import { createLogger, type Logger } from '../lib/logger';
 import { loadPlanConfig, syncPlans } from '../lib/plans';
 import { createStripe } from '../lib/stripe';
-import { createTemporalClient } from '../lib/temporal';
+import { createTemporalClient, createWorkerConnection, describeTemporalTarget, temporalTarget } from '../lib/temporal';
+import { initTracing } from '../lib/tracing';
+import { describeError, isTransientPostgresError, waitFor } from '../lib/wait-for';
 import { pinoToTemporalLogger } from './logging';
 import { ensureSearchAttributes } from './setup';
-import { ensureReconciliationSchedule } from './schedules';
+import { ensureReconciliationSchedule, ensureRetentionSchedule } from './schedules';
 import { createOutboxRelay } from './outbox-relay';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.LOG_LEVEL, name: 'worker' });
   const faults = applyFaultsFromEnv(process.env, config, logger);
+  installPostgresCrashGuard(logger);
   Runtime.install({
     logger: pinoToTemporalLogger(logger),
+    // Signals are handled below: the Runtime's own handlers would leave a worker waiting for Temporal unstoppable.
+    shutdownSignals: [],
     telemetryOptions: {
       logging: { filter: makeTelemetryFilterString({ core: 'WARN' }), forward: {} },
       ...(config.WORKER_METRICS_ADDRESS ? { metrics: { prometheus: { bindAddress: config.WORKER_METRICS_ADDRESS } } } : {}),
     },
   });
-  const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  const added = await ensureSearchAttributes(connection, config.TEMPORAL_NAMESPACE);
+  const lifecycle = handleStopSignals(logger);
+  // Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then workflow, activity and apply-transaction spans, exported over OTLP.
+  const tracing = await initTracing(process.env, 'billing-worker', { logger });
+  const target = temporalTarget(config);
+  const temporalAt = `temporal at ${describeTemporalTarget(target)}`;
+  const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_MAX, applicationName: 'billing-worker' });
+  // Started before its dependencies (a host reboot, either restarting): wait for them rather than exit.
+  await waitFor(`postgres at ${describeDatabaseUrl(config.DATABASE_URL)}`, async () => sql`SELECT 1`, { logger });
+  const connection = await waitFor(temporalAt, () => createWorkerConnection(target), { logger });
+  const added = await ensureSearchAttributes(connection, config.TEMPORAL_NAMESPACE).catch((err: unknown) => {
+    // Temporal Cloud does not serve the operator API: the attributes are created with tcld or the Cloud UI.
+    if (![7, 16].includes((err as { code?: number }).code ?? -1)) throw err;
+    logger.warn({ err: describeError(err) }, 'cannot list or register search attributes here (Temporal Cloud?): create them in the namespace');
+    return [];
+  });
   if (added.length) logger.info({ added }, 'registered search attributes');
 
-  const sql = createSql(config.DATABASE_URL, { max: config.DATABASE_POOL_MAX, applicationName: 'billing-worker' });
   // The catalog the customer workflows validate plan changes against; idempotent, so every start re-syncs it.
-  logger.info(await syncPlans(sql, loadPlanConfig(config)), 'plan catalog synced');
+  // A Postgres restart between the wait above and here (the chaos run hit one) is waited out too.
+  const plans = loadPlanConfig(config);
+  logger.info(await waitFor('postgres (plan catalog sync)', () => syncPlans(sql, plans), { logger, retryIf: isTransientPostgresError }), 'plan catalog synced');
   const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE });
   // A client for activities that signal workflows (reconciliation repairs) and for the schedule.
-  const temporalClient = await createTemporalClient({ address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE });
-  const schedule = await ensureReconciliationSchedule(temporalClient, config);
+  const temporalClient = await waitFor(temporalAt, () => createTemporalClient(target, tracing.clientInterceptors()), { logger });
+  const schedule = await waitFor(`${temporalAt} (reconciliation schedule)`, () => ensureReconciliationSchedule(temporalClient, config), { logger, retryIf: isTransientTemporalError });
   logger.info({ scheduleId: schedule.handle.scheduleId, outcome: schedule.outcome }, 'reconciliation schedule ensured');
-  const worker = await Worker.create({
+  const retention = await waitFor(`${temporalAt} (retention schedule)`, () => ensureRetentionSchedule(temporalClient, config), { logger, retryIf: isTransientTemporalError });
+  logger.info({ scheduleId: retention.handle.scheduleId, outcome: retention.outcome, retentionDays: config.WEBHOOK_RETENTION_DAYS }, 'retention schedule ensured');
+  const createWorker = () => Worker.create({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
@@ -50,8 +75,12 @@ async function main(): Promise<void> {
     // No fixed maxCachedWorkflows: a cached customer workflow costs ~1 MB (npm run bench: worker RSS
     // 0.58 → 3.05 GB from 100 to 2,600 cached), so 5,000 meant ~5 GB, past Node's default 4 GB heap and
     // most containers. The SDK sizes the cache from the heap limit instead (~600 per GB of --max-old-space-size).
+    // On SIGTERM: in-flight activities get this long to finish, then are cancelled; the drain is abandoned after the force time.
+    shutdownGraceTime: '10 seconds',
+    shutdownForceTime: '20 seconds',
+    // Tracing on: OTel activity interceptors, the workflow interceptor module (bundled only then) and the span sink.
+    ...tracing.workerOptions(),
   });
-  logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE }, 'worker started');
   const email = emailEnabled(config);
   const appWebhooks = appWebhooksEnabled(config);
   if (email) logger.info({ from: config.NOTIFY_FROM, quietHours: config.NOTIFY_QUIET_HOURS, timezone: config.NOTIFY_TIMEZONE }, 'customer emails are sent over SMTP');
@@ -68,13 +97,65 @@ async function main(): Promise<void> {
     appWebhooks,
   });
   relay.start();
-  // Runtime's default shutdownSignals (SIGINT, SIGTERM) drain the worker gracefully.
-  await worker.run();
+  // The SDK retries polls through a Temporal outage; if run() still fails, a new worker replaces it (with backoff).
+  for (let failures = 0; ; ) {
+    const worker = await waitFor(temporalAt, createWorker, { logger });
+    if (!lifecycle.attach(worker)) break;
+    logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, namespace: config.TEMPORAL_NAMESPACE }, 'worker started');
+    const startedAt = Date.now();
+    try {
+      await worker.run();
+      break; // shut down by a signal, drained
+    } catch (err) {
+      if (lifecycle.stopping) {
+        logger.error({ err: describeError(err) }, 'worker drain did not finish');
+        break;
+      }
+      if (Date.now() - startedAt > 300_000) failures = 0;
+      const delayMs = Math.min(30_000, 1000 * 2 ** failures++);
+      logger.error({ err: describeError(err), retryInMs: delayMs }, 'worker failed; recreating it');
+      await sleep(delayMs);
+    }
+  }
   await relay.stop();
   await sql.end({ timeout: 5 });
   await temporalClient.connection.close();
   await connection.close();
+  await tracing.shutdown().catch(() => {});
   logger.info('worker stopped');
+  process.exit(0);
+}
+
+/**
+ * SIGTERM/SIGINT: a running worker drains (worker.shutdown(), bounded by its shutdownForceTime); before one
+ * runs there is nothing to drain and the process exits. Either way it is gone within 30 s.
+ */
+function handleStopSignals(logger: Logger) {
+  let worker: Worker | undefined;
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'worker shutting down');
+    setTimeout(() => {
+      logger.error('worker shutdown took longer than 30 s; exiting');
+      process.exit(1);
+    }, 30_000).unref();
+    if (worker?.getState() === 'RUNNING') worker.shutdown();
+    else process.exit(0);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  return {
+    get stopping() {
+      return stopping;
+    },
+    /** Makes `w` the worker a signal drains; false if a stop is already under way. */
+    attach(w: Worker): boolean {
+      worker = w;
+      return !stopping;
+    },
+  };
 }
 
 const FaultEnvSchema = z.object({
@@ -138,6 +219,12 @@ function applyFaultsFromEnv(env: NodeJS.ProcessEnv, config: Config, logger: Logg
 function redactUrl(url: string): string {
   const u = new URL(url);
   return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
+/** A Temporal call that failed because the service is not there right now (unavailable, deadline, overloaded, no status). */
+function isTransientTemporalError(err: unknown): boolean {
+  const code = (err as { code?: unknown; cause?: { code?: unknown } })?.code ?? (err as { cause?: { code?: unknown } })?.cause?.code;
+  return typeof code !== 'number' || [1, 2, 4, 8, 14].includes(code);
 }
 
 main().catch((err: unknown) => {

@@ -1,5 +1,12 @@
 /** Temporal Schedules the worker creates or updates at startup (idempotent: safe on every start and replica). */
-import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleHandle, type ScheduleOptionsStartWorkflowAction } from '@temporalio/client';
+import {
+  ScheduleAlreadyRunning,
+  ScheduleOverlapPolicy,
+  type Client,
+  type ScheduleHandle,
+  type ScheduleOptions,
+  type ScheduleOptionsStartWorkflowAction,
+} from '@temporalio/client';
 import type { Duration } from '@temporalio/common';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { RECONCILIATION_SCHEDULE_ID, reconciliationWorkflowId } from '../domain/ids';
@@ -7,6 +14,7 @@ import type { ReconciliationInput } from '../domain/reconciliation';
 import { BillingWorkflowKindKey } from '../workflows/contracts';
 import type { Config } from '../lib/config';
 import type { reconciliationWorkflow } from '../workflows/reconciliation';
+import type { RetentionInput, retentionWorkflow } from '../workflows/retention';
 
 export type ReconciliationScheduleConfig = Pick<
   Config,
@@ -47,6 +55,65 @@ export async function ensureReconciliationSchedule(
     catchupWindow: catchupWindowMs(config.RECONCILIATION_CATCHUP_WINDOW),
     pauseOnFailure: false,
   };
+  return ensureSchedule(client, scheduleId, spec, action, policies);
+}
+
+/** The Temporal Schedule that starts the daily retention pass. */
+export const RETENTION_SCHEDULE_ID = 'retention-daily';
+
+/** `retention:<suffix>`: one retention pass. */
+export const retentionWorkflowId = (suffix: string): string => `retention:${suffix}`;
+
+/** 04:30 UTC: after the default reconciliation (03:00), outside most traffic peaks. */
+export const RETENTION_CRON = '30 4 * * *';
+
+export interface RetentionScheduleOptions {
+  /** Default `retention-daily`; tests use their own so they do not collide. */
+  scheduleId?: string;
+  /** Default RETENTION_CRON (UTC). */
+  cron?: string;
+  /** Extra workflow input (tests: small batches). */
+  workflowInput?: Omit<RetentionInput, 'carried'>;
+}
+
+/**
+ * Creates the retention schedule, or brings an existing one to this spec, action and policies, keeping
+ * an operator's pause. The cutoffs come from WEBHOOK_RETENTION_DAYS when each pass starts (activities/retention.ts).
+ */
+export async function ensureRetentionSchedule(
+  client: Client,
+  config: Pick<Config, 'TEMPORAL_TASK_QUEUE'>,
+  opts: RetentionScheduleOptions = {},
+): Promise<{ handle: ScheduleHandle; outcome: 'created' | 'updated' }> {
+  const scheduleId = opts.scheduleId ?? RETENTION_SCHEDULE_ID;
+  const spec = { cronExpressions: [opts.cron ?? RETENTION_CRON], timezone: 'UTC' };
+  const action: ScheduleOptionsStartWorkflowAction<typeof retentionWorkflow> = {
+    type: 'startWorkflow',
+    workflowType: 'retentionWorkflow',
+    // The server appends the scheduled time: `retention:retention-daily-2026-11-26T04:30:00Z`.
+    workflowId: retentionWorkflowId(scheduleId),
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    args: [{ ...opts.workflowInput }],
+    typedSearchAttributes: [{ key: BillingWorkflowKindKey, value: 'retention' }],
+  };
+  const policies = {
+    // A pass still deleting a backlog when the next is due: the next one is skipped, never run beside it.
+    overlap: ScheduleOverlapPolicy.SKIP,
+    // A missed day is caught up by the next pass (it deletes everything past the cutoff), not by a backlog of runs.
+    catchupWindow: 60 * 60_000,
+    pauseOnFailure: false,
+  };
+  return ensureSchedule(client, scheduleId, spec, action, policies);
+}
+
+/** Creates the schedule, or updates it in place (an operator's pause and note survive a worker restart). */
+async function ensureSchedule(
+  client: Client,
+  scheduleId: string,
+  spec: ScheduleOptions['spec'],
+  action: ScheduleOptions['action'],
+  policies: ScheduleOptions['policies'],
+): Promise<{ handle: ScheduleHandle; outcome: 'created' | 'updated' }> {
   try {
     const handle = await client.schedule.create({ scheduleId, spec, action, policies });
     return { handle, outcome: 'created' };

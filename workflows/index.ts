@@ -4,3 +4,4 @@ export { customerWorkflow } from './customer';
 export { dunningWorkflow } from './dunning';
 export { noticeWorkflow } from './notice';
 export { reconciliationWorkflow } from './reconciliation';
+export { retentionWorkflow } from './retention';

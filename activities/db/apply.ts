@@ -5,12 +5,14 @@
  * after a commit (a crash, a timeout, a failed read) runs them again; each effect is idempotent by key.
  * A data error quarantines only the event that caused it (a savepoint per event).
  */
+import { trace } from '@opentelemetry/api';
 import { BillingEventSchema, type BillingEvent } from '../../domain/billing-event';
 import type { Effect } from '../../domain/billing/effects';
 import { reduceBillingEvent, reduceSubscriptionSnapshot, type ReduceOptions, type Reduction } from '../../domain/billing/reducer';
 import type { BillingSlice, LocalSubscription } from '../../domain/billing/state';
 import type { SubscriptionSnapshot } from '../../domain/messages';
 import type { Sql, TxSql } from '../../lib/db';
+import { inStoredTrace } from '../../lib/tracing';
 import { logEvent } from '../event-log';
 import { ensureCustomer, loadCustomerWatermark, refreshAccessState, writeCustomer } from './customers';
 import { applyCycleChanges, loadCycleFacts } from './dunning-cycles';
@@ -166,6 +168,25 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
     }
   }
 
+  /**
+   * Tracing on (the activity runs in the OTel interceptor's span; none when off, and nothing more is done):
+   * the transaction gets an `apply` span in the first delivery's stored trace, linked to the others' and to
+   * the Temporal span when that belongs to an older trace (a long-lived customer workflow).
+   */
+  async function traced<T extends OneResult | OneResult[]>(events: BillingEvent[], run: () => Promise<T>): Promise<T> {
+    if (!trace.getActiveSpan()) return run();
+    const ids = events.map((e) => e.eventId);
+    const rows = await sql<{ event_id: string; trace_context: string | null }[]>`
+      SELECT event_id, trace_context FROM webhook_events WHERE event_id = ANY(${ids}::text[])`;
+    const stored = new Map(rows.map((r) => [r.event_id, r.trace_context]));
+    const attributes = { 'billing.customer.id': events[0]!.customerId, 'billing.event.count': ids.length, 'billing.event.ids': ids };
+    return inStoredTrace(trace.getTracer('billing-engine'), 'apply', ids.map((id) => ({ eventId: id, traceparent: stored.get(id) ?? null })), attributes, async (span) => {
+      const results = await run();
+      span.setAttribute('billing.outcomes', (Array.isArray(results) ? results : [results]).map((r) => r.outcome));
+      return results;
+    });
+  }
+
   function afterCommit(eventIds: readonly string[]): void {
     if (faults?.afterCommit?.(eventIds)) throw new Error(`injected fault after commit of ${eventIds.join(', ')}`);
   }
@@ -183,14 +204,14 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
   return {
     /** Applies one normalized event exactly once; its effects come back with it (the recorded ones on a re-run). */
     async applyBillingEvent(event: BillingEvent, opts: ApplyEventOptions = {}): Promise<ApplyEventResult> {
-      const result = await sql.begin(async (tx) => {
+      const result = await traced([event], () => sql.begin(async (tx) => {
         await lockCustomer(tx, event.customerId);
         const before = await viewBefore(tx, event.customerId);
         const r = await applyGuarded(tx, event, opts);
         await refreshAccessState(tx, event.customerId);
         await recordAppEventsOf(tx, event.customerId, before, [{ event, r }]);
         return r;
-      });
+      }));
       afterCommit([event.eventId]);
       logApplied(event, result);
       return { ...result, subscription: await loadCurrentSubscription(sql, event.customerId) };
@@ -205,7 +226,7 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
       if (events.length === 0) return [];
       const customerId = events[0]!.customerId;
       if (events.some((e) => e.customerId !== customerId)) throw new Error('applyBillingEvents: a batch holds one customer');
-      const results = await sql.begin(async (tx) => {
+      const results = await traced(events, () => sql.begin(async (tx) => {
         await lockCustomer(tx, customerId);
         const before = await viewBefore(tx, customerId);
         const out: ApplyEventResult[] = [];
@@ -217,7 +238,7 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
         await refreshAccessState(tx, customerId);
         await recordAppEventsOf(tx, customerId, before, out.map((r, i) => ({ event: events[i]!, r })));
         return out;
-      });
+      }));
       afterCommit(events.slice(0, results.length).map((e) => e.eventId));
       results.forEach((r, i) => logApplied(events[i]!, r));
       return results;

@@ -7,7 +7,7 @@ import { reconciliationWorkflowId } from '../../domain/ids';
 import { driftKind, type DriftField, type ReconciliationInput } from '../../domain/reconciliation';
 import { BillingWorkflowKindKey } from '../../workflows/contracts';
 import type { Sql } from '../../lib/db';
-import { ApiError } from '../errors';
+import { ApiError, temporalCallError } from '../errors';
 import { isStorableTime, parseJsonBody, parseQuery } from '../validate';
 
 /** Optional tuning of a manual run (defaults suit production). */
@@ -98,9 +98,9 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
         args: [input],
         typedSearchAttributes: [{ key: BillingWorkflowKindKey, value: 'reconciliation' }],
       });
-    } catch {
+    } catch (err) {
       await sql`DELETE FROM reconciliation_runs WHERE id = ${runId}`.catch(() => {});
-      throw new ApiError(503, 'unavailable', 'Temporal is unreachable; try again');
+      temporalCallError(err, 'try again');
     }
     return c.json({ runId, status: 'running', href: `/admin/reconciliations/${encodeURIComponent(runId)}` }, 202);
   });

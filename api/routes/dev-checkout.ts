@@ -7,6 +7,7 @@
  */
 import { Hono } from 'hono';
 import type Stripe from 'stripe';
+import { formatAmount } from '../../domain/notice-templates';
 import type { Sql } from '../../lib/db';
 import { completeEmulatorCheckout, DEV_TEST_PAYMENT_METHOD, EmulatorCheckoutError, successRedirectUrl } from '../../lib/dev-checkout';
 import { ApiError } from '../errors';
@@ -30,8 +31,6 @@ type PageRow = {
 const escapeHtml = (s: string) =>
   s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
 
-const money = (minor: number, currency: string) =>
-  new Intl.NumberFormat('en-US', { style: 'currency', currency: currency.toUpperCase() }).format(minor / 100);
 
 /** GET /dev/checkout/:sessionId and POST /dev/checkout/:sessionId/complete (mount only in development). */
 export function devCheckoutRoutes(deps: {
@@ -70,7 +69,7 @@ export function devCheckoutRoutes(deps: {
     const row = await sessionRow(c.req.param('sessionId'));
     const remote = await emulatorSession(row.id);
     const e = escapeHtml;
-    const price = row.amount !== null && row.currency ? `${money(row.amount, row.currency)}${row.interval ? ` / ${row.interval}` : ''}` : 'unknown amount';
+    const price = row.amount !== null && row.currency ? `${formatAmount(row.amount, row.currency)}${row.interval ? ` / ${row.interval}` : ''}` : 'unknown amount';
     const open = row.status === 'open' && remote?.status !== 'complete';
     const action = `/dev/checkout/${encodeURIComponent(row.id)}/complete`;
     const body = open

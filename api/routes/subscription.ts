@@ -18,7 +18,7 @@ import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '
 import { prorateUpgrade } from '../../domain/proration';
 import type { Sql } from '../../lib/db';
 import { readPlans } from '../../lib/plans';
-import { ApiError } from '../errors';
+import { ApiError, temporalCallError } from '../errors';
 import { stripeApiError } from '../stripe-errors';
 import { parseJsonBody } from '../validate';
 import { parseCustomerId } from './customers';
@@ -75,9 +75,7 @@ export function updateError(err: unknown, customerId: string): never {
   if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) {
     throw new ApiError(503, 'still_processing', 'the change is still being processed; repeat the request with the same requestId for its result');
   }
-  if (err instanceof ServiceError) {
-    throw new ApiError(503, 'temporal_unavailable', 'the workflow service is unreachable; retry with the same requestId');
-  }
+  if (err instanceof ServiceError) temporalCallError(err, 'retry with the same requestId');
   throw err;
 }
 

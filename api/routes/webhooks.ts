@@ -1,4 +1,5 @@
 /** POST /webhooks/stripe: verify the raw body, store it, answer. The dispatcher hands it to Temporal. */
+import { SpanKind, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
 import { Hono, type Context } from 'hono';
 import type { Logger } from '../../lib/logger';
 import type { Ingest } from '../ingest';
@@ -19,15 +20,32 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
   app.post('/webhooks/stripe', async (c) => {
     deps.ingest.load.started();
     try {
-      return await handle(c);
+      const tracer = deps.ingest.tracer;
+      return await (tracer ? traced(tracer, c) : handle(c));
     } finally {
       deps.ingest.load.ended();
     }
   });
 
-  async function handle(c: Context) {
+  /** Tracing on: one span per request, its context stored with the row (api/ingest.ts); never the payload or a secret. */
+  function traced(tracer: Tracer, c: Context) {
+    const attributes = { 'http.request.method': 'POST', 'http.route': '/webhooks/stripe' };
+    return tracer.startActiveSpan('POST /webhooks/stripe', { kind: SpanKind.SERVER, attributes }, async (span) => {
+      try {
+        const res = await handle(c, span);
+        span.setAttribute('http.response.status_code', res.status);
+        if (res.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+        return res;
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  async function handle(c: Context, span?: Span) {
     const started = performance.now();
     const done = (status: number, body: Record<string, unknown>, reason?: string) => {
+      span?.setAttribute('billing.outcome', reason ?? (body.duplicate === true ? 'duplicate' : String(body.status ?? body.error)));
       if (reason) deps.metrics.webhooksRejected.inc({ reason });
       deps.metrics.ackLatency.observe({ status: String(status) }, (performance.now() - started) / 1000);
       return c.json(body, status as 200);
@@ -63,6 +81,7 @@ export function webhookRoutes(deps: WebhookRouteDeps): Hono {
       return done(400, { error: 'malformed_event', message: 'event id or type is not a Stripe id' }, 'malformed_event');
     }
 
+    span?.setAttributes({ 'billing.event.id': envelope.id, 'billing.event.type': envelope.type });
     let outcome;
     try {
       outcome = await deps.ingest.ingestVerified(envelope, rawBytes, raw);

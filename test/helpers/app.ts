@@ -1,4 +1,5 @@
 /** Builds the real HTTP app for tests (requests go through app.request, no sockets). */
+import type { Tracer } from '@opentelemetry/api';
 import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import { inject } from 'vitest';
@@ -29,6 +30,8 @@ export function buildTestApp(opts: {
   logger?: Logger;
   dispatch?: boolean;
   dispatcherOptions?: Partial<DispatcherOptions>;
+  /** Tracing on (lib/tracing.ts initTracing): the webhook and dispatch spans use it. */
+  tracer?: Tracer;
 }) {
   const logger = opts.logger ?? createLogger({ level: 'silent' });
   const metrics = createMetrics();
@@ -41,6 +44,7 @@ export function buildTestApp(opts: {
     metrics,
     payloadStoreLimitBytes: opts.config.WEBHOOK_PAYLOAD_STORE_LIMIT_BYTES,
     stripe,
+    tracer: opts.tracer,
     onStored: () => {
       dispatcher.wake();
       notifier.notify();

@@ -4,13 +4,20 @@
  * Re-applying an applied event adds none; with APP_WEBHOOK_URL unset none are recorded. Real Postgres;
  * the activities are called directly (their Temporal side is covered by the workflow suites).
  */
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { customerWorkflowId } from '../../domain/ids';
+import { verifyAppWebhook } from '../../lib/app-webhook-signature';
+import { createLogger } from '../../lib/logger';
+import { stripeEventSignal } from '../../workflows/contracts';
+import { createOutboxRelay } from '../../worker/outbox-relay';
 import { createBillingDbActivities } from '../../activities/billing-db';
 import { appEventId } from '../../activities/db/app-events';
 import type { BillingEvent } from '../../domain/billing-event';
 import type { DunningReport } from '../../domain/messages';
 import { dunningIds, invoiceEvent, subscriptionEvent } from '../helpers/dunning';
-import { createTestDatabase, type TestDatabase } from '../helpers/services';
+import { createTestDatabase, eventually, realActivities, startTestWorker, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
 
 describe('app events from the apply path', () => {
   let db: TestDatabase;
@@ -132,5 +139,58 @@ describe('app events from the apply path', () => {
     const acts = createBillingDbActivities({ sql: db.sql });
     await acts.applyBillingEvents([checkoutCompleted(ids, t), subscriptionEvent({ ...ids, status: 'active', created: t + 1 })]);
     expect(await appEvents(ids.customerId)).toEqual([]);
+  });
+});
+
+describe('app events end to end: apply → app_webhooks → outbox relay → delivery workflow → the app', () => {
+  it('tells the app that a new subscription made the customer active, signed, once per event', async () => {
+    const db = await createTestDatabase();
+    const received: { headers: IncomingHttpHeaders; body: string }[] = [];
+    const app = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const secret = 'app-secret-0123456789abcdef';
+    const taskQueue = uniqueId('app-events-');
+    const config = testConfig({ TEMPORAL_TASK_QUEUE: taskQueue, APP_WEBHOOK_URL: `http://127.0.0.1:${(app.address() as AddressInfo).port}/hooks`, APP_WEBHOOK_SECRET: secret });
+    const client = await testClient();
+    const worker = await startTestWorker({ taskQueue, activities: realActivities(db.sql, config) });
+    const relay = createOutboxRelay({ sql: db.sql, client, taskQueue, logger: createLogger({ level: 'silent' }), pollMs: 50, notices: false, appWebhooks: true });
+    relay.start();
+    try {
+      const ids = dunningIds();
+      const event = subscriptionEvent({ ...ids, status: 'active', created: Math.floor(Date.now() / 1000) });
+      await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(ids.customerId),
+        taskQueue,
+        args: [{ customerId: ids.customerId }],
+        signal: stripeEventSignal,
+        signalArgs: [event],
+      });
+      await eventually(async () => received.length >= 2, 20_000, 'two app events');
+      await new Promise((r) => setTimeout(r, 500));
+      const bodies = received.map((r) => JSON.parse(r.body) as { id: string; type: string; created: number; data: Record<string, any> });
+      expect(bodies.map((b) => b.type).sort()).toEqual(['access.changed', 'subscription.changed']);
+      for (const r of received) {
+        expect(verifyAppWebhook(r.body, String(r.headers['billing-signature']), secret)).toBe(true);
+        expect(Object.keys(JSON.parse(r.body))).toEqual(['id', 'type', 'created', 'data']);
+      }
+      expect(bodies.find((b) => b.type === 'access.changed')!.data).toEqual({ customerId: ids.customerId, accessState: 'active', previousAccessState: 'none' });
+      const rows = await db.sql<{ id: string; status: string; attempts: number }[]>`SELECT id, status, attempts FROM app_webhooks WHERE customer_id = ${ids.customerId}`;
+      expect(rows.map((r) => [r.status, r.attempts])).toEqual([['delivered', 1], ['delivered', 1]]);
+      expect(new Set(bodies.map((b) => b.id))).toEqual(new Set(rows.map((r) => r.id)));
+      await client.workflow.getHandle(customerWorkflowId(ids.customerId)).terminate('test done');
+    } finally {
+      await relay.stop();
+      await worker.stop();
+      await client.connection.close();
+      app.close();
+      await db.drop();
+    }
   });
 });

@@ -162,7 +162,7 @@ describe('dev checkout page on the emulators', () => {
   });
 
   it('is never served in production, and POST /checkout keeps Stripe\'s url there', async () => {
-    const prodConfig = testConfig({ NODE_ENV: 'production', STRIPE_API_BASE: gateway.baseUrl, PUBLIC_BASE_URL: apiUrl });
+    const prodConfig = testConfig({ NODE_ENV: 'production', API_AUTH: 'none', STRIPE_API_BASE: gateway.baseUrl, PUBLIC_BASE_URL: apiUrl });
     const stripe = createStripe({ secretKey: prodConfig.STRIPE_SECRET_KEY, apiBase: gateway.baseUrl, maxNetworkRetries: 0 });
     const prod = buildTestApp({ sql: db.sql, temporal, config: prodConfig, stripe, dispatch: false });
     try {

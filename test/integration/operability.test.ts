@@ -432,7 +432,7 @@ describe('operability and security', () => {
     it('lists exactly the routes registered on the app', () => {
       const onApp = new Set(
         built.app.routes
-          .filter((r) => r.method !== 'ALL' && !['/docs', '/openapi.json'].includes(r.path))
+          .filter((r) => r.method !== 'ALL' && !['/docs', '/docs/assets/:file', '/openapi.json'].includes(r.path))
           .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`),
       );
       const inDoc = new Set(operations().map((o) => `${o.method.toUpperCase()} ${o.path}`));
@@ -510,6 +510,16 @@ describe('operability and security', () => {
       const html = await res.text();
       expect(html).toContain('SwaggerUIBundle');
       expect(html).toContain('/openapi.json');
+      // Offline: every script and stylesheet is served here, from the pinned swagger-ui-dist package.
+      const refs = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+      expect(refs.length).toBeGreaterThanOrEqual(2);
+      for (const ref of refs) {
+        expect(ref, 'no CDN').toMatch(/^\/docs\/assets\//);
+        const asset = await built.app.request(ref);
+        expect(asset.status, ref).toBe(200);
+        expect((await asset.text()).length, ref).toBeGreaterThan(1000);
+      }
+      expect((await built.app.request('/docs/assets/..%2Fpackage.json')).status).toBe(404);
     });
   });
 
@@ -615,6 +625,40 @@ describe('operability and security', () => {
       expect(stderr).toContain('ADMIN_TOKEN is required when NODE_ENV=production');
       expect(stderr).not.toContain(TEST_WEBHOOK_SECRET);
     });
+
+    it('refuses to start the API in production without API_TOKEN, unless API_AUTH=none says so', async () => {
+      const run = async (extra: Record<string, string>) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'api/server.ts'], {
+          cwd: ROOT,
+          env: {
+            PATH: process.env.PATH,
+            NODE_ENV: 'production',
+            DATABASE_URL: db.url,
+            STRIPE_SECRET_KEY: STRIPE_KEY,
+            STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
+            ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+            TEMPORAL_ADDRESS: inject('temporalAddress'),
+            PORT: String(await freePort()),
+            ...extra,
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        child.stderr!.on('data', (d) => (out += d));
+        child.stdout!.on('data', (d) => (out += d));
+        const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+        const listening = eventually(async () => out.includes('api listening'), 20_000, 'the API to listen').then(() => 'listening' as const, () => 'timeout' as const);
+        const first = await Promise.race([exited, listening]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+        return { first, out };
+      };
+      const refused = await run({});
+      expect(refused.first).toBe(1);
+      expect(refused.out).toContain('API_TOKEN is required when NODE_ENV=production');
+      const open = await run({ API_AUTH: 'none' });
+      expect(open.first).toBe('listening');
+      expect(open.out).toMatch(/API_AUTH=none.*WITHOUT authentication/);
+    });
   });
 
   describe('the worker entry point (npm run worker)', () => {
@@ -662,6 +706,8 @@ describe('operability and security', () => {
         if (child!.exitCode !== null) throw new Error(`worker exited ${child!.exitCode}: ${stderr}`);
         return lines().some((l) => l.msg === 'worker started');
       }, 90_000, 'the worker to start');
+      // No SMTP_URL / NOTIFY_FROM here: startup says notices stay in the outbox.
+      await eventually(async () => lines().some((l) => l.level === 'warn' && /notices stay queued in the notifications outbox/.test(String(l.msg))), 10_000, 'the outbox-only warning');
 
       // This delivery is for the child worker's task queue: only this app's dispatcher may hand it over.
       await built.dispatcher.stop();

@@ -243,6 +243,16 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
       expect(await count()).toBe(before);
     });
 
+    it('answers 400 to a correctly signed timestamp more than 300 s in the future, and accepts one within it', async () => {
+      const { envelope } = uniqueFixture('customer.created');
+      const res = await postWebhook(built.app, envelope, { timestamp: Math.floor(Date.now() / 1000) + 301 });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'stale_timestamp', message: expect.stringMatching(/future/) });
+      expect(await count()).toBe(before);
+      const ok = await postWebhook(built.app, uniqueFixture('customer.created').envelope, { timestamp: Math.floor(Date.now() / 1000) + 120 });
+      expect(ok.status).toBe(200);
+    });
+
     it('answers 413 to an oversize body', async () => {
       const { envelope } = uniqueFixture('customer.created');
       envelope.data.object.description = 'x'.repeat(config.WEBHOOK_MAX_BODY_BYTES + 10);

@@ -19,7 +19,7 @@ function patchesOf(history: { events: any[] }): string[] {
 const DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
 
-describe('replaying recorded customer, dunning, reconciliation, notice and app-webhook workflow histories against the current code', () => {
+describe('replaying recorded customer, dunning, reconciliation, notice, app-webhook and retention workflow histories against the current code', () => {
   it('has recorded histories to replay', () => {
     expect(files.length).toBeGreaterThanOrEqual(8);
     // Histories recorded before the plan-change-catalog patch must keep replaying.
@@ -42,7 +42,8 @@ describe('replaying recorded customer, dunning, reconciliation, notice and app-w
     // workflow that emails, and an app-webhook delivery that was retried after a 500.
     for (const generation of ['v4-', 'v5-', 'v6-']) {
       const current = files.filter(
-        (f) => f.startsWith(generation) && !f.includes('-reconciliation-') && !f.includes('-notice-sent') && !f.includes('-app-webhook-'),
+        (f) =>
+          f.startsWith(generation) && !f.includes('-reconciliation-') && !f.includes('-notice-sent') && !f.includes('-app-webhook-') && !f.includes('-retention-'),
       );
       expect(current).toHaveLength(generation === 'v6-' ? 7 : 6);
       const customer = current.filter((f) => f.includes('-customer-'));
@@ -66,6 +67,8 @@ describe('replaying recorded customer, dunning, reconciliation, notice and app-w
     expect(reconciliation).toHaveLength(4);
     // The workflows of issue 16: a notice sent by its own workflow, an app event delivered on the second attempt.
     expect(files.filter((f) => f.startsWith('v6-notice-') || f.startsWith('v6-app-webhook-'))).toEqual(['v6-app-webhook-retried.json', 'v6-notice-sent.json']);
+    // Retention (issue 17): a first run and the last run of its continue-as-new chain.
+    expect(files.filter((f) => f.startsWith('v6-retention-'))).toEqual(['v6-retention-last-run.json', 'v6-retention-run1.json']);
     for (const f of reconciliation) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('reconciliation-invoices');
   });
 
