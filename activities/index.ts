@@ -12,7 +12,7 @@ import { recordAppEvents } from './db/app-events';
 import { createNotifyActivities } from './notify';
 import type { Mailer } from '../lib/mailer';
 import { createPlanChangeStripeActivities } from './plan-change';
-import { createPlanDbActivities } from './plans';
+import { createPlanDbActivities } from './plan-change-db';
 import { createReconciliationActivities } from './reconciliation';
 import { createRetentionActivities } from './retention';
 import { createStripeReadActivities } from './stripe';

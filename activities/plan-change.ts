@@ -8,7 +8,7 @@ import Stripe from 'stripe';
 import type { AppEventDraft } from '../domain/app-events';
 import { SubscriptionStatusSchema, type SubscriptionStatus } from '../domain/billing-event';
 import { planChangeIdempotencyKey, subscriptionActionIdempotencyKey } from '../domain/plan-change';
-import type { Plan } from '../domain/plans';
+import type { Plan } from '../domain/plan-catalog';
 import { mapStripeError } from './errors';
 
 export interface PlanChangeStripeDeps {

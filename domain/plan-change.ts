@@ -4,7 +4,7 @@
  */
 import type { LocalSubscription } from './billing/state';
 import type { SubscriptionStatus } from './billing-event';
-import type { Plan } from './plans';
+import type { Plan } from './plan-catalog';
 import { classifyPlanChange } from './proration';
 
 /** Rejection types: the `type` of the ApplicationFailure a validator throws, mapped to HTTP by the API. */

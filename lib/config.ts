@@ -111,7 +111,7 @@ export const ConfigSchema = z
     STRIPE_RATE_LIMIT_PER_SECOND: z.coerce.number().positive().default(20),
     WORKER_METRICS_ADDRESS: optionalNonEmpty,
     TEMPORAL_UI_URL: z.string().default('http://localhost:8233'),
-    /** The plan catalog as inline JSON (wins over PLANS_FILE); see lib/plans.ts. */
+    /** The plan catalog as inline JSON (wins over PLANS_FILE); see lib/plan-catalog-sync.ts. */
     PLANS_JSON: optionalNonEmpty,
     /** Path of a plan catalog JSON file; default config/plans.json. */
     PLANS_FILE: optionalNonEmpty,

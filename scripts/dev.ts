@@ -14,7 +14,7 @@ import path from 'node:path';
 import { createSql } from '../lib/db';
 import { devCheckoutPageUrl } from '../lib/dev-checkout';
 import { migrate } from '../lib/migrate';
-import { loadPlanConfig, syncPlans } from '../lib/plans';
+import { loadPlanConfig, syncPlans } from '../lib/plan-catalog-sync';
 import { seedLocalstripeCatalog, startEmulatorGateway } from './emulator-gateway';
 import {
   freePort,

@@ -12,7 +12,7 @@ import type { ApplyFaults } from '../activities/billing-db';
 import { appWebhooksEnabled, emailEnabled, loadConfigOrExit, type Config } from '../lib/config';
 import { createSql, describeDatabaseUrl, installPostgresCrashGuard } from '../lib/db';
 import { createLogger, type Logger } from '../lib/logger';
-import { loadPlanConfig, syncPlans } from '../lib/plans';
+import { loadPlanConfig, syncPlans } from '../lib/plan-catalog-sync';
 import { createStripe } from '../lib/stripe';
 import { createTemporalClient, createWorkerConnection, describeTemporalTarget, temporalTarget } from '../lib/temporal';
 import { initTracing } from '../lib/tracing';

@@ -15,7 +15,7 @@ import type { BillingEvent } from '../domain/billing-event';
 import { type CancelSubscriptionRequest, type ChangePlanRequest, type ChangePlanResult, type PlanChangeView, type SubscriptionActionResult } from '../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from './contracts';
 import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
-import type { Plan } from '../domain/plans';
+import type { Plan } from '../domain/plan-catalog';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
 import { stripeInteractiveWriteActivities } from './stripe-activities';
 

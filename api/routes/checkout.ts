@@ -8,7 +8,7 @@ import type Stripe from 'stripe';
 import { z } from 'zod';
 import { REQUEST_ID_PATTERN } from '../../domain/plan-change';
 import type { Sql } from '../../lib/db';
-import { readPlans } from '../../lib/plans';
+import { readPlans } from '../../lib/plan-catalog-sync';
 import { ApiError } from '../errors';
 import type { Metrics } from '../metrics';
 import { stripeApiError } from '../stripe-errors';

@@ -17,7 +17,7 @@ import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpda
 import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../../domain/plan-change';
 import { prorateUpgrade } from '../../domain/proration';
 import type { Sql } from '../../lib/db';
-import { readPlans } from '../../lib/plans';
+import { readPlans } from '../../lib/plan-catalog-sync';
 import { ApiError, temporalCallError } from '../errors';
 import { stripeApiError } from '../stripe-errors';
 import { parseJsonBody } from '../validate';

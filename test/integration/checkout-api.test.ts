@@ -5,8 +5,8 @@
 import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
-import type { Plan } from '../../domain/plans';
-import { syncPlans } from '../../lib/plans';
+import type { Plan } from '../../domain/plan-catalog';
+import { syncPlans } from '../../lib/plan-catalog-sync';
 import { createStripe } from '../../lib/stripe';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { cardUpdateToken, cardUpdateUrl } from '../../lib/card-update-link';

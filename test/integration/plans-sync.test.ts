@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Plan } from '../../domain/plans';
-import { loadPlanConfig, readPlans, syncPlans } from '../../lib/plans';
+import type { Plan } from '../../domain/plan-catalog';
+import { loadPlanConfig, readPlans, syncPlans } from '../../lib/plan-catalog-sync';
 import { createTestDatabase, type TestDatabase } from '../helpers/services';
 
 describe('syncPlans', () => {

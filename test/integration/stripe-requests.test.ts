@@ -8,9 +8,9 @@ import type Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { createDunningActivities } from '../../activities/dunning';
 import { createPlanChangeStripeActivities } from '../../activities/plan-change';
-import type { Plan } from '../../domain/plans';
+import type { Plan } from '../../domain/plan-catalog';
 import { createStripe } from '../../lib/stripe';
-import { syncPlans } from '../../lib/plans';
+import { syncPlans } from '../../lib/plan-catalog-sync';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import { createTestDatabase, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { decidePlanChange, planChangeIdempotencyKey, type PlanChangeSubject } from '../../domain/plan-change';
-import type { Plan } from '../../domain/plans';
+import type { Plan } from '../../domain/plan-catalog';
 import { ConfigError } from '../../lib/config';
-import { loadPlanConfig } from '../../lib/plans';
+import { loadPlanConfig } from '../../lib/plan-catalog-sync';
 
 const plan = (id: string, rank: number, over: Partial<Plan> = {}): Plan => ({
   id,

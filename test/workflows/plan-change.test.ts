@@ -12,8 +12,8 @@ import type { BillingEvent, SubscriptionData } from '../../domain/billing-event'
 import { customerWorkflowId } from '../../domain/ids';
 import { type ChangePlanResult, type CustomerWorkflowState } from '../../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, resumeSubscriptionUpdate, stateQuery, stripeEventSignal } from '../../workflows/contracts';
-import type { Plan } from '../../domain/plans';
-import { syncPlans } from '../../lib/plans';
+import type { Plan } from '../../domain/plan-catalog';
+import { syncPlans } from '../../lib/plan-catalog-sync';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import {
   createTestDatabase,

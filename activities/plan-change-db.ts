@@ -1,7 +1,7 @@
 /** Postgres activities of plan changes: the catalog read and the scheduled-downgrade marker. */
-import type { Plan } from '../domain/plans';
+import type { Plan } from '../domain/plan-catalog';
 import type { Sql } from '../lib/db';
-import { readPlans } from '../lib/plans';
+import { readPlans } from '../lib/plan-catalog-sync';
 
 export interface PlanDbDeps {
   sql: Sql;

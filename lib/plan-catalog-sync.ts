@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { formatIssues } from '../domain/events/shared';
-import { PlanCatalogSchema, type Plan } from '../domain/plans';
+import { PlanCatalogSchema, type Plan } from '../domain/plan-catalog';
 import { ConfigError, type Config } from './config';
 import type { Sql } from './db';
 
