@@ -7,7 +7,8 @@ import type { Sql } from '../lib/db';
 import { createApply, type ApplyFaults } from './db/apply';
 import { ensureCustomer, refreshAccessState } from './db/customers';
 import { recordDunningReport } from './db/dunning-cycles';
-import { countInActivity, lockCustomer } from './db/shared';
+import { lockCustomer } from './db/shared';
+import { countInActivity } from './metrics';
 import { describeError, isDataError } from './db/failure-policy';
 import { logEvent } from './event-log';
 import { loadCurrentSubscription } from './db/subscriptions';
@@ -49,7 +50,7 @@ export function createBillingDbActivities({ sql, dunningMaxAttempts = 4, faults,
             if (!isDataError(err)) throw err;
             // A report that cannot be stored is logged and skipped: the customer's queue flows on, and
             // the next report of the cycle carries its whole state again.
-            countInActivity('billing_dunning_reports_rejected', 'Dunning reports the database refused (data errors)');
+            countInActivity('dunningReportsRejected');
             logEvent('warn', 'dunning report not recorded: data error', { eventId: 'none', customerId: input.customerId, invoiceId: report.invoiceId, error: describeError(err) });
           }
         }

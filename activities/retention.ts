@@ -6,7 +6,7 @@
 import { log } from '@temporalio/activity';
 import type { Config } from '../lib/config';
 import type { Sql } from '../lib/db';
-import { countInActivity } from './db/shared';
+import { countInActivity } from './metrics';
 
 /**
  * Rows that dedup something (a delivery's event id, the applied-events ledger, notice and app-webhook
@@ -201,8 +201,8 @@ export function createRetentionActivities({ sql, config }: RetentionDeps) {
       if (row.affected > 0) {
         const table = step === 'webhook_payloads' ? 'webhook_events' : step;
         const action = step === 'webhook_payloads' ? 'payload_purged' : 'deleted';
-        countInActivity('billing_retention_rows', 'Rows deleted (or payloads purged) by retention', row.affected, { table, action });
-        if (row.effects) countInActivity('billing_retention_rows', 'Rows deleted (or payloads purged) by retention', row.effects, { table: 'applied_effects', action });
+        countInActivity('retentionRows', row.affected, { table, action });
+        if (row.effects) countInActivity('retentionRows', row.effects, { table: 'applied_effects', action });
         try {
           log.debug('retention batch', { step, cutoff: cutoff.toISOString(), scanned: row.scanned, ...counts });
         } catch {

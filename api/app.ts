@@ -1,7 +1,7 @@
 /** createApp(deps): composes the route modules; no listening here (tests call app.request). */
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { Hono } from 'hono';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import type Stripe from 'stripe';
 import type { Config } from '../lib/config';
@@ -10,19 +10,14 @@ import type { Sql } from '../lib/db';
 import { devCheckoutEnabled, devCheckoutPageUrl } from '../lib/dev-checkout';
 import { logContext, type Logger } from '../lib/logger';
 import { migrationsCurrent } from '../lib/migrate';
-import { createAppliedLagCollector } from './applied-lag';
 import { docsRoutes } from './docs';
 import { bearerAuth } from './auth';
-import { ApiError, renderError } from './errors';
+import { ApiError, commonErrors, ErrorBodySchema, renderError } from './errors';
 import type { Ingest } from './ingest';
-import { updateDunningGauges } from './dunning-metrics';
-import { updateOutboxGauges } from './outbox-metrics';
-import type { Metrics } from './metrics';
-import { buildOpenApiDocument } from './openapi';
-import { updateReconciliationGauges } from './reconciliation-stats';
+import { createMetricsScrape, type Metrics } from './metrics';
 import { adminAppWebhookRoutes } from './routes/admin-app-webhooks';
 import { adminReconciliationRoutes } from './routes/admin-reconciliations';
-import { adminCheckoutRoutes, checkoutRoutes, updateCheckoutGauges } from './routes/checkout';
+import { adminCheckoutRoutes, checkoutRoutes } from './routes/checkout';
 import { adminWebhookRoutes } from './routes/admin-webhooks';
 import { billingPortalRoutes } from './routes/billing-portal';
 import { customerRoutes } from './routes/customers';
@@ -30,6 +25,7 @@ import { devCheckoutRoutes } from './routes/dev-checkout';
 import { subscriptionRoutes } from './routes/subscription';
 import { webhookRoutes } from './routes/webhooks';
 import type { Dispatcher } from './dispatcher';
+import { jsonResponse } from './validate';
 
 export interface AppDeps {
   config: Pick<
@@ -77,9 +73,9 @@ const within = <T>(ms: number, p: Promise<T>): Promise<T> =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())]);
 
 /** Builds the HTTP application. */
-export function createApp(deps: AppDeps): Hono<Env> {
+export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   const { logger } = deps;
-  const app = new Hono<Env>();
+  const app = new OpenAPIHono<Env>();
 
   app.use('*', async (c, next) => {
     const given = c.req.header('x-request-id');
@@ -120,6 +116,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return next();
   });
 
+  // Plain routes (no input to validate), documented through the registry.
+  for (const route of OPERATIONAL_ROUTES) app.openAPIRegistry.registerPath(route);
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     const failing: string[] = [];
@@ -151,24 +149,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
     }
     return c.json({ status: 'ready', temporal: 'up', ...(dispatcher ? { dispatcher } : {}) });
   });
-  const appliedLag = createAppliedLagCollector({ sql: deps.sql, metrics: deps.metrics });
+  const scrapeMetrics = createMetricsScrape({ sql: deps.sql, metrics: deps.metrics, ingest: deps.ingest, config: deps.config, logger });
   app.get('/metrics', async (c) => {
-    const depth = await deps.ingest.inboxDepth().catch(() => null);
-    if (depth) {
-      deps.metrics.inboxDepth.set(depth.depth);
-      deps.metrics.oldestUndispatchedAge.set(depth.oldestAgeSeconds);
-    }
-    const inbox = await deps.ingest.inboxHealth(deps.config.STUCK_DISPATCH_THRESHOLD_MS).catch(() => null);
-    if (inbox) {
-      deps.metrics.webhookEventsQuarantined.set(inbox.quarantined);
-      deps.metrics.webhookEventsStuck.set(inbox.stuck);
-      deps.metrics.webhookEventsStuckOldestAge.set(inbox.stuckOldestAgeSeconds);
-    }
-    await appliedLag.collect().catch((err: unknown) => logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'applied-lag scrape failed'));
-    await updateReconciliationGauges(deps.sql, deps.metrics).catch(() => {});
-    await updateDunningGauges(deps.sql, deps.metrics).catch(() => {});
-    await updateOutboxGauges(deps.sql, deps.metrics).catch(() => {});
-    await updateCheckoutGauges(deps.sql, deps.metrics, deps.config.CHECKOUT_SUCCESS_WINDOW_HOURS).catch(() => {});
+    await scrapeMetrics();
     return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
   });
 
@@ -206,12 +189,114 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.route('/', adminCheckoutRoutes({ sql: deps.sql }));
   app.route('/', adminAppWebhookRoutes({ sql: deps.sql }));
 
-  // Built once, on first request: the same zod schemas the routes validate with (api/openapi.ts).
-  let openapi: ReturnType<typeof buildOpenApiDocument> | null = null;
-  app.get('/openapi.json', (c) => c.json((openapi ??= buildOpenApiDocument())));
+  app.openAPIRegistry.registerComponent('securitySchemes', 'adminToken', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'ADMIN_TOKEN, compared in constant time. Missing → 401, wrong → 403. With no ADMIN_TOKEN configured every /admin route answers 404.',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'apiToken', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'API_TOKEN for the app-facing routes. Optional: with no API_TOKEN configured these routes are open and are expected to sit behind the app’s own auth.',
+  });
+  // Generated once, on first request, from the routes' own createRoute definitions.
+  let openapi: ReturnType<typeof app.getOpenAPI31Document> | null = null;
+  app.get('/openapi.json', (c) => c.json((openapi ??= app.getOpenAPI31Document(DOCUMENT_CONFIG))));
   app.route('/', docsRoutes());
 
-  app.notFound((c) => c.json({ error: 'not_found', message: 'no such route' }, 404));
+  const allowedMethods = createAllowedMethods(app.routes);
+  app.notFound((c) => {
+    // A known path with another method: 405 with the methods it does answer.
+    const allow = allowedMethods(c.req.path);
+    if (allow.length > 0) {
+      c.header('Allow', allow.join(', '));
+      return c.json({ error: 'method_not_allowed', message: `${c.req.method} is not allowed here; use ${allow.join(', ')}` }, 405);
+    }
+    return c.json({ error: 'not_found', message: 'no such route' }, 404);
+  });
   app.onError((err, c) => renderError(err, c, logger));
   return app;
 }
+
+/** The document's header (the paths come from the routes). */
+const DOCUMENT_CONFIG = {
+  openapi: '3.1.0',
+  info: {
+    title: 'Billing engine API',
+    version: '0.1.0',
+    description:
+      'Stripe billing orchestrated by Temporal. Every error is `{ error, message, details? }` and every response carries X-Request-Id. JSON bodies are limited to 64 KiB (the webhook to WEBHOOK_MAX_BODY_BYTES). A known path called with another method answers 405 with an Allow header.',
+  },
+};
+
+/**
+ * The methods registered for a path, for 405 answers: computed lazily from the app's routes (after every
+ * route is mounted), middleware (method ALL) excluded; GET implies HEAD, which Hono answers from it.
+ */
+function createAllowedMethods(routes: { method: string; path: string }[]): (path: string) => string[] {
+  let table: { pattern: RegExp; method: string }[] | null = null;
+  return (path) => {
+    table ??= routes
+      .filter((r) => r.method !== 'ALL')
+      .map((r) => ({
+        method: r.method,
+        pattern: new RegExp(`^${r.path.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}/?$`),
+      }));
+    const methods = new Set(table.filter((t) => t.pattern.test(path)).map((t) => t.method));
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods].sort();
+  };
+}
+
+const DispatcherStatusSchema = z
+  .object({ running: z.boolean(), temporalUp: z.boolean(), lastError: z.string().nullable(), window: z.number().int(), inFlight: z.number().int() })
+  .describe("This replica's dispatcher: whether it reaches Temporal, its admission window and signals in flight");
+
+/** GET /healthz, GET /readyz and GET /metrics, as the document shows them. */
+const OPERATIONAL_ROUTES = [
+  createRoute({
+    method: 'get',
+    path: '/healthz',
+    tags: ['operations'],
+    summary: 'Liveness: the process is up',
+    responses: { 200: jsonResponse(z.object({ status: z.literal('ok') }).openapi('Health'), 'Up'), ...commonErrors },
+  }),
+  createRoute({
+    method: 'get',
+    path: '/readyz',
+    tags: ['operations'],
+    summary: 'Readiness: Postgres reachable and migrations current; Temporal down only degrades',
+    responses: {
+      200: jsonResponse(
+        z
+          .object({
+            status: z.enum(['ready', 'degraded']).describe('degraded: Temporal is unreachable; webhooks are still stored, acknowledged and dispatched once it is back'),
+            temporal: z.enum(['up', 'down']),
+            degraded: z.array(z.literal('temporal')).optional(),
+            message: z.string().optional(),
+            dispatcher: DispatcherStatusSchema.optional(),
+          })
+          .openapi('Ready'),
+        'Ready, or degraded while Temporal is down (the replica keeps taking webhooks)',
+      ),
+      503: jsonResponse(
+        ErrorBodySchema.extend({
+          status: z.literal('unavailable'),
+          failing: z.array(z.enum(['postgres', 'migrations'])).describe('The failing dependencies'),
+          temporal: z.enum(['up', 'down']),
+        }).openapi('NotReady'),
+        'Postgres or the migrations are failing; `failing` names it',
+      ),
+      ...commonErrors,
+    },
+  }),
+  createRoute({
+    method: 'get',
+    path: '/metrics',
+    tags: ['operations'],
+    summary: 'Prometheus metrics (text exposition format)',
+    description:
+      'Webhook counters, ack latency, created→applied and received→applied lag histograms, inbox depth and oldest undispatched age, dispatcher and admission-control series, quarantined and stuck delivery gauges, reconciliation, dunning and checkout series. Keep it on the internal network.',
+    responses: { 200: { description: 'Metrics', content: { 'text/plain': { schema: z.string() } } }, ...commonErrors },
+  }),
+];

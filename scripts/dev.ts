@@ -15,7 +15,7 @@ import { createSql } from '../lib/db';
 import { devCheckoutPageUrl } from '../lib/dev-checkout';
 import { migrate } from '../lib/migrate';
 import { loadPlanConfig, syncPlans } from '../lib/plan-catalog-sync';
-import { seedLocalstripeCatalog, startEmulatorGateway } from './emulator-gateway';
+import { seedLocalstripeCatalog, startEmulatorGateway } from '../support/emulator-gateway/gateway';
 import {
   freePort,
   portInUse,
@@ -29,7 +29,7 @@ import {
   waitForPort,
   writeJson,
   type Managed,
-} from './stack';
+} from '../support/services';
 
 // DEV_DATA_DIR: another state directory (the demo test runs a second stack beside yours).
 const DATA = process.env.DEV_DATA_DIR ? path.resolve(process.env.DEV_DATA_DIR) : path.join(ROOT, '.data');
@@ -43,7 +43,7 @@ export const DEV_DEFAULTS = {
   temporalUiPort: num(env.DEV_TEMPORAL_UI_PORT, 8233),
   localstripePort: num(env.DEV_LOCALSTRIPE_PORT, 8420),
   stripeMockPort: num(env.DEV_STRIPE_MOCK_PORT, 12111),
-  /** scripts/emulator-gateway.ts, in front of localstripe (emulators only). */
+  /** support/emulator-gateway/gateway.ts, in front of localstripe (emulators only). */
   stripeGatewayPort: num(env.DEV_STRIPE_GATEWAY_PORT, 8421),
   /** Mailpit (unless SMTP_URL is given): SMTP for the worker, web UI + API for you and the demo. */
   mailpitSmtpPort: num(env.DEV_MAILPIT_SMTP_PORT, 1025),

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { ROOT } from './stack';
+import { ROOT } from '../support/services';
 
 async function main(): Promise<void> {
   const [uiUrl = 'http://localhost:8233', customerId] = process.argv.slice(2);

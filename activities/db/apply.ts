@@ -28,7 +28,8 @@ import {
   writePaymentIntentDecline,
 } from './invoices';
 import { writeCharge, writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writeIntentCharge, writePaymentMethod } from './records';
-import { countInActivity, lockCustomer } from './shared';
+import { countInActivity } from '../metrics';
+import { lockCustomer } from './shared';
 import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
 
 /** Test-only fault hooks of the apply path (chaos, simulation). */
@@ -162,7 +163,7 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
       if (!isDataError(err)) throw err;
       const error = describeError(err);
       await quarantineEvent(tx, event.eventId, error);
-      countInActivity('billing_events_quarantined', 'Events set aside by a data error in the apply path');
+      countInActivity('eventsQuarantined');
       logEvent('warn', 'event quarantined: data error', { eventId: event.eventId, customerId: event.customerId, type: event.type, error });
       return { outcome: 'quarantined', effects: [], error };
     }
@@ -260,7 +261,7 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
       const { snapshot, eventId } = input;
       const owner = input.customerId ?? snapshot.customerId;
       if (snapshot.customerId !== owner) {
-        countInActivity('billing_refetch_refused', 'Objects re-fetched from Stripe refused because they belong to another customer');
+        countInActivity('refetchRefused');
         logEvent('warn', 'refused a Stripe object of another customer', {
           eventId: eventId ?? 'none',
           customerId: owner,
@@ -281,7 +282,7 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
           // A Stripe object that cannot be stored must not block the customer's queue: set aside, visible.
           const error = describeError(err);
           if (eventId) await quarantineEvent(tx, eventId, error);
-          countInActivity('billing_events_quarantined', 'Events set aside by a data error in the apply path');
+          countInActivity('eventsQuarantined');
           logEvent('warn', 'Stripe object not stored: data error', { eventId: eventId ?? 'none', customerId: owner, subscriptionId: snapshot.subscriptionId, error });
           return { outcome: 'quarantined', effects: [], error };
         }

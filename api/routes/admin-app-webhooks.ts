@@ -1,11 +1,10 @@
 /** Admin: the log of outgoing app webhooks (app_webhooks), one event with its payload, and replay. Mounted behind the admin token. */
-import { Hono } from 'hono';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type postgres from 'postgres';
-import { z } from 'zod';
 import { APP_EVENT_TYPES } from '../../domain/app-events';
 import type { Sql } from '../../lib/db';
-import { ApiError } from '../errors';
-import { isStorableTime, parseQuery } from '../validate';
+import { adminAuthErrors, adminSecurity, ApiError, commonErrors, errorResponse } from '../errors';
+import { createRouter, IsoTimeSchema, isStorableTime, jsonResponse } from '../validate';
 
 /** Every delivery status of an app webhook (app_webhooks.status). */
 export const APP_WEBHOOK_STATUSES = ['pending', 'delivered', 'failed', 'given_up'] as const;
@@ -17,6 +16,73 @@ export const ListAppWebhooksQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(50),
   /** Opaque cursor from the previous page's nextCursor. */
   cursor: z.string().max(500).optional(),
+});
+
+const summaryFields = {
+  id: z.string(),
+  type: z.string().describe('access.changed, subscription.changed, plan_change.completed, …'),
+  customerId: z.string().nullable(),
+  status: z.enum(APP_WEBHOOK_STATUSES).describe('failed: the last attempt failed and retries go on; given_up: retried for 3 days'),
+  attempts: z.number().int().describe('POSTs made, replays included'),
+  lastStatusCode: z.number().int().nullable().describe("The app's HTTP status on the last attempt (null: network error or timeout)"),
+  lastError: z.string().nullable(),
+  lastAttemptAt: IsoTimeSchema.nullable(),
+  deliveredAt: IsoTimeSchema.nullable(),
+  createdAt: IsoTimeSchema,
+  replays: z.number().int().describe('Admin replays so far'),
+};
+const AppWebhookSummarySchema = z.object(summaryFields).openapi('AppWebhookSummary');
+const AppWebhookListSchema = z
+  .object({ data: z.array(AppWebhookSummarySchema), nextCursor: z.string().nullable().describe('Pass as `cursor` for the next page') })
+  .openapi('AppWebhookList');
+const AppWebhookSchema = z
+  .object({ ...summaryFields, data: z.record(z.string(), z.unknown()).describe('The event payload, as the app receives it in `data`') })
+  .openapi('AppWebhook');
+const AppWebhookReplaySchema = z
+  .object({
+    id: z.string(),
+    replays: z.number().int(),
+    workflowId: z.string().describe('app-webhook:<id>:replay-<replays>, started by the worker’s outbox relay'),
+  })
+  .openapi('AppWebhookReplay');
+const IdParamsSchema = z.object({
+  id: z.string().min(1).describe('aevt_… (the id the app receives)').openapi({ param: { name: 'id', in: 'path' } }),
+});
+
+const base = { tags: ['admin: app webhooks'], security: adminSecurity };
+const listAppWebhooks = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/app-webhooks',
+  summary: 'List the outgoing app webhooks, newest first',
+  request: { query: ListAppWebhooksQuerySchema },
+  responses: {
+    200: jsonResponse(AppWebhookListSchema, 'One page'),
+    400: errorResponse('Invalid filter (validation_error) or cursor (invalid_cursor)'),
+    ...adminAuthErrors,
+    ...commonErrors,
+  },
+});
+const getAppWebhook = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/app-webhooks/{id}',
+  summary: 'One app webhook with its payload',
+  request: { params: IdParamsSchema },
+  responses: { 200: jsonResponse(AppWebhookSchema, 'The event and its delivery'), ...adminAuthErrors, ...commonErrors },
+});
+const replayAppWebhook = createRoute({
+  ...base,
+  method: 'post',
+  path: '/admin/app-webhooks/{id}/replay',
+  summary: 'Deliver an app webhook again (same id): sets it pending for the outbox relay',
+  request: { params: IdParamsSchema },
+  responses: {
+    202: jsonResponse(AppWebhookReplaySchema, 'Accepted: the relay starts the replay workflow'),
+    ...adminAuthErrors,
+    409: errorResponse('A delivery of it is in flight (delivery_in_flight)'),
+    ...commonErrors,
+  },
 });
 
 /** The delivery workflow's id: `app-webhook:<id>`, and `app-webhook:<id>:replay-<n>` for the n-th admin replay. */
@@ -46,7 +112,7 @@ interface SummaryRow {
   id: string;
   type: string;
   customer_id: string | null;
-  status: string;
+  status: (typeof APP_WEBHOOK_STATUSES)[number];
   attempts: number;
   last_status_code: number | null;
   last_error: string | null;
@@ -73,14 +139,14 @@ function toSummary(r: SummaryRow) {
 }
 
 /** Admin routes of the app webhook log. */
-export function adminAppWebhookRoutes(deps: { sql: Sql }): Hono {
+export function adminAppWebhookRoutes(deps: { sql: Sql }): OpenAPIHono {
   const { sql } = deps;
-  const app = new Hono();
+  const app = createRouter();
   const columns = sql`id, type, customer_id, status, attempts, last_status_code, last_error, last_attempt_at, delivered_at, created_at, replays`;
   const utcMicros = (t: postgres.Fragment) => sql`to_char(${t} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
-  app.get('/admin/app-webhooks', async (c) => {
-    const q = parseQuery(c, ListAppWebhooksQuerySchema);
+  app.openapi(listAppWebhooks, async (c) => {
+    const q = c.req.valid('query');
     const cur = q.cursor ? decodeCursor(q.cursor) : null;
     const rows = await sql<(SummaryRow & { cursor_at: string })[]>`
       SELECT ${columns}, ${utcMicros(sql`created_at`)} AS cursor_at
@@ -94,18 +160,18 @@ export function adminAppWebhookRoutes(deps: { sql: Sql }): Hono {
       LIMIT ${q.limit + 1}`;
     const data = rows.slice(0, q.limit);
     const last = data[data.length - 1];
-    return c.json({ data: data.map(toSummary), nextCursor: rows.length > q.limit && last ? encodeCursor(last.cursor_at, last.id) : null });
+    return c.json({ data: data.map(toSummary), nextCursor: rows.length > q.limit && last ? encodeCursor(last.cursor_at, last.id) : null }, 200);
   });
 
-  app.get('/admin/app-webhooks/:id', async (c) => {
-    const id = c.req.param('id');
-    const [row] = await sql<(SummaryRow & { data: unknown })[]>`SELECT ${columns}, data FROM app_webhooks WHERE id = ${id}`;
+  app.openapi(getAppWebhook, async (c) => {
+    const { id } = c.req.valid('param');
+    const [row] = await sql<(SummaryRow & { data: Record<string, unknown> })[]>`SELECT ${columns}, data FROM app_webhooks WHERE id = ${id}`;
     if (!row) throw new ApiError(404, 'app_webhook_not_found', `no app webhook ${id}`);
-    return c.json({ ...toSummary(row), data: row.data });
+    return c.json({ ...toSummary(row), data: row.data }, 200);
   });
 
-  app.post('/admin/app-webhooks/:id/replay', async (c) => {
-    const id = c.req.param('id');
+  app.openapi(replayAppWebhook, async (c) => {
+    const { id } = c.req.valid('param');
     // One statement: the relay starts app-webhook:<id>:replay-<n> for the row it finds unstarted. A row
     // whose delivery workflow is running (started, neither delivered nor given up) is left alone.
     const [replayed] = await sql<{ replays: number }[]>`

@@ -1,14 +1,13 @@
 /** Admin: start a reconciliation run now, follow its progress, list recent runs. Mounted behind the admin token. */
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { Hono } from 'hono';
-import { z } from 'zod';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { reconciliationWorkflowId } from '../../domain/ids';
 import { driftKind, type DriftField, type ReconciliationInput } from '../../domain/reconciliation';
 import { BillingWorkflowKindKey } from '../../workflows/contracts';
 import type { Sql } from '../../lib/db';
-import { ApiError, temporalCallError } from '../errors';
-import { isStorableTime, parseJsonBody, parseQuery } from '../validate';
+import { adminAuthErrors, adminSecurity, ApiError, commonErrors, errorResponse, jsonBodyErrors, temporalCallError } from '../errors';
+import { createRouter, IsoTimeSchema, isStorableTime, jsonBody, jsonResponse } from '../validate';
 
 /** Optional tuning of a manual run (defaults suit production). */
 export const StartReconciliationBodySchema = z
@@ -17,7 +16,8 @@ export const StartReconciliationBodySchema = z
     pagesPerRun: z.number().int().min(1).max(1000).optional(),
     repairWaitSeconds: z.number().int().min(0).max(3600).optional(),
   })
-  .strict();
+  .strict()
+  .openapi('StartReconciliationRequest');
 
 export const RunDriftQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(100),
@@ -31,10 +31,106 @@ export const ListRunsQuerySchema = z.object({
   cursor: z.string().max(500).optional(),
 });
 
+const runFields = {
+  runId: z.string(),
+  trigger: z.string().describe('schedule or manual'),
+  status: z.enum(['running', 'succeeded', 'failed']),
+  scanned: z.number().int(),
+  drifted: z.number().int(),
+  repaired: z.number().int(),
+  flagged: z.number().int(),
+  progress: z.object({ phase: z.string(), cursor: z.string() }).nullable(),
+  error: z.string().nullable(),
+  startedAt: IsoTimeSchema,
+  finishedAt: IsoTimeSchema.nullable(),
+  durationSeconds: z.number().nullable(),
+};
+const ReconciliationRunSchema = z.object(runFields).openapi('ReconciliationRun');
+const ReconciliationRunListSchema = z
+  .object({ data: z.array(ReconciliationRunSchema), nextCursor: z.string().nullable() })
+  .openapi('ReconciliationRunList');
+const ReconciliationDriftSchema = z
+  .object({
+    id: z.number().int(),
+    subscriptionId: z.string().describe('the drifted object id, whatever its type (kept for compatibility; see objectId)'),
+    objectType: z.string().describe('subscription, invoice or customer'),
+    objectId: z.string(),
+    customerId: z.string().nullable(),
+    field: z
+      .string()
+      .describe('existence, status, price, current_period_end, cancel_at_period_end, customer, invoice_without_cycle, cycle_invoice_closed, access_state or pause_collection'),
+    kind: z.string(),
+    localValue: z.string().nullable(),
+    stripeValue: z.string().nullable(),
+    detectedAt: IsoTimeSchema,
+    repairStatus: z.enum(['pending', 'repaired', 'flagged', 'failed']),
+    repairedAt: IsoTimeSchema.nullable(),
+  })
+  .openapi('ReconciliationDrift');
+const ReconciliationReportSchema = z
+  .object({
+    ...runFields,
+    workflowStatus: z.string().nullable().describe('Temporal status of the run, e.g. RUNNING, COMPLETED'),
+    repairs: z.object({ pending: z.number().int(), repaired: z.number().int(), flagged: z.number().int(), failed: z.number().int() }),
+    drift: z.array(ReconciliationDriftSchema),
+    nextCursor: z.string().nullable().describe('Pass as `cursor` for the next page of drift rows'),
+  })
+  .openapi('ReconciliationReport');
+const ReconciliationStartedSchema = z
+  .object({ runId: z.string(), status: z.literal('running'), href: z.string() })
+  .openapi('ReconciliationStarted');
+
+const base = { tags: ['admin: reconciliation'], security: adminSecurity };
+const startRun = createRoute({
+  ...base,
+  method: 'post',
+  path: '/admin/reconciliations',
+  summary: 'Start a reconciliation run now (the body is optional)',
+  middleware: jsonBody({ optional: true }),
+  request: { body: { required: false, content: { 'application/json': { schema: StartReconciliationBodySchema } } } },
+  responses: {
+    202: jsonResponse(ReconciliationStartedSchema, 'Started'),
+    ...jsonBodyErrors,
+    ...adminAuthErrors,
+    422: errorResponse('Temporal refused the request (temporal_rejected)'),
+    503: errorResponse('Temporal unreachable (temporal_unavailable)'),
+    ...commonErrors,
+  },
+});
+const listRuns = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/reconciliations',
+  summary: 'Recent reconciliation runs, newest first',
+  request: { query: ListRunsQuerySchema },
+  responses: {
+    200: jsonResponse(ReconciliationRunListSchema, 'One page'),
+    400: errorResponse('Invalid query (validation_error) or cursor (invalid_cursor)'),
+    ...adminAuthErrors,
+    ...commonErrors,
+  },
+});
+const getRun = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/reconciliations/{runId}',
+  summary: 'One run with its drift report',
+  request: {
+    params: z.object({ runId: z.string().min(1).describe('reconciliation:… (the workflow id)').openapi({ param: { name: 'runId', in: 'path' } }) }),
+    query: RunDriftQuerySchema,
+  },
+  responses: {
+    200: jsonResponse(ReconciliationReportSchema, 'The run and one page of drift rows'),
+    400: errorResponse('Invalid query (validation_error)'),
+    ...adminAuthErrors,
+    ...commonErrors,
+  },
+});
+
 interface RunRow {
   id: string;
   trigger: string;
-  status: string;
+  status: 'running' | 'succeeded' | 'failed';
   scanned: number;
   drifted: number;
   repaired: number;
@@ -80,13 +176,13 @@ function decodeCursor(cursor: string): { startedAt: Date; id: string } {
 }
 
 /** Admin reconciliation routes. */
-export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; taskQueue: string }): Hono {
+export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; taskQueue: string }): OpenAPIHono {
   const { sql, temporal } = deps;
-  const app = new Hono();
+  const app = createRouter();
 
-  app.post('/admin/reconciliations', async (c) => {
-    // The body is optional: a bare POST starts a run with the defaults.
-    const body = c.req.header('content-type') ? await parseJsonBody(c, StartReconciliationBodySchema) : {};
+  app.openapi(startRun, async (c) => {
+    // The body is optional: a bare POST (no Content-Type) starts a run with the defaults.
+    const body = c.req.valid('json');
     const runId = reconciliationWorkflowId(`manual-${randomUUID()}`);
     // The row exists before the workflow so GET answers at once; the workflow's insert is a no-op.
     await sql`INSERT INTO reconciliation_runs (id, trigger) VALUES (${runId}, 'manual')`;
@@ -102,11 +198,11 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
       await sql`DELETE FROM reconciliation_runs WHERE id = ${runId}`.catch(() => {});
       temporalCallError(err, 'try again');
     }
-    return c.json({ runId, status: 'running', href: `/admin/reconciliations/${encodeURIComponent(runId)}` }, 202);
+    return c.json({ runId, status: 'running' as const, href: `/admin/reconciliations/${encodeURIComponent(runId)}` }, 202);
   });
 
-  app.get('/admin/reconciliations', async (c) => {
-    const q = parseQuery(c, ListRunsQuerySchema);
+  app.openapi(listRuns, async (c) => {
+    const q = c.req.valid('query');
     const cur = q.cursor ? decodeCursor(q.cursor) : null;
     const rows = await sql<RunRow[]>`
       SELECT id, trigger, status, scanned, drifted, repaired, flagged, cursor, error, started_at, finished_at
@@ -119,12 +215,12 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
     return c.json({
       data: page.map(runView),
       nextCursor: rows.length > q.limit && last ? encodeCursor(last.started_at, last.id) : null,
-    });
+    }, 200);
   });
 
-  app.get('/admin/reconciliations/:runId', async (c) => {
-    const runId = c.req.param('runId');
-    const q = parseQuery(c, RunDriftQuerySchema);
+  app.openapi(getRun, async (c) => {
+    const { runId } = c.req.valid('param');
+    const q = c.req.valid('query');
     const runs = await sql<RunRow[]>`
       SELECT id, trigger, status, scanned, drifted, repaired, flagged, cursor, error, started_at, finished_at
       FROM reconciliation_runs WHERE id = ${runId}`;
@@ -180,11 +276,11 @@ export function adminReconciliationRoutes(deps: { sql: Sql; temporal: Client; ta
         localValue: d.local_value,
         stripeValue: d.stripe_value,
         detectedAt: d.detected_at.toISOString(),
-        repairStatus: d.repair_status,
+        repairStatus: d.repair_status as 'pending' | 'repaired' | 'flagged' | 'failed',
         repairedAt: d.repaired_at?.toISOString() ?? null,
       })),
       nextCursor: drift.length > q.limit && page.length ? String(page[page.length - 1]!.id) : null,
-    });
+    }, 200);
   });
 
   return app;

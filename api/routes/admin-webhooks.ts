@@ -1,12 +1,11 @@
 /** Admin: the webhook delivery log, stuck deliveries, single and bulk replay. Mounted behind the admin token. */
-import { Hono } from 'hono';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type postgres from 'postgres';
 import type Stripe from 'stripe';
-import { z } from 'zod';
 import type { Sql } from '../../lib/db';
-import { ApiError } from '../errors';
+import { adminAuthErrors, adminSecurity, ApiError, commonErrors, errorResponse, jsonBodyErrors } from '../errors';
 import type { Ingest } from '../ingest';
-import { isStorableTime, parseJsonBody, parseQuery } from '../validate';
+import { createRouter, IsoTimeSchema, isStorableTime, jsonBody, jsonResponse } from '../validate';
 
 /** Every delivery status (enum webhook_event_status). */
 export const WEBHOOK_EVENT_STATUSES = ['received', 'dispatched', 'applied', 'ignored', 'failed', 'quarantined'] as const;
@@ -30,14 +29,125 @@ export const ListStuckWebhookEventsQuerySchema = z.object({
 });
 
 export const BulkReplayBodySchema = z
-  .object({
+  .strictObject({
     status: z.enum(['received', 'failed', 'ignored', 'dispatched', 'quarantined']).optional(),
     type: z.string().min(1).max(200).optional(),
     limit: z.number().int().min(1).max(5000).default(500),
     /** Replays per second (rate limit so a bulk replay never floods Temporal). */
     ratePerSecond: z.number().min(1).max(500).default(50),
   })
-  .refine((b) => b.status || b.type, { message: 'give a status or a type to select events' });
+  .refine((b) => b.status || b.type, { message: 'give a status or a type to select events' })
+  .openapi('BulkReplayRequest');
+
+const summaryFields = {
+  eventId: z.string(),
+  type: z.string(),
+  status: z.enum(WEBHOOK_EVENT_STATUSES),
+  customerId: z.string().nullable(),
+  attempts: z.number().int().describe('Deliveries received for this event id'),
+  lastError: z.string().nullable().describe('Why it failed, was quarantined or is waiting (schema, data, lookup or dispatch error)'),
+  receivedAt: IsoTimeSchema,
+  dispatchedAt: IsoTimeSchema.nullable().describe('Last hand-over to the workflow (a sweeper re-send moves it)'),
+  firstDispatchedAt: IsoTimeSchema.nullable().describe('When it entered dispatched: how long a stuck delivery has waited'),
+  appliedAt: IsoTimeSchema.nullable(),
+  quarantinedAt: IsoTimeSchema.nullable().describe('When the worker last set it aside after a data error'),
+  payloadTruncated: z.boolean(),
+};
+const WebhookEventSummarySchema = z.object(summaryFields).openapi('WebhookEventSummary');
+const WebhookEventListSchema = z
+  .object({ data: z.array(WebhookEventSummarySchema), nextCursor: z.string().nullable().describe('Pass as `cursor` for the next page') })
+  .openapi('WebhookEventList');
+const WebhookEventSchema = z
+  .object({
+    ...summaryFields,
+    apiVersion: z.string().nullable(),
+    objectId: z.string().nullable(),
+    workflowId: z.string().nullable().describe('customer:<cus_id> once dispatched'),
+    lastReceivedAt: IsoTimeSchema,
+    appliedOutcome: z.enum(['applied', 'stale', 'refetched', 'noop']).nullable(),
+    payloadBytes: z.number().int(),
+    payload: z.record(z.string(), z.unknown()).describe('The stored event (trimmed to ids when larger than the store limit)'),
+  })
+  .openapi('WebhookEvent');
+const ReplayResultSchema = z
+  .object({
+    eventId: z.string(),
+    result: z
+      .enum(['dispatched', 'noop', 'ignored', 'failed', 'deferred'])
+      .describe('noop: already applied; deferred: a Stripe lookup failed, left received for the sweeper'),
+    reason: z.string().optional(),
+    error: z.string().optional(),
+  })
+  .openapi('ReplayResult');
+const BulkReplayResultSchema = z
+  .object({
+    selected: z.number().int(),
+    results: z.record(z.string(), z.number().int()).describe('Count per outcome: dispatched, noop, ignored, failed, deferred, unavailable'),
+  })
+  .openapi('BulkReplayResult');
+const EventIdParamsSchema = z.object({
+  eventId: z.string().min(1).describe('evt_…').openapi({ param: { name: 'eventId', in: 'path' } }),
+});
+
+const base = { tags: ['admin: webhook deliveries'], security: adminSecurity };
+const listEvents = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/webhook-events',
+  summary: 'List the delivery log, newest first',
+  request: { query: ListWebhookEventsQuerySchema },
+  responses: {
+    200: jsonResponse(WebhookEventListSchema, 'One page'),
+    400: errorResponse('Invalid filter (validation_error) or cursor (invalid_cursor)'),
+    ...adminAuthErrors,
+    ...commonErrors,
+  },
+});
+const listStuckEvents = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/webhook-events/stuck',
+  summary: 'Deliveries dispatched but not applied for longer than olderThanSeconds, longest waiting first',
+  description:
+    'olderThanSeconds defaults to STUCK_DISPATCH_THRESHOLD_MS / 1000. The sweeper re-sends these once per threshold; they stay listed until applied. Same items and cursor paging as the delivery log.',
+  request: { query: ListStuckWebhookEventsQuerySchema },
+  responses: {
+    200: jsonResponse(WebhookEventListSchema, 'One page'),
+    400: errorResponse('Invalid query (validation_error) or cursor (invalid_cursor)'),
+    ...adminAuthErrors,
+    ...commonErrors,
+  },
+});
+const getEvent = createRoute({
+  ...base,
+  method: 'get',
+  path: '/admin/webhook-events/{eventId}',
+  summary: 'One delivery with its payload and apply outcome',
+  request: { params: EventIdParamsSchema },
+  responses: { 200: jsonResponse(WebhookEventSchema, 'The delivery'), ...adminAuthErrors, ...commonErrors },
+});
+const replayEvent = createRoute({
+  ...base,
+  method: 'post',
+  path: '/admin/webhook-events/{eventId}/replay',
+  summary: 'Replay one delivery through its customer workflow (an applied event is a no-op)',
+  request: { params: EventIdParamsSchema },
+  responses: {
+    200: jsonResponse(ReplayResultSchema, 'Replayed, or why not'),
+    ...adminAuthErrors,
+    503: errorResponse('Temporal unreachable (unavailable)'),
+    ...commonErrors,
+  },
+});
+const bulkReplay = createRoute({
+  ...base,
+  method: 'post',
+  path: '/admin/webhook-events/replay',
+  summary: 'Replay many deliveries selected by status and/or type, rate limited',
+  middleware: jsonBody(),
+  request: { body: { required: true, content: { 'application/json': { schema: BulkReplayBodySchema } } } },
+  responses: { 200: jsonResponse(BulkReplayResultSchema, 'Counts per outcome'), ...jsonBodyErrors, ...adminAuthErrors, ...commonErrors },
+});
 
 /**
  * A cursor time as Postgres holds it (microseconds, UTC): a millisecond Date would skip or repeat rows.
@@ -63,7 +173,7 @@ function decodeCursor(cursor: string): { at: string; eventId: string } {
 interface SummaryRow {
   event_id: string;
   type: string;
-  status: string;
+  status: (typeof WEBHOOK_EVENT_STATUSES)[number];
   customer_id: string | null;
   attempts: number;
   last_error: string | null;
@@ -102,16 +212,16 @@ function page(rows: SummaryRow[], limit: number) {
 }
 
 /** Admin delivery-log routes. */
-export function adminWebhookRoutes(deps: { sql: Sql; ingest: Ingest; stripe?: Pick<Stripe, 'events'>; stuckThresholdMs: number }): Hono {
+export function adminWebhookRoutes(deps: { sql: Sql; ingest: Ingest; stripe?: Pick<Stripe, 'events'>; stuckThresholdMs: number }): OpenAPIHono {
   const { sql, ingest } = deps;
-  const app = new Hono();
+  const app = createRouter();
   const columns = sql`
     event_id, type, status, customer_id, attempts, last_error, received_at, dispatched_at, first_dispatched_at,
     applied_at, quarantined_at, payload_truncated`;
   const utcMicros = (t: postgres.Fragment) => sql`to_char(${t} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
-  app.get('/admin/webhook-events', async (c) => {
-    const q = parseQuery(c, ListWebhookEventsQuerySchema);
+  app.openapi(listEvents, async (c) => {
+    const q = c.req.valid('query');
     const cur = q.cursor ? decodeCursor(q.cursor) : null;
     const rows = await sql<SummaryRow[]>`
       SELECT ${columns}, ${utcMicros(sql`received_at`)} AS cursor_at
@@ -123,12 +233,12 @@ export function adminWebhookRoutes(deps: { sql: Sql; ingest: Ingest; stripe?: Pi
         ${cur ? sql`AND (received_at, event_id) < (${cur.at}::text::timestamptz, ${cur.eventId})` : sql``}
       ORDER BY received_at DESC, event_id DESC
       LIMIT ${q.limit + 1}`;
-    return c.json(page(rows, q.limit));
+    return c.json(page(rows, q.limit), 200);
   });
 
   // Before '/:eventId', which would otherwise take 'stuck' for an event id.
-  app.get('/admin/webhook-events/stuck', async (c) => {
-    const q = parseQuery(c, ListStuckWebhookEventsQuerySchema);
+  app.openapi(listStuckEvents, async (c) => {
+    const q = c.req.valid('query');
     const cur = q.cursor ? decodeCursor(q.cursor) : null;
     const olderThanSeconds = q.olderThanSeconds ?? deps.stuckThresholdMs / 1000;
     // The expression of webhook_events_stuck_idx (migration 0011): when the row entered 'dispatched'.
@@ -140,11 +250,11 @@ export function adminWebhookRoutes(deps: { sql: Sql; ingest: Ingest; stripe?: Pi
         ${cur ? sql`AND (${since}, event_id) > (${cur.at}::text::timestamptz, ${cur.eventId})` : sql``}
       ORDER BY ${since}, event_id
       LIMIT ${q.limit + 1}`;
-    return c.json(page(rows, q.limit));
+    return c.json(page(rows, q.limit), 200);
   });
 
-  app.get('/admin/webhook-events/:eventId', async (c) => {
-    const eventId = c.req.param('eventId');
+  app.openapi(getEvent, async (c) => {
+    const { eventId } = c.req.valid('param');
     const rows = await sql`
       SELECT w.*, a.outcome AS applied_outcome, a.applied_at AS applied_recorded_at
       FROM webhook_events w LEFT JOIN applied_events a USING (event_id)
@@ -171,19 +281,20 @@ export function adminWebhookRoutes(deps: { sql: Sql; ingest: Ingest; stripe?: Pi
       payloadTruncated: r.payload_truncated,
       payloadBytes: r.payload_bytes,
       payload: r.payload,
-    });
+    } as z.infer<typeof WebhookEventSchema>, 200);
   });
 
-  app.post('/admin/webhook-events/:eventId/replay', async (c) => {
-    const eventId = c.req.param('eventId');
+  app.openapi(replayEvent, async (c) => {
+    const { eventId } = c.req.valid('param');
     const out = await ingest.redispatch(eventId, deps.stripe ? { stripe: deps.stripe } : {});
     if (out.status === 'not_found') throw new ApiError(404, 'event_not_found', `no delivery logged for ${eventId}`);
     if (out.status === 'unavailable') throw new ApiError(503, 'unavailable', 'Temporal is unreachable; try again');
-    return c.json({ eventId, result: out.status, ...('reason' in out ? { reason: out.reason } : {}), ...('error' in out ? { error: out.error } : {}) });
+    const body = { eventId, result: out.status, ...('reason' in out ? { reason: out.reason } : {}), ...('error' in out ? { error: out.error } : {}) };
+    return c.json(body as z.infer<typeof ReplayResultSchema>, 200);
   });
 
-  app.post('/admin/webhook-events/replay', async (c) => {
-    const body = await parseJsonBody(c, BulkReplayBodySchema);
+  app.openapi(bulkReplay, async (c) => {
+    const body = c.req.valid('json');
     const rows = await sql<{ event_id: string }[]>`
       SELECT event_id FROM webhook_events
       WHERE true
@@ -198,7 +309,7 @@ export function adminWebhookRoutes(deps: { sql: Sql; ingest: Ingest; stripe?: Pi
       counts[out.status] = (counts[out.status] ?? 0) + 1;
       if (out.status === 'unavailable') break;
     }
-    return c.json({ selected: rows.length, results: counts });
+    return c.json({ selected: rows.length, results: counts }, 200);
   });
 
   return app;

@@ -3,16 +3,14 @@
  * GET /plans lists the active catalog; GET /admin/checkout/success-rate reports completed / (completed + expired).
  */
 import { randomUUID } from 'node:crypto';
-import { Hono } from 'hono';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type Stripe from 'stripe';
-import { z } from 'zod';
 import { REQUEST_ID_PATTERN } from '../../domain/plan-change';
 import type { Sql } from '../../lib/db';
 import { readPlans } from '../../lib/plan-catalog-sync';
-import { ApiError } from '../errors';
-import type { Metrics } from '../metrics';
+import { adminAuthErrors, adminSecurity, apiAuthErrors, apiSecurity, ApiError, commonErrors, errorResponse, jsonBodyErrors } from '../errors';
 import { stripeApiError } from '../stripe-errors';
-import { parseJsonBody, parseQuery } from '../validate';
+import { createRouter, IsoTimeSchema, jsonBody, jsonResponse } from '../validate';
 
 /** The figure the business watches. */
 export const CHECKOUT_SUCCESS_TARGET = 0.98;
@@ -20,7 +18,7 @@ export const CHECKOUT_SUCCESS_TARGET = 0.98;
 /** An http(s) URL of at most 2,048 characters (redirect targets). */
 export const httpUrl = (name: string) => z.url({ protocol: /^https?$/, error: `${name} must be an http(s) URL` }).max(2048);
 
-export const CheckoutBodySchema = z.object({
+export const CheckoutBodySchema = z.strictObject({
   planId: z.string().min(1).max(100),
   /** An existing customer of this service; otherwise give email and a Stripe customer is created or reused. */
   customerId: z.string().regex(/^cus_[A-Za-z0-9_]{1,250}$/, 'customerId must look like cus_…').optional(),
@@ -31,11 +29,131 @@ export const CheckoutBodySchema = z.object({
   cancelUrl: httpUrl('cancelUrl'),
   /** Makes the call idempotent: the same requestId returns the same session. */
   requestId: z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -').optional(),
-});
+}).openapi('CheckoutRequest');
 export type CheckoutBody = z.infer<typeof CheckoutBodySchema>;
 
 export const SuccessRateQuerySchema = z.object({
   windowHours: z.coerce.number().int().min(1).max(24 * 90).default(24),
+});
+
+const sessionFields = {
+  sessionId: z.string().describe('cs_…'),
+  url: z.string().nullable().describe('The hosted Checkout page to redirect the customer to'),
+  requestId: z.string(),
+  customerId: z.string(),
+  planId: z.string(),
+  status: z.string().describe('open, complete or expired'),
+};
+const CheckoutSessionSchema = z
+  .object({ ...sessionFields, expiresAt: IsoTimeSchema.nullable().optional().describe('Present when the session was created by this call') })
+  .openapi('CheckoutSession');
+
+const CheckoutSessionStatusSchema = z
+  .object({
+    sessionId: z.string(),
+    status: z.enum(['open', 'complete', 'expired']).describe('complete once checkout.session.completed has been applied'),
+    customerId: z.string(),
+    planId: z.string(),
+    subscriptionId: z.string().nullable(),
+    subscriptionStatus: z.string().nullable().describe('The subscription as the local state has it (null until its event is applied)'),
+    accessState: z.string().nullable(),
+    createdAt: IsoTimeSchema,
+    completedAt: IsoTimeSchema.nullable(),
+    expiredAt: IsoTimeSchema.nullable(),
+  })
+  .openapi('CheckoutSessionStatus');
+
+const SuccessRateSchema = z
+  .object({
+    windowHours: z.number().int(),
+    completed: z.number().int(),
+    expired: z.number().int(),
+    open: z.number().int(),
+    successRate: z.number().nullable().describe('completed / (completed + expired); null when none ended in the window'),
+    target: z.number(),
+    meetsTarget: z.boolean().nullable(),
+  })
+  .openapi('CheckoutSuccessRate');
+
+const PlanSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    amount: z.number().int().describe('Minor units per interval'),
+    currency: z.string(),
+    interval: z.string(),
+    rank: z.number().int().describe('Higher is an upgrade'),
+    stripePriceId: z.string(),
+  })
+  .openapi('Plan');
+
+const listPlans = createRoute({
+  method: 'get',
+  path: '/plans',
+  tags: ['checkout'],
+  summary: 'The active plan catalog',
+  responses: { 200: jsonResponse(z.object({ data: z.array(PlanSchema) }), 'Active plans'), ...commonErrors },
+});
+
+const createCheckout = createRoute({
+  method: 'post',
+  path: '/checkout',
+  tags: ['checkout'],
+  summary: 'Create a Stripe Checkout Session (subscription mode) for a catalog plan',
+  description: 'Idempotent by requestId: the same requestId returns the same session (200).',
+  security: apiSecurity,
+  middleware: jsonBody(),
+  request: { body: { required: true, content: { 'application/json': { schema: CheckoutBodySchema } } } },
+  responses: {
+    201: jsonResponse(CheckoutSessionSchema, 'Session created'),
+    200: jsonResponse(CheckoutSessionSchema, 'The session already created for this requestId'),
+    ...jsonBodyErrors,
+    ...apiAuthErrors,
+    404: errorResponse('customerId is not a known customer (customer_not_found)'),
+    409: errorResponse('The customer already has a live subscription (already_subscribed), or requestId was used for another checkout (request_id_reused)'),
+    422: errorResponse('Stripe refused the request (stripe_rejected)'),
+    503: errorResponse('Stripe unreachable (stripe_unavailable)'),
+    ...commonErrors,
+  },
+});
+
+/** Checkout Session ids (Stripe `cs_test_…` / `cs_live_…`). */
+const CHECKOUT_SESSION_ID = /^cs_[A-Za-z0-9_]{1,250}$/;
+
+const getCheckoutSession = createRoute({
+  method: 'get',
+  path: '/checkout/sessions/{sessionId}',
+  tags: ['checkout'],
+  summary: "A checkout session's local status, for the app's success page",
+  description: 'Local state only: poll it after the redirect until status is complete (or use the app webhooks).',
+  security: apiSecurity,
+  request: {
+    params: z.object({
+      sessionId: z.string().regex(CHECKOUT_SESSION_ID, 'sessionId must look like cs_…').describe('cs_…').openapi({ param: { name: 'sessionId', in: 'path' } }),
+    }),
+  },
+  responses: {
+    200: jsonResponse(CheckoutSessionStatusSchema, 'The session'),
+    400: errorResponse('sessionId does not look like cs_… (invalid_session_id)'),
+    ...apiAuthErrors,
+    404: errorResponse('No checkout session of that id was created here (checkout_session_not_found)'),
+    ...commonErrors,
+  },
+});
+
+const successRate = createRoute({
+  method: 'get',
+  path: '/admin/checkout/success-rate',
+  tags: ['admin: checkout'],
+  summary: 'Checkout success rate over a window',
+  security: adminSecurity,
+  request: { query: SuccessRateQuerySchema },
+  responses: {
+    200: jsonResponse(SuccessRateSchema, 'The rate and its counts'),
+    400: errorResponse('Invalid query (validation_error)'),
+    ...adminAuthErrors,
+    ...commonErrors,
+  },
 });
 
 /** Subscription statuses that mean "already subscribed": changes go through PUT .../subscription/plan. */
@@ -79,15 +197,15 @@ export function checkoutRoutes(deps: {
   stripe: Pick<Stripe, 'checkout' | 'customers'>;
   /** Development on the emulators only: the local page that stands in for Stripe's hosted one (api/routes/dev-checkout.ts). */
   checkoutPageUrl?: (sessionId: string) => string;
-}): Hono {
+}): OpenAPIHono {
   const { sql, stripe } = deps;
-  const app = new Hono();
+  const app = createRouter();
 
-  app.get('/plans', async (c) => {
+  app.openapi(listPlans, async (c) => {
     const plans = await readPlans(sql, { activeOnly: true });
     return c.json({
       data: plans.map((p) => ({ id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval: p.interval, rank: p.rank, stripePriceId: p.stripePriceId })),
-    });
+    }, 200);
   });
 
   /** Reuses the given (known) customer, or one with this email, or creates a Stripe customer. */
@@ -121,8 +239,8 @@ export function checkoutRoutes(deps: {
     }
   }
 
-  app.post('/checkout', async (c) => {
-    const body = await parseJsonBody(c, CheckoutBodySchema);
+  app.openapi(createCheckout, async (c) => {
+    const body = c.req.valid('json');
     const problems: { path: string; message: string }[] = [];
     if (!body.customerId && !body.email) problems.push({ path: 'customerId', message: 'give customerId (an existing customer) or email' });
     const plan = (await readPlans(sql, { activeOnly: true })).find((p) => p.id === body.planId);
@@ -173,9 +291,8 @@ export function checkoutRoutes(deps: {
   });
 
   // The app's success page: what the local state says now (checkout.session.completed applied or not).
-  app.get('/checkout/sessions/:sessionId', async (c) => {
-    const sessionId = c.req.param('sessionId');
-    if (!CHECKOUT_SESSION_ID.test(sessionId)) throw new ApiError(400, 'invalid_session_id', 'sessionId must look like cs_…');
+  app.openapi(getCheckoutSession, async (c) => {
+    const { sessionId } = c.req.valid('param');
     const rows = await deps.sql<
       {
         id: string;
@@ -201,7 +318,7 @@ export function checkoutRoutes(deps: {
     const iso = (d: Date | null) => (d ? d.toISOString() : null);
     return c.json({
       sessionId: row.id,
-      status: row.status,
+      status: row.status as 'open' | 'complete' | 'expired',
       customerId: row.customer_id,
       planId: row.plan_id,
       subscriptionId: row.subscription_id,
@@ -210,30 +327,18 @@ export function checkoutRoutes(deps: {
       createdAt: row.created_at.toISOString(),
       completedAt: iso(row.completed_at),
       expiredAt: iso(row.expired_at),
-    });
+    }, 200);
   });
 
   return app;
 }
-
-/** Checkout Session ids (Stripe `cs_test_…` / `cs_live_…`). */
-const CHECKOUT_SESSION_ID = /^cs_[A-Za-z0-9_]{1,250}$/;
 
 /** GET /admin/checkout/success-rate (mount behind the admin guard). */
-export function adminCheckoutRoutes(deps: { sql: Sql }): Hono {
-  const app = new Hono();
-  app.get('/admin/checkout/success-rate', async (c) => {
-    const q = parseQuery(c, SuccessRateQuerySchema);
-    return c.json(await checkoutSuccessRate(deps.sql, q.windowHours));
+export function adminCheckoutRoutes(deps: { sql: Sql }): OpenAPIHono {
+  const app = createRouter();
+  app.openapi(successRate, async (c) => {
+    const q = c.req.valid('query');
+    return c.json(await checkoutSuccessRate(deps.sql, q.windowHours), 200);
   });
   return app;
-}
-
-/** Sets the checkout gauges from Postgres (called on each /metrics scrape). */
-export async function updateCheckoutGauges(sql: Sql, metrics: Pick<Metrics, 'checkoutSuccessRate' | 'checkoutSessions'>, windowHours: number): Promise<void> {
-  const r = await checkoutSuccessRate(sql, windowHours);
-  metrics.checkoutSuccessRate.set(r.successRate ?? Number.NaN);
-  metrics.checkoutSessions.set({ outcome: 'completed' }, r.completed);
-  metrics.checkoutSessions.set({ outcome: 'expired' }, r.expired);
-  metrics.checkoutSessions.set({ outcome: 'open' }, r.open);
 }

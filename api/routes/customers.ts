@@ -1,23 +1,17 @@
 /** GET /customers/{customerId}: the app's read model, straight from Postgres. */
 import type { SubscriptionStatus } from '../../domain/billing-event';
 import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
-import { Hono } from 'hono';
-import { z } from 'zod';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Sql } from '../../lib/db';
-import { ApiError } from '../errors';
+import { apiAuthErrors, apiSecurity, ApiError, commonErrors, errorResponse } from '../errors';
+import { createRouter, IsoTimeSchema, jsonResponse } from '../validate';
 
 const CUSTOMER_ID = /^cus_[A-Za-z0-9_]{1,250}$/;
 
-/** Path parameters of every /customers/{customerId} route (also used by api/openapi.ts). */
-export const CustomerIdParamsSchema = z.object({ customerId: z.string().regex(CUSTOMER_ID, 'customerId must look like cus_…') });
-
-/** Validates a Stripe customer id path parameter. */
-export function parseCustomerId(raw: string): string {
-  if (!CustomerIdParamsSchema.shape.customerId.safeParse(raw).success) {
-    throw new ApiError(400, 'invalid_customer_id', 'customerId must look like cus_…');
-  }
-  return raw;
-}
+/** Path parameters of every /customers/{customerId} route (a mismatch answers 400 invalid_customer_id). */
+export const CustomerIdParamsSchema = z.object({
+  customerId: z.string().regex(CUSTOMER_ID, 'customerId must look like cus_…').openapi({ param: { name: 'customerId', in: 'path' } }),
+});
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -79,14 +73,62 @@ export async function readCustomer(sql: Sql, customerId: string) {
   };
 }
 
+export const CustomerSchema = z
+  .object({
+    customerId: z.string(),
+    email: z.string().nullable(),
+    accessState: z.string().describe('active → grace → restricted → suspended'),
+    deleted: z.boolean(),
+    subscription: z
+      .object({
+        id: z.string(),
+        status: z.string(),
+        planId: z.string().nullable(),
+        priceId: z.string().nullable(),
+        currentPeriodEnd: IsoTimeSchema.nullable(),
+        cancelAtPeriodEnd: z.boolean(),
+        pendingPlanId: z.string().nullable(),
+        needsReview: z.boolean(),
+      })
+      .nullable(),
+    dunning: z
+      .object({
+        invoiceId: z.string(),
+        state: z.string(),
+        attempt: z.number().int(),
+        nextAttemptAt: IsoTimeSchema.nullable(),
+        lastDeclineCode: z.string().nullable(),
+        /** Stripe's advice on the last decline: do_not_try_again, try_again_later, confirm_card_data. */
+        lastAdviceCode: z.string().nullable(),
+      })
+      .nullable(),
+  })
+  .openapi('Customer');
+
+const getCustomer = createRoute({
+  method: 'get',
+  path: '/customers/{customerId}',
+  tags: ['customers'],
+  summary: 'The customer’s billing state from the local read model',
+  security: apiSecurity,
+  request: { params: CustomerIdParamsSchema },
+  responses: {
+    200: jsonResponse(CustomerSchema, 'The customer'),
+    400: errorResponse('customerId does not look like cus_… (invalid_customer_id)'),
+    ...apiAuthErrors,
+    404: errorResponse('No such customer (customer_not_found)'),
+    ...commonErrors,
+  },
+});
+
 /** Customer read routes. */
-export function customerRoutes(deps: { sql: Sql }): Hono {
-  const app = new Hono();
-  app.get('/customers/:customerId', async (c) => {
-    const customerId = parseCustomerId(c.req.param('customerId'));
+export function customerRoutes(deps: { sql: Sql }): OpenAPIHono {
+  const app = createRouter();
+  app.openapi(getCustomer, async (c) => {
+    const { customerId } = c.req.valid('param');
     const body = await readCustomer(deps.sql, customerId);
     if (!body) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
-    return c.json(body);
+    return c.json(body, 200);
   });
   return app;
 }

@@ -8,9 +8,8 @@
 import { loadCurrentSubscription } from '../../lib/subscriptions';
 import { ServiceError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, type Client } from '@temporalio/client';
 import { ApplicationFailure, WorkflowNotFoundError, type UpdateDefinition } from '@temporalio/common';
-import { Hono } from 'hono';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type Stripe from 'stripe';
-import { z } from 'zod';
 import { customerWorkflowId } from '../../domain/ids';
 import { type ChangePlanRequest, type ChangePlanResult } from '../../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from '../../workflows/contracts';
@@ -18,23 +17,127 @@ import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '
 import { prorateUpgrade } from '../../domain/proration';
 import type { Sql } from '../../lib/db';
 import { readPlans } from '../../lib/plan-catalog-sync';
-import { ApiError, temporalCallError } from '../errors';
+import { apiAuthErrors, apiSecurity, ApiError, commonErrors, errorResponse, jsonBodyErrors, temporalCallError } from '../errors';
 import { stripeApiError } from '../stripe-errors';
-import { parseJsonBody } from '../validate';
-import { parseCustomerId } from './customers';
+import { createRouter, jsonBody, jsonResponse } from '../validate';
+import { CustomerIdParamsSchema } from './customers';
 
 const RequestIdSchema = z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -');
 const PlanIdSchema = z.string().min(1).max(100);
 
-export const PreviewPlanChangeBodySchema = z.object({ planId: PlanIdSchema });
-export const ChangePlanBodySchema = z.object({
-  planId: PlanIdSchema,
-  requestId: RequestIdSchema,
-  /** The preview's prorationDate, so the amount charged equals the amount previewed. */
-  prorationDate: z.number().int().positive().optional(),
+export const PreviewPlanChangeBodySchema = z.strictObject({ planId: PlanIdSchema }).openapi('PreviewPlanChangeRequest');
+export const ChangePlanBodySchema = z
+  .strictObject({
+    planId: PlanIdSchema,
+    requestId: RequestIdSchema,
+    /** The preview's prorationDate, so the amount charged equals the amount previewed. */
+    prorationDate: z.number().int().positive().optional(),
+  })
+  .openapi('ChangePlanRequest');
+export const CancelSubscriptionBodySchema = z.strictObject({ atPeriodEnd: z.boolean(), requestId: RequestIdSchema }).openapi('CancelSubscriptionRequest');
+export const RequestIdBodySchema = z.strictObject({ requestId: RequestIdSchema }).openapi('RequestIdRequest');
+
+const unix = z.number().int().describe('Unix seconds');
+const PlanChangePreviewSchema = z
+  .object({
+    customerId: z.string(),
+    subscriptionId: z.string(),
+    kind: z.enum(['upgrade', 'downgrade']),
+    fromPlanId: z.string(),
+    toPlanId: z.string(),
+    currency: z.string(),
+    amountDueNext: z.number().int(),
+    prorationDate: unix.nullable().describe('Pass to PUT …/subscription/plan so the charge equals this preview'),
+    amountDueNow: z.number().int().describe('Minor units invoiced at once (0 for a downgrade)'),
+    effectiveAt: unix.nullable(),
+    nextBillingAt: unix.nullable(),
+    lines: z.array(z.object({ description: z.string().nullable(), amount: z.number().int(), proration: z.boolean() })),
+    estimate: z
+      .object({ credit: z.number().int(), charge: z.number().int(), net: z.number().int(), secondsRemaining: z.number().int(), periodSeconds: z.number().int() })
+      .nullable()
+      .describe('Local cross-check of Stripe’s proration (same interval only)'),
+  })
+  .openapi('PlanChangePreview');
+const PlanChangeResultSchema = z
+  .object({
+    requestId: z.string(),
+    kind: z.enum(['upgrade', 'downgrade']),
+    fromPlanId: z.string().nullable(),
+    toPlanId: z.string(),
+    status: z.enum(['confirmed', 'pending', 'scheduled', 'failed', 'canceled']),
+    effectiveAt: unix.nullable(),
+    invoiceId: z.string().nullable(),
+    message: z.string(),
+  })
+  .openapi('PlanChangeResult');
+const SubscriptionActionResultSchema = z
+  .object({ requestId: z.string(), status: z.string(), cancelAtPeriodEnd: z.boolean(), message: z.string() })
+  .openapi('SubscriptionActionResult');
+
+const updateErrors = {
+  ...jsonBodyErrors,
+  ...apiAuthErrors,
+  404: errorResponse('No such customer or workflow (customer_not_found), or no subscription (no_subscription)'),
+  409: errorResponse('Rejected by the workflow’s validator: same_plan, subscription_canceled, change_in_flight, request_id_reused, …'),
+  422: errorResponse('unknown_plan, currency_mismatch, invalid_proration_date, or Stripe refused (stripe_rejected)'),
+  503: errorResponse('Temporal or Stripe unreachable, or still processing: retry with the same requestId'),
+  ...commonErrors,
+};
+const withBody = <S extends z.ZodType>(schema: S) => ({
+  params: CustomerIdParamsSchema,
+  body: { required: true as const, content: { 'application/json': { schema } } },
 });
-export const CancelSubscriptionBodySchema = z.object({ atPeriodEnd: z.boolean(), requestId: RequestIdSchema });
-export const RequestIdBodySchema = z.object({ requestId: RequestIdSchema });
+const base = { tags: ['subscriptions'], security: apiSecurity, middleware: jsonBody() };
+
+const previewPlanChange = createRoute({
+  ...base,
+  method: 'post',
+  path: '/customers/{customerId}/subscription/plan/preview',
+  summary: 'Preview a plan change: the prorated amount due now, from Stripe',
+  request: withBody(PreviewPlanChangeBodySchema),
+  responses: { 200: jsonResponse(PlanChangePreviewSchema, 'The preview'), ...updateErrors },
+});
+const changePlan = createRoute({
+  ...base,
+  method: 'put',
+  path: '/customers/{customerId}/subscription/plan',
+  summary: 'Change plan: upgrades now with proration, downgrades at period end (a Workflow Update)',
+  request: withBody(ChangePlanBodySchema),
+  responses: {
+    200: jsonResponse(PlanChangeResultSchema, 'Applied (confirmed)'),
+    202: jsonResponse(PlanChangeResultSchema, 'Accepted: awaiting payment (pending) or at period end (scheduled)'),
+    402: jsonResponse(PlanChangeResultSchema, 'The payment for the upgrade failed (failed)'),
+    ...updateErrors,
+  },
+});
+const cancelPendingPlanChange = createRoute({
+  ...base,
+  method: 'post',
+  path: '/customers/{customerId}/subscription/plan/cancel-pending',
+  summary: 'Withdraw a scheduled plan change',
+  request: withBody(RequestIdBodySchema),
+  responses: {
+    200: jsonResponse(PlanChangeResultSchema, 'Withdrawn (canceled)'),
+    ...updateErrors,
+    404: errorResponse('No such customer (customer_not_found) or no scheduled change (no_pending_plan_change)'),
+  },
+});
+const cancelSubscription = createRoute({
+  ...base,
+  method: 'post',
+  path: '/customers/{customerId}/subscription/cancel',
+  summary: 'Cancel now or at period end',
+  request: withBody(CancelSubscriptionBodySchema),
+  responses: { 200: jsonResponse(SubscriptionActionResultSchema, 'Done'), ...updateErrors },
+});
+const resumeSubscription = createRoute({
+  ...base,
+  method: 'post',
+  path: '/customers/{customerId}/subscription/resume',
+  summary: 'Undo a cancel-at-period-end',
+  request: withBody(RequestIdBodySchema),
+  responses: { 200: jsonResponse(SubscriptionActionResultSchema, 'Done'), ...updateErrors },
+});
 
 type ApiStatus = ConstructorParameters<typeof ApiError>[0];
 
@@ -94,10 +197,10 @@ export interface SubscriptionRouteDeps {
 }
 
 /** Plan change, preview, cancel and resume routes. */
-export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
+export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
   const { sql, temporal, stripe } = deps;
   const timeoutMs = deps.updateTimeoutMs ?? 30_000;
-  const app = new Hono();
+  const app = createRouter();
 
   async function runUpdate<Ret, Arg>(customerId: string, def: UpdateDefinition<Ret, [Arg]>, arg: Arg): Promise<Ret> {
     const handle = temporal.workflow.getHandle(customerWorkflowId(customerId));
@@ -117,9 +220,9 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
     }
   }
 
-  app.post('/customers/:customerId/subscription/plan/preview', async (c) => {
-    const customerId = parseCustomerId(c.req.param('customerId'));
-    const body = await parseJsonBody(c, PreviewPlanChangeBodySchema);
+  app.openapi(previewPlanChange, async (c) => {
+    const { customerId } = c.req.valid('param');
+    const body = c.req.valid('json');
     const known = await sql`SELECT 1 FROM customers WHERE id = ${customerId}`;
     if (known.length === 0) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
     const sub = await loadCurrentSubscription(sql, customerId);
@@ -130,7 +233,7 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
     const { kind, from, to } = decision;
     const base = { customerId, subscriptionId: sub.id, kind, fromPlanId: from.id, toPlanId: to.id, currency: to.currency, amountDueNext: to.amount };
     if (kind === 'downgrade') {
-      return c.json({ ...base, prorationDate: null, amountDueNow: 0, effectiveAt: sub.currentPeriodEnd, nextBillingAt: sub.currentPeriodEnd, lines: [], estimate: null });
+      return c.json({ ...base, prorationDate: null, amountDueNow: 0, effectiveAt: sub.currentPeriodEnd, nextBillingAt: sub.currentPeriodEnd, lines: [], estimate: null }, 200);
     }
     try {
       const stripeSub = await stripe.subscriptions.retrieve(sub.id);
@@ -167,15 +270,15 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
           proration: l.parent?.subscription_item_details?.proration ?? l.parent?.invoice_item_details?.proration ?? false,
         })),
         estimate,
-      });
+      }, 200);
     } catch (err) {
       return stripeApiError(err, 'preview plan change');
     }
   });
 
-  app.put('/customers/:customerId/subscription/plan', async (c) => {
-    const customerId = parseCustomerId(c.req.param('customerId'));
-    const body = await parseJsonBody(c, ChangePlanBodySchema);
+  app.openapi(changePlan, async (c) => {
+    const { customerId } = c.req.valid('param');
+    const body = c.req.valid('json');
     const req: ChangePlanRequest = { planId: body.planId, requestId: body.requestId, ...(body.prorationDate ? { prorationDate: body.prorationDate } : {}) };
     let result: ChangePlanResult;
     try {
@@ -191,24 +294,24 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): Hono {
     return c.json(result, changePlanStatus(result));
   });
 
-  app.post('/customers/:customerId/subscription/plan/cancel-pending', async (c) => {
-    const customerId = parseCustomerId(c.req.param('customerId'));
-    const body = await parseJsonBody(c, RequestIdBodySchema);
+  app.openapi(cancelPendingPlanChange, async (c) => {
+    const { customerId } = c.req.valid('param');
+    const body = c.req.valid('json');
     const result = await runUpdate(customerId, cancelPendingPlanChangeUpdate, { requestId: body.requestId });
     if (!result) throw new ApiError(404, 'no_pending_plan_change', `customer ${customerId} has no scheduled plan change`);
-    return c.json(result);
+    return c.json(result, 200);
   });
 
-  app.post('/customers/:customerId/subscription/cancel', async (c) => {
-    const customerId = parseCustomerId(c.req.param('customerId'));
-    const body = await parseJsonBody(c, CancelSubscriptionBodySchema);
-    return c.json(await runUpdate(customerId, cancelSubscriptionUpdate, body));
+  app.openapi(cancelSubscription, async (c) => {
+    const { customerId } = c.req.valid('param');
+    const body = c.req.valid('json');
+    return c.json(await runUpdate(customerId, cancelSubscriptionUpdate, body), 200);
   });
 
-  app.post('/customers/:customerId/subscription/resume', async (c) => {
-    const customerId = parseCustomerId(c.req.param('customerId'));
-    const body = await parseJsonBody(c, RequestIdBodySchema);
-    return c.json(await runUpdate(customerId, resumeSubscriptionUpdate, { requestId: body.requestId }));
+  app.openapi(resumeSubscription, async (c) => {
+    const { customerId } = c.req.valid('param');
+    const body = c.req.valid('json');
+    return c.json(await runUpdate(customerId, resumeSubscriptionUpdate, { requestId: body.requestId }), 200);
   });
 
   return app;

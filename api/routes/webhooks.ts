@@ -1,10 +1,14 @@
 /** POST /webhooks/stripe: verify the raw body, store it, answer. The dispatcher hands it to Temporal. */
 import { SpanKind, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
-import { Hono, type Context } from 'hono';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import type { Logger } from '../../lib/logger';
+import { commonErrors, errorResponse } from '../errors';
 import type { Ingest } from '../ingest';
 import { verifyStripeSignature } from '../ingest';
 import type { Metrics } from '../metrics';
+import { jsonResponse } from '../validate';
+import { WEBHOOK_EVENT_STATUSES } from './admin-webhooks';
 
 export interface WebhookRouteDeps {
   ingest: Ingest;
@@ -14,9 +18,60 @@ export interface WebhookRouteDeps {
   metrics: Metrics;
 }
 
+const StripeEventSchema = z
+  .object({
+    id: z.string().describe('evt_…'),
+    object: z.literal('event').optional(),
+    type: z.string().describe('e.g. invoice.payment_failed'),
+    created: z.number().int().describe('Unix seconds'),
+    api_version: z.string().nullable().optional(),
+    livemode: z.boolean().optional(),
+    data: z.object({ object: z.record(z.string(), z.unknown()) }),
+  })
+  .loose()
+  .describe('A Stripe event exactly as Stripe sends it. The raw bytes are verified before anything parses them.')
+  .openapi('StripeEvent');
+
+const WebhookAckSchema = z
+  .object({
+    received: z.literal(true),
+    eventId: z.string(),
+    status: z
+      .enum(WEBHOOK_EVENT_STATUSES)
+      .describe('received on first delivery (stored; the dispatcher hands it to Temporal), ignored or failed when it will not be; the stored status for a redelivery'),
+    duplicate: z.boolean().optional(),
+    error: z.string().optional().describe('For status failed: why the verified event did not match the schema'),
+  })
+  .openapi('WebhookAck');
+
+/**
+ * Documented only: the handler below is a plain route, because a validator would parse the body before
+ * the signature is checked over the raw bytes, and would cost the ack path a second parse.
+ */
+const stripeWebhook = createRoute({
+  method: 'post',
+  path: '/webhooks/stripe',
+  tags: ['webhooks'],
+  summary: 'Stripe webhook endpoint',
+  description:
+    "Verifies Stripe-Signature (HMAC over the raw body, 300 s tolerance, any of the configured secrets during rotation), stores the delivery and answers 200 once it is committed, whatever Temporal is doing; the API's dispatcher then hands it to the customer workflow. Unknown event types are stored as ignored and answered 200.",
+  request: {
+    headers: z.object({ 'stripe-signature': z.string().describe('t=<unix>,v1=<hex hmac>[,v1=…]') }),
+    body: { required: true, content: { 'application/json': { schema: StripeEventSchema } } },
+  },
+  responses: {
+    200: jsonResponse(WebhookAckSchema, 'Stored (or a redelivery, an ignored type, or a verified event that failed the schema)'),
+    400: errorResponse('missing_signature, bad_signature, stale_timestamp, malformed_json or malformed_event: nothing was stored'),
+    413: errorResponse('Body larger than WEBHOOK_MAX_BODY_BYTES (payload_too_large): nothing was stored'),
+    503: errorResponse('Postgres could not store it (unavailable): nothing was stored, Stripe retries'),
+    500: commonErrors[500],
+  },
+});
+
 /** The Stripe webhook endpoint. */
-export function webhookRoutes(deps: WebhookRouteDeps): Hono {
-  const app = new Hono();
+export function webhookRoutes(deps: WebhookRouteDeps): OpenAPIHono {
+  const app = new OpenAPIHono();
+  app.openAPIRegistry.registerPath(stripeWebhook);
   app.post('/webhooks/stripe', async (c) => {
     deps.ingest.load.started();
     try {

@@ -7,9 +7,9 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createSql } from '../../lib/db';
-import { startDevStack, type StartedStack } from '../../scripts/demo-stack';
-import { demoStackFrom, formatSummary, runDemo, type DemoReport } from '../../scripts/demo-steps';
-import { freePort, tempDir } from '../../scripts/stack';
+import { startDevStack, type StartedStack } from '../../support/demo/dev-stack';
+import { demoStackFrom, formatSummary, runDemo, type DemoReport } from '../../support/demo/steps';
+import { freePort, tempDir } from '../../support/services';
 import { uniqueId } from '../helpers/services';
 
 /** Retry 1 after ~4 s; the customer has ~43 s to add a card before the cycle would end. */

@@ -2,7 +2,7 @@
  * Starts the real services once for the integration project: PostgreSQL (private cluster), the
  * Temporal dev server, stripe-mock and localstripe; migrates a template database; bundles workflows.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
@@ -16,7 +16,7 @@ import {
   startTemporal,
   tempDir,
   type Managed,
-} from '../../scripts/stack';
+} from '../../support/services';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -36,6 +36,13 @@ export const TEMPLATE_DB = 'billing_template';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const dir = tempDir('billing-test');
+  // Everything the run writes to a temp dir (test stacks, Temporal's own files, builds) lands under this
+  // run's directory, which the teardown removes: the test workers and every process they spawn inherit it.
+  const tmp = path.join(dir, 'tmp');
+  mkdirSync(tmp, { recursive: true });
+  const previousTmp = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  const keep = process.env.KEEP_TEST_TMP === '1';
   const started: Managed[] = [];
   const t0 = Date.now();
   try {
@@ -79,6 +86,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   return async () => {
     await Promise.allSettled(started.map((s) => s.stop()));
+    if (previousTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = previousTmp;
+    // KEEP_TEST_TMP=1 keeps the logs and data of the run for a post-mortem.
+    if (keep) process.stdout.write(`[global-setup] kept ${dir}\n`);
+    else rmSync(dir, { recursive: true, force: true });
   };
 }
 

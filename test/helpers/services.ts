@@ -1,7 +1,7 @@
 /** Per-test-file access to the shared real services started by global-setup. */
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, Worker, DefaultLogger, type WorkerOptions } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, DefaultLogger, makeTelemetryFilterString, type WorkerOptions } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { createActivities, type Activities } from '../../activities';
 import { loadConfig, type Config } from '../../lib/config';
@@ -17,7 +17,13 @@ export function installQuietRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   try {
-    Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [] });
+    // Tests make activities fail and replay tampered histories on purpose: the SDK's WARN lines about
+    // that are expected noise. Errors still print; core's own lines go through the same logger.
+    Runtime.install({
+      logger: new DefaultLogger(process.env.TEST_SDK_LOG_LEVEL === 'WARN' ? 'WARN' : 'ERROR'),
+      telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'ERROR' }), forward: {} } },
+      shutdownSignals: [],
+    });
   } catch {
     /* already installed in this process */
   }

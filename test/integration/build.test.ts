@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
 import { createSql, type Sql } from '../../lib/db';
 import { readMigrations } from '../../lib/migrate';
-import { freePort } from '../../scripts/stack';
+import { freePort } from '../../support/services';
 import { signPayload } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import { eventually, uniqueId, TEST_ADMIN_TOKEN, TEST_WEBHOOK_SECRET } from '../helpers/services';

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { renderChaosReport, runChaos } from '../../scripts/chaos';
+import { renderChaosReport, runChaos } from '../../support/chaos/run';
 
 const ROOT = path.resolve(__dirname, '../..');
 

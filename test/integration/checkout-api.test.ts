@@ -139,6 +139,43 @@ describe('checkout and subscription HTTP API', () => {
       expect(((await res.json()) as ErrorBody).error).toBe('invalid_json');
     });
 
+    it('answers 400 naming an unknown field, and creates nothing', async () => {
+      const create = vi.spyOn(stripe.checkout.sessions, 'create');
+      const res = await send('POST', '/checkout', { planId: 'basic-monthly', email: 'a@example.com', trial_days: 7, ...URLS });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({
+        error: 'validation_error',
+        message: 'request body is invalid',
+        details: [{ path: 'trial_days', message: 'trial_days is not a known field' }],
+      });
+      expect(create).not.toHaveBeenCalled();
+    });
+
+    it('answers 400 with one plain message per field, not zod wording', async () => {
+      const res = await send('POST', '/checkout', { planId: 7, email: 'a@example.com', trialDays: 'soon' });
+      expect(res.status).toBe(400);
+      const err = (await res.json()) as ErrorBody;
+      expect(err.details).toEqual(
+        expect.arrayContaining([
+          { path: 'planId', message: 'planId must be a string' },
+          { path: 'trialDays', message: 'trialDays must be a number' },
+          { path: 'successUrl', message: 'successUrl is required' },
+          { path: 'cancelUrl', message: 'cancelUrl is required' },
+        ]),
+      );
+      expect(err.details).toHaveLength(4);
+      expect(JSON.stringify(err)).not.toMatch(/Invalid input|expected|received/);
+    });
+
+    it('answers 405 with Allow: POST for another method', async () => {
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const res = await app.request('/checkout', { method });
+        expect(res.status, method).toBe(405);
+        expect(res.headers.get('allow'), method).toBe('POST');
+        expect(((await res.json()) as ErrorBody).error).toBe('method_not_allowed');
+      }
+    });
+
     it('answers 415 for a non-JSON content type', async () => {
       const res = await send('POST', '/checkout', 'planId=basic-monthly', { 'Content-Type': 'application/x-www-form-urlencoded' });
       expect(res.status).toBe(415);

@@ -15,8 +15,8 @@ import type { Plan } from '../../domain/plan-catalog';
 import { devCheckoutEnabled } from '../../lib/dev-checkout';
 import { syncPlans } from '../../lib/plan-catalog-sync';
 import { createStripe } from '../../lib/stripe';
-import { seedLocalstripeCatalog, startEmulatorGateway, type EmulatorGatewayHandle } from '../../scripts/emulator-gateway';
-import { freePort, portInUse, ROOT, startMailpit, tempDir, TOOLS_BIN } from '../../scripts/stack';
+import { seedLocalstripeCatalog, startEmulatorGateway, type EmulatorGatewayHandle } from '../../support/emulator-gateway/gateway';
+import { freePort, portInUse, ROOT, startMailpit, tempDir, TOOLS_BIN } from '../../support/services';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import {
   TEST_WEBHOOK_SECRET,

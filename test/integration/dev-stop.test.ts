@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, portInUse, tempDir } from '../../scripts/stack';
+import { freePort, portInUse, tempDir } from '../../support/services';
 import { eventually } from '../helpers/services';
 
 const ROOT = path.resolve(__dirname, '..', '..');

@@ -3,60 +3,34 @@
  * 2026-08-26.dahlia fixtures (validated against the spec in test/unit/fixtures-spec.test.ts). Stripe
  * calls go to stripe-mock (request shapes); the time-skipping suite covers the timing.
  */
-import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dunningWorkflowId } from '../../domain/ids';
-import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
+import { postWebhook } from '../helpers/app';
+import { useTestStack } from '../helpers/harness';
 import { uniqueFixture } from '../helpers/fixtures';
-import {
-  createTestDatabase,
-  eventually,
-  realActivities,
-  startTestWorker,
-  testClient,
-  testConfig,
-  type RunningWorker,
-  type TestDatabase,
-} from '../helpers/services';
+import { eventually } from '../helpers/services';
 
 describe('dunning and access on today\'s Stripe', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let worker: RunningWorker;
-  const config = testConfig();
-  let built: ReturnType<typeof buildTestApp>;
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
-    built = buildTestApp({ sql: db.sql, temporal: client, config });
-  });
-
-  afterAll(async () => {
-    await stopTestDispatchers();
-    await worker?.stop();
-    await client?.connection.close();
-    await db?.drop();
-  });
+  const stack = useTestStack();
+  const { config } = stack;
 
   async function post(envelope: unknown): Promise<void> {
-    const res = await postWebhook(built.app, envelope);
+    const res = await postWebhook(stack.built.app, envelope);
     expect(res.status).toBe(200);
   }
 
   async function deliver(envelope: { id: string }): Promise<void> {
     await post(envelope);
     await eventually(async () => {
-      const [row] = await db.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${envelope.id}`;
+      const [row] = await stack.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${envelope.id}`;
       return row?.status === 'applied';
     }, 20_000, `event ${envelope.id} applied`);
   }
 
   async function childStatus(invoiceId: string): Promise<string | null> {
     try {
-      return (await client.workflow.getHandle(dunningWorkflowId(invoiceId)).describe()).status.name;
+      return (await stack.client.workflow.getHandle(dunningWorkflowId(invoiceId)).describe()).status.name;
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) return null;
       throw err;
@@ -64,7 +38,7 @@ describe('dunning and access on today\'s Stripe', () => {
   }
 
   async function access(customerId: string): Promise<string | undefined> {
-    const [row] = await db.sql<{ access_state: string }[]>`SELECT access_state FROM customers WHERE id = ${customerId}`;
+    const [row] = await stack.sql<{ access_state: string }[]>`SELECT access_state FROM customers WHERE id = ${customerId}`;
     return row?.access_state;
   }
 
@@ -82,7 +56,7 @@ describe('dunning and access on today\'s Stripe', () => {
   }
 
   async function cycle(invoiceId: string) {
-    const [row] = await db.sql<{ state: string; ended_at: Date | null; last_decline_code: string | null; last_advice_code: string | null }[]>`
+    const [row] = await stack.sql<{ state: string; ended_at: Date | null; last_decline_code: string | null; last_advice_code: string | null }[]>`
       SELECT state, ended_at, last_decline_code, last_advice_code FROM dunning_cycles WHERE invoice_id = ${invoiceId}`;
     return row;
   }
@@ -111,7 +85,7 @@ describe('dunning and access on today\'s Stripe', () => {
     const { token, customerId, invoiceId } = await inDunning();
     // The cycle learned the invoice's PaymentIntent from its payments (stripe-mock answers a canned one).
     const pi = await eventually(async () => {
-      const [row] = await db.sql<{ payment_intent_id: string | null }[]>`SELECT payment_intent_id FROM invoices WHERE id = ${invoiceId}`;
+      const [row] = await stack.sql<{ payment_intent_id: string | null }[]>`SELECT payment_intent_id FROM invoices WHERE id = ${invoiceId}`;
       return row?.payment_intent_id ?? null;
     }, 20_000, 'the invoice to know its PaymentIntent');
     const failed = uniqueFixture('payment_intent.payment_failed', { token }).envelope;
@@ -120,10 +94,10 @@ describe('dunning and access on today\'s Stripe', () => {
     await deliver(failed);
     await eventually(async () => (await cycle(invoiceId))?.last_advice_code === 'try_again_later', 20_000, 'the advice code recorded');
     expect(await cycle(invoiceId)).toMatchObject({ last_decline_code: 'insufficient_funds', last_advice_code: 'try_again_later', ended_at: null });
-    const res = await built.app.request(`/customers/${customerId}`);
+    const res = await stack.built.app.request(`/customers/${customerId}`);
     const body = (await res.json()) as { dunning: { lastDeclineCode: string | null; lastAdviceCode: string | null } };
     expect(body.dunning).toMatchObject({ lastDeclineCode: 'insufficient_funds', lastAdviceCode: 'try_again_later' });
-    await client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done');
+    await stack.client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done');
   });
 
   it('retries at once with the payment method a setup intent saved; stripe-mock accepts the request shapes', async () => {
@@ -132,12 +106,12 @@ describe('dunning and access on today\'s Stripe', () => {
     // An attempt triggered by the new method, right away. stripe-mock validates subscriptions.update with
     // default_payment_method and invoices.pay with payment_method against the spec: a 400 would be 'error'.
     const attempt = await eventually(async () => {
-      const [row] = await db.sql<{ trigger: string; outcome: string }[]>`SELECT trigger, outcome FROM dunning_attempts WHERE invoice_id = ${invoiceId}`;
+      const [row] = await stack.sql<{ trigger: string; outcome: string }[]>`SELECT trigger, outcome FROM dunning_attempts WHERE invoice_id = ${invoiceId}`;
       return row;
     }, 20_000, 'the attempt with the new payment method');
     expect(attempt.trigger).toBe('payment_method');
     expect(attempt.outcome).not.toBe('error');
-    await client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done').catch(() => {});
+    await stack.client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done').catch(() => {});
   });
 
   it('restricts access while a dispute is open and restores it when the dispute is won', async () => {

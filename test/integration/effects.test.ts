@@ -3,7 +3,6 @@
  * is right after a reorder, a re-run after commit, a bad event, or a Stripe object of another customer.
  * Real API, real Temporal dev server, real Postgres; Stripe is stripe-mock (stateless, canned objects).
  */
-import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
@@ -12,77 +11,53 @@ import { normalizeStripeEvent } from '../../domain/events';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
 import { stripeEventSignal } from '../../workflows/contracts';
 import { createStripe } from '../../lib/stripe';
-import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
+import { postWebhook } from '../helpers/app';
+import { useTestStack } from '../helpers/harness';
 import { uniqueFixture } from '../helpers/fixtures';
-import {
-  TEST_ADMIN_TOKEN,
-  createTestDatabase,
-  eventually,
-  startTestWorker,
-  testClient,
-  testConfig,
-  type RunningWorker,
-  type TestDatabase,
-} from '../helpers/services';
+import { TEST_ADMIN_TOKEN, eventually } from '../helpers/services';
 
 describe('effects exactly once', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let worker: RunningWorker;
-  const config = testConfig();
-  let built: ReturnType<typeof buildTestApp>;
   /** Event ids whose apply fails once AFTER its commit (as if the worker died before completing the task). */
   const failAfterCommit = new Set<string>();
   const faultsFired: string[] = [];
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    const stripe = createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 });
-    const activities = createActivities({
-      sql: db.sql,
-      stripe,
-      config,
-      temporalClient: client,
-      faults: {
-        afterCommit: (ids) => {
-          const hit = ids.filter((id) => failAfterCommit.delete(id));
-          faultsFired.push(...hit);
-          return hit.length > 0;
+  const stack = useTestStack({
+    activities: (db, config, client) =>
+      createActivities({
+        sql: db.sql,
+        stripe: createStripe({ secretKey: config.STRIPE_SECRET_KEY, apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 }),
+        config,
+        temporalClient: client,
+        faults: {
+          afterCommit: (ids) => {
+            const hit = ids.filter((id) => failAfterCommit.delete(id));
+            faultsFired.push(...hit);
+            return hit.length > 0;
+          },
         },
-      },
-    });
-    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities });
-    built = buildTestApp({ sql: db.sql, temporal: client, config });
+      }),
   });
-
-  afterAll(async () => {
-    await stopTestDispatchers();
-    await worker?.stop();
-    await client?.connection.close();
-    await db?.drop();
-  });
+  const { config } = stack;
 
   async function post(envelope: unknown): Promise<void> {
-    const res = await postWebhook(built.app, envelope);
+    const res = await postWebhook(stack.built.app, envelope);
     expect(res.status).toBe(200);
   }
 
   async function applied(eventId: string): Promise<void> {
     await eventually(async () => {
-      const [row] = await db.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${eventId}`;
+      const [row] = await stack.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${eventId}`;
       return row?.status === 'applied';
     }, 20_000, `event ${eventId} applied`);
   }
 
   async function cycles(customerId: string) {
-    return db.sql<{ invoice_id: string; subscription_id: string | null; state: string; ended_at: Date | null }[]>`
+    return stack.sql<{ invoice_id: string; subscription_id: string | null; state: string; ended_at: Date | null }[]>`
       SELECT invoice_id, subscription_id, state, ended_at FROM dunning_cycles WHERE customer_id = ${customerId} ORDER BY invoice_id`;
   }
 
   async function childStatus(invoiceId: string): Promise<string | null> {
     try {
-      return (await client.workflow.getHandle(dunningWorkflowId(invoiceId)).describe()).status.name;
+      return (await stack.client.workflow.getHandle(dunningWorkflowId(invoiceId)).describe()).status.name;
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) return null;
       throw err;
@@ -107,13 +82,13 @@ describe('effects exactly once', () => {
     await post(failed); // Stripe delivered the older event last
     await applied(failed.id);
 
-    const [outcome] = await db.sql<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${failed.id}`;
+    const [outcome] = await stack.sql<{ outcome: string }[]>`SELECT outcome FROM applied_events WHERE event_id = ${failed.id}`;
     expect(outcome?.outcome).toBe('stale');
     expect(await cycles(customerId)).toEqual([]);
     expect(await childStatus(invoiceId)).toBeNull();
-    const [customer] = await db.sql<{ access_state: string }[]>`SELECT access_state FROM customers WHERE id = ${customerId}`;
+    const [customer] = await stack.sql<{ access_state: string }[]>`SELECT access_state FROM customers WHERE id = ${customerId}`;
     expect(customer?.access_state).toBe('active');
-    const notices = await db.sql`SELECT 1 FROM notifications WHERE invoice_id = ${invoiceId}`;
+    const notices = await stack.sql`SELECT 1 FROM notifications WHERE invoice_id = ${invoiceId}`;
     expect(notices.length).toBe(0);
   });
 
@@ -129,9 +104,9 @@ describe('effects exactly once', () => {
     expect(status).toBe('RUNNING');
     const rows = await cycles(customerId);
     expect(rows.map((r) => [r.invoice_id, r.ended_at])).toEqual([[invoiceId, null]]);
-    const [effect] = await db.sql<{ kind: string; target: string }[]>`SELECT kind, target FROM applied_effects WHERE event_id = ${failed.id}`;
+    const [effect] = await stack.sql<{ kind: string; target: string }[]>`SELECT kind, target FROM applied_effects WHERE event_id = ${failed.id}`;
     expect(effect).toEqual({ kind: 'start_dunning', target: invoiceId });
-    await client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done');
+    await stack.client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done');
   });
 
   it('refuses a re-fetched Stripe object that belongs to another customer', async () => {
@@ -142,18 +117,18 @@ describe('effects exactly once', () => {
     // The cycle re-reads the subscription from Stripe; stripe-mock answers a canned object whose
     // customer is not ours. Wait until the cycle has been through that read and told the customer.
     await eventually(async () => {
-      const [row] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM notifications WHERE invoice_id = ${invoiceId}`;
+      const [row] = await stack.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM notifications WHERE invoice_id = ${invoiceId}`;
       return (row?.n ?? 0) > 0;
     }, 20_000, 'first dunning notice');
-    const state = await client.workflow.getHandle(customerWorkflowId(customerId)).query<{ queued: number }>('state');
+    const state = await stack.client.workflow.getHandle(customerWorkflowId(customerId)).query<{ queued: number }>('state');
     expect(state.queued).toBe(0);
 
-    const subs = await db.sql<{ id: string; customer_id: string }[]>`SELECT id, customer_id FROM subscriptions WHERE id = ${subscriptionId}`;
+    const subs = await stack.sql<{ id: string; customer_id: string }[]>`SELECT id, customer_id FROM subscriptions WHERE id = ${subscriptionId}`;
     expect(subs).toEqual([{ id: subscriptionId, customer_id: customerId }]);
-    const res = await built.app.request(`/customers/${customerId}`);
+    const res = await stack.built.app.request(`/customers/${customerId}`);
     const body = (await res.json()) as { subscription: { id: string } | null };
     expect(body.subscription?.id).toBe(subscriptionId);
-    await client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done');
+    await stack.client.workflow.getHandle(dunningWorkflowId(invoiceId)).terminate('test done');
   });
 
   it('ends only the cycles of the subscription that ended', async () => {
@@ -188,7 +163,7 @@ describe('effects exactly once', () => {
     expect(after.find((c) => c.invoice_id === invoiceB)?.ended_at).toBeNull();
     await eventually(async () => (await childStatus(a.invoiceId)) === 'COMPLETED', 20_000, 'cycle A ended');
     expect(await childStatus(invoiceB)).toBe('RUNNING');
-    await client.workflow.getHandle(dunningWorkflowId(invoiceB)).terminate('test done');
+    await stack.client.workflow.getHandle(dunningWorkflowId(invoiceB)).terminate('test done');
   });
 
   it('quarantines an event that cannot be stored; the customer\'s later events apply, and a replay applies it', async () => {
@@ -200,11 +175,11 @@ describe('effects exactly once', () => {
     const normalized = normalizeStripeEvent(created);
     if (normalized.outcome !== 'handled') throw new Error(`fixture did not normalize: ${JSON.stringify(normalized)}`);
     const stored = JSON.parse(JSON.stringify(created).replace(/\\u0000/g, ''));
-    await db.sql`
+    await stack.sql`
       INSERT INTO webhook_events (event_id, type, livemode, stripe_created_at, customer_id, object_id, status, payload, payload_bytes)
       VALUES (${created.id}, ${created.type}, false, ${new Date(created.created * 1000)}, ${customerId}, ${customerId}, 'dispatched',
-              ${db.sql.json(stored)}, 100)`;
-    await client.workflow.signalWithStart('customerWorkflow', {
+              ${stack.sql.json(stored)}, 100)`;
+    await stack.client.workflow.signalWithStart('customerWorkflow', {
       workflowId: customerWorkflowId(customerId),
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       args: [{ customerId }],
@@ -212,10 +187,10 @@ describe('effects exactly once', () => {
       signalArgs: [normalized.event],
     });
     await eventually(async () => {
-      const [row] = await db.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${created.id}`;
+      const [row] = await stack.sql<{ status: string }[]>`SELECT status FROM webhook_events WHERE event_id = ${created.id}`;
       return row?.status === 'quarantined';
     }, 20_000, 'event quarantined');
-    const [row] = await db.sql<{ last_error: string; quarantined_at: Date | null }[]>`
+    const [row] = await stack.sql<{ last_error: string; quarantined_at: Date | null }[]>`
       SELECT last_error, quarantined_at FROM webhook_events WHERE event_id = ${created.id}`;
     expect(row?.last_error).toMatch(/^apply: 22/);
     expect(row?.quarantined_at).not.toBeNull();
@@ -226,17 +201,17 @@ describe('effects exactly once', () => {
     updated.data.object.cancel_at_period_end = true;
     await post(updated);
     await applied(updated.id);
-    const [sub] = await db.sql<{ cancel_at_period_end: boolean }[]>`SELECT cancel_at_period_end FROM subscriptions WHERE id = ${subscriptionId}`;
+    const [sub] = await stack.sql<{ cancel_at_period_end: boolean }[]>`SELECT cancel_at_period_end FROM subscriptions WHERE id = ${subscriptionId}`;
     expect(sub?.cancel_at_period_end).toBe(true);
 
     // After the fix (here: the stored copy is clean), a replay applies it.
-    const replay = await built.app.request(`/admin/webhook-events/${created.id}/replay`, {
+    const replay = await stack.built.app.request(`/admin/webhook-events/${created.id}/replay`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` },
     });
     expect(replay.status).toBeLessThan(300);
     await applied(created.id);
-    const [customer] = await db.sql<{ name: string }[]>`SELECT name FROM customers WHERE id = ${customerId}`;
+    const [customer] = await stack.sql<{ name: string }[]>`SELECT name FROM customers WHERE id = ${customerId}`;
     expect(customer?.name).toBe('Ada Lovelace');
   });
 });

@@ -6,20 +6,11 @@ import { customerWorkflowId } from '../../domain/ids';
 import { type SubscriptionSnapshot } from '../../domain/messages';
 import { stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import { subscriptionSnapshotFromStripe } from '../../domain/stripe-objects';
-import { freePort, startTemporal, tempDir } from '../../scripts/stack';
-import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
+import { freePort, startTemporal, tempDir } from '../../support/services';
+import { buildTestApp, postWebhook } from '../helpers/app';
+import { useTestStack } from '../helpers/harness';
 import { uniqueFixture } from '../helpers/fixtures';
-import {
-  createTestDatabase,
-  eventually,
-  realActivities,
-  startTestWorker,
-  testClient,
-  testConfig,
-  uniqueId,
-  type RunningWorker,
-  type TestDatabase,
-} from '../helpers/services';
+import { eventually, realActivities, startTestWorker, testConfig, uniqueId, type RunningWorker } from '../helpers/services';
 
 /** Deterministic PRNG so a failing shuffle can be reproduced from its seed. */
 function mulberry32(seed: number) {
@@ -61,39 +52,23 @@ function customerStory(token: string, rand: () => number): any[] {
 }
 
 describe('exactly once and in order, under duplicates, shuffling and outages', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let worker: RunningWorker;
-  const config = testConfig();
-  let built: ReturnType<typeof buildTestApp>;
   /** What Stripe would answer now for each subscription: the state after its last event. */
   const truth = new Map<string, SubscriptionSnapshot>();
   let refetches = 0;
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    const activities = realActivities(db.sql, config);
-    worker = await startTestWorker({
-      taskQueue: config.TEMPORAL_TASK_QUEUE,
-      activities: {
+  const stack = useTestStack({
+    activities: (db, config) => {
+      const activities = realActivities(db.sql, config);
+      return {
         ...activities,
         // Faked only at the Stripe boundary: a re-fetch returns Stripe's current object.
         async fetchSubscription({ subscriptionId }: { subscriptionId: string }) {
           refetches++;
           return truth.get(subscriptionId) ?? null;
         },
-      },
-    });
-    built = buildTestApp({ sql: db.sql, temporal: client, config });
+      };
+    },
   });
-
-  afterAll(async () => {
-    await stopTestDispatchers();
-    await worker?.stop();
-    await client?.connection.close();
-    await db?.drop();
-  });
+  const { config } = stack;
 
   async function deliver(envelopes: any[], concurrency: number): Promise<void> {
     let next = 0;
@@ -103,7 +78,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
           const env = envelopes[next++];
           // Like Stripe: retry until a 2xx.
           for (let attempt = 0; ; attempt++) {
-            const res = await postWebhook(built.app, env);
+            const res = await postWebhook(stack.built.app, env);
             if (res.status === 200) break;
             if (attempt > 20) throw new Error(`delivery of ${env.id} kept failing: ${res.status}`);
             await new Promise((r) => setTimeout(r, 200));
@@ -114,9 +89,9 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
   }
 
   async function finalState(customerId: string) {
-    const sub = await db.sql`
+    const sub = await stack.sql`
       SELECT status, price_id, cancel_at_period_end, current_period_end FROM subscriptions WHERE customer_id = ${customerId}`;
-    const inv = await db.sql`SELECT status FROM invoices WHERE customer_id = ${customerId}`;
+    const inv = await stack.sql`SELECT status FROM invoices WHERE customer_id = ${customerId}`;
     return { sub: sub[0], invoice: inv[0]?.status };
   }
 
@@ -147,7 +122,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
 
     const uniqueIds = [...ordered, ...shuffled].flatMap((s) => s.events.map((e) => e.id));
     await eventually(async () => {
-      const r = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${db.sql(uniqueIds)}`;
+      const r = await stack.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${stack.sql(uniqueIds)}`;
       return r[0]!.n === uniqueIds.length;
     }, 60_000, 'all 200 events to be applied');
 
@@ -162,7 +137,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
     }
     // Same-second ties were settled by asking Stripe, not by guessing.
     expect(refetches).toBeGreaterThan(0);
-    const applied = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${db.sql(uniqueIds)}`;
+    const applied = await stack.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${stack.sql(uniqueIds)}`;
     expect(applied[0]!.n).toBe(200);
   });
 
@@ -176,7 +151,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
     });
     const first = normalizeStripeEvent(events[0]);
     if (first.outcome !== 'handled') throw new Error('fixture did not normalize');
-    const handle = await client.workflow.signalWithStart('customerWorkflow', {
+    const handle = await stack.client.workflow.signalWithStart('customerWorkflow', {
       workflowId: customerWorkflowId(customerId),
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       args: [{ customerId, continueAsNewAfter: 2 }],
@@ -184,15 +159,15 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
       signalArgs: [first.event],
     });
     const firstRunId = handle.signaledRunId;
-    for (const e of events.slice(1)) expect((await postWebhook(built.app, e)).status).toBe(200);
+    for (const e of events.slice(1)) expect((await postWebhook(stack.built.app, e)).status).toBe(200);
     await eventually(async () => {
-      const d = await client.workflow.getHandle(customerWorkflowId(customerId)).describe();
-      const s = await client.workflow.getHandle(customerWorkflowId(customerId)).query(stateQuery);
+      const d = await stack.client.workflow.getHandle(customerWorkflowId(customerId)).describe();
+      const s = await stack.client.workflow.getHandle(customerWorkflowId(customerId)).query(stateQuery);
       return d.runId !== firstRunId && s.applied === 4;
     }, 30_000, 'continue-as-new and 4 applied events');
 
     // Redeliver the first event straight into the workflow (past the delivery log's dedup).
-    const latest = client.workflow.getHandle(customerWorkflowId(customerId));
+    const latest = stack.client.workflow.getHandle(customerWorkflowId(customerId));
     const before = await latest.query(stateQuery);
     await latest.signal(stripeEventSignal, first.event);
     const after = await eventually(async () => {
@@ -201,7 +176,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
     }, 15_000, 'the redelivery to be dropped');
     expect(after.applied).toBe(4);
     expect(after.recentEventIds).toBeGreaterThanOrEqual(4);
-    const rows = await db.sql`SELECT event_id FROM applied_events WHERE customer_id = ${customerId}`;
+    const rows = await stack.sql`SELECT event_id FROM applied_events WHERE customer_id = ${customerId}`;
     expect(rows).toHaveLength(4);
   });
 
@@ -213,8 +188,8 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
     const outageClient = new Client({ connection, namespace: 'default' });
     const outageConfig = testConfig({ TEMPORAL_ADDRESS: temporal.address });
     // Only this app's dispatcher (the Temporal that goes down) may hand the delivery over.
-    await built.dispatcher.stop();
-    const app = buildTestApp({ sql: db.sql, temporal: outageClient, config: outageConfig });
+    await stack.built.dispatcher.stop();
+    const app = buildTestApp({ sql: stack.sql, temporal: outageClient, config: outageConfig });
     let outageWorker: RunningWorker | null = null;
     try {
       await temporal.kill('SIGKILL');
@@ -224,7 +199,7 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
       expect(await res.json()).toMatchObject({ received: true, eventId: envelope.id, status: 'received' });
       // The dispatcher tried, failed, and left the row in the inbox with the reason.
       const row = await eventually(async () => {
-        const [r] = await db.sql<{ status: string; last_error: string | null }[]>`SELECT status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`;
+        const [r] = await stack.sql<{ status: string; last_error: string | null }[]>`SELECT status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`;
         return r?.last_error ? r : null;
       }, 20_000, 'the failed hand-over to be recorded');
       expect(row.status).toBe('received');
@@ -236,14 +211,14 @@ describe('exactly once and in order, under duplicates, shuffling and outages', (
       expect(await ready.json()).toMatchObject({ status: 'degraded', temporal: 'down', degraded: ['temporal'] });
 
       await temporal.start();
-      outageWorker = await startTestWorker({ taskQueue: outageConfig.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, outageConfig), address: temporal.address });
-      await eventually(async () => (await db.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).length === 1, 45_000, 'the kept event to be dispatched and applied');
+      outageWorker = await startTestWorker({ taskQueue: outageConfig.TEMPORAL_TASK_QUEUE, activities: realActivities(stack.sql, outageConfig), address: temporal.address });
+      await eventually(async () => (await stack.sql`SELECT 1 FROM applied_events WHERE event_id = ${envelope.id}`).length === 1, 45_000, 'the kept event to be dispatched and applied');
       expect(app.dispatcher.status().temporalUp).toBe(true);
-      const c = await db.sql`SELECT email FROM customers WHERE id = ${customerId}`;
+      const c = await stack.sql`SELECT email FROM customers WHERE id = ${customerId}`;
       expect(c[0]?.email).toBe(envelope.data.object.email);
     } finally {
       await app.close();
-      await built.dispatcher.start();
+      await stack.built.dispatcher.start();
       await outageWorker?.stop();
       await connection.close().catch(() => {});
       await temporal.stop();

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BulkReplayBodySchema, ListWebhookEventsQuerySchema } from '../../api/routes/admin-webhooks';
 import { createSql } from '../../lib/db';
 import { createLogger } from '../../lib/logger';
-import { freePort } from '../../scripts/stack';
+import { freePort } from '../../support/services';
 import { buildTestApp, postWebhook, signPayload, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import {
@@ -429,15 +429,20 @@ describe('operability and security', () => {
       }
     });
 
-    it('lists exactly the routes registered on the app', () => {
+    it('documents every route registered on the app except the listed undocumented ones', () => {
+      // Served but not in the document: the document itself, its viewer, and the dev-only checkout page.
+      const undocumented = ['/docs', '/docs/assets/:file', '/openapi.json', '/dev/checkout/:sessionId', '/dev/checkout/:sessionId/complete'];
       const onApp = new Set(
         built.app.routes
-          .filter((r) => r.method !== 'ALL' && !['/docs', '/docs/assets/:file', '/openapi.json'].includes(r.path))
+          .filter((r) => r.method !== 'ALL' && !undocumented.includes(r.path))
           .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`),
       );
       const inDoc = new Set(operations().map((o) => `${o.method.toUpperCase()} ${o.path}`));
+      expect(onApp.size).toBeGreaterThan(20);
       expect([...onApp].filter((r) => !inDoc.has(r)), 'routes missing from the document').toEqual([]);
       expect([...inDoc].filter((r) => !onApp.has(r)), 'documented routes the app does not serve').toEqual([]);
+      expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(['adminToken', 'apiToken']);
+      expect(doc.info.title).toBe('Billing engine API');
     });
 
     it('uses the same zod schemas the routes validate with', async () => {
@@ -446,6 +451,8 @@ describe('operability and security', () => {
       expect(Object.keys(component.properties).sort()).toEqual(Object.keys(BulkReplayBodySchema.shape).sort());
       expect(component.properties.limit).toMatchObject({ type: 'integer', minimum: 1, maximum: 5000, default: 500 });
       expect(component.properties.status.enum.sort()).toEqual([...BulkReplayBodySchema.shape.status.unwrap().options].sort());
+      // Strict: the document says unknown fields are refused, as the route does.
+      expect(component.additionalProperties).toBe(false);
       const names = doc.paths['/admin/webhook-events'].get.parameters.map((x: any) => x.name).sort();
       expect(names).toEqual(Object.keys(ListWebhookEventsQuerySchema.shape).sort());
     });
@@ -567,6 +574,55 @@ describe('operability and security', () => {
       const invalid = await post(JSON.stringify({ limit: -1 }), 'application/json');
       expect(invalid.status).toBe(400);
       expect(await invalid.json()).toMatchObject({ error: 'validation_error', details: expect.arrayContaining([expect.objectContaining({ path: 'limit' })]) });
+    });
+
+    it('rejects an unknown body field, naming it, and words each invalid field in one plain message', async () => {
+      const post = (body: unknown) =>
+        built.app.request('/admin/webhook-events/replay', { method: 'POST', body: JSON.stringify(body), headers: { ...admin, 'Content-Type': 'application/json' } });
+      const unknown = await post({ status: 'failed', limit: 1, stauts: 'x' });
+      expect(unknown.status).toBe(400);
+      expect(await unknown.json()).toEqual({
+        error: 'validation_error',
+        message: 'request body is invalid',
+        details: [{ path: 'stauts', message: 'stauts is not a known field' }],
+      });
+      const invalid = await post({ status: 'nope', limit: 0, ratePerSecond: 'fast' });
+      expect(invalid.status).toBe(400);
+      const body: any = await invalid.json();
+      expect(body.error).toBe('validation_error');
+      expect(body.details).toEqual([
+        { path: 'status', message: 'status must be one of: received, failed, ignored, dispatched, quarantined' },
+        { path: 'limit', message: 'limit must be at least 1' },
+        { path: 'ratePerSecond', message: 'ratePerSecond must be a number' },
+      ]);
+      const missing = await built.app.request('/customers/cus_x/subscription/resume', {
+        method: 'POST',
+        body: '{}',
+        headers: { 'Content-Type': 'application/json' },
+      });
+      expect(missing.status).toBe(400);
+      expect(((await missing.json()) as any).details).toEqual([{ path: 'requestId', message: 'requestId is required' }]);
+      // No zod wording anywhere.
+      expect(JSON.stringify(body)).not.toMatch(/Invalid input|expected string|received undefined/);
+      const query = await built.app.request('/admin/webhook-events?limit=abc', { headers: admin });
+      expect(query.status).toBe(400);
+      expect(await query.json()).toMatchObject({ error: 'validation_error', message: 'query is invalid', details: [{ path: 'limit', message: 'limit must be a number' }] });
+    });
+
+    it('answers 405 with an Allow header for a known path and another method, and 404 for an unknown path', async () => {
+      const wrong = await built.app.request('/plans', { method: 'DELETE' });
+      expect(wrong.status).toBe(405);
+      expect(wrong.headers.get('allow')).toBe('GET, HEAD');
+      expect(await wrong.json()).toEqual({ error: 'method_not_allowed', message: expect.stringContaining('GET') });
+      const param = await built.app.request('/admin/webhook-events/evt_1', { method: 'PUT', headers: admin });
+      expect(param.status).toBe(405);
+      expect(param.headers.get('allow')).toBe('GET, HEAD');
+      const post = await built.app.request('/webhooks/stripe', { method: 'GET' });
+      expect(post.status).toBe(405);
+      expect(post.headers.get('allow')).toBe('POST');
+      const unknown = await built.app.request('/no/such/path', { method: 'DELETE' });
+      expect(unknown.status).toBe(404);
+      expect(await unknown.json()).toEqual({ error: 'not_found', message: 'no such route' });
     });
 
     it('never puts a stack trace or SQL in an error response when the database fails', async () => {

@@ -5,7 +5,7 @@
  * taken over by the other dispatcher, and at the end both survivors stop cleanly on SIGTERM.
  */
 import { describe, expect, it } from 'vitest';
-import { renderChaosReport, runChaos } from '../../scripts/chaos';
+import { renderChaosReport, runChaos } from '../../support/chaos/run';
 
 describe('replicas: two APIs and two workers, one of each SIGKILLed mid-burst', () => {
   it('loses no event, applies none twice and runs every effect once while the surviving API and worker carry the rest, then both stop cleanly on SIGTERM', async () => {

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { waitFor, WaitTimeoutError } from '../../lib/wait-for';
-import { freePort } from '../../scripts/stack';
+import { freePort } from '../../support/services';
 import { buildTestApp, postWebhook, signPayload, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
 import { createTestDatabase, eventually, testConfig, uniqueId, TEST_ADMIN_TOKEN, TEST_WEBHOOK_SECRET, type TestDatabase } from '../helpers/services';
