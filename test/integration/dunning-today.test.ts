@@ -4,7 +4,7 @@
  * calls go to stripe-mock (request shapes); the time-skipping suite covers the timing.
  */
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { dunningWorkflowId } from '../../domain/ids';
 import { postWebhook } from '../helpers/app';
 import { useTestStack } from '../helpers/harness';

@@ -4,7 +4,7 @@
  * Real API, real Temporal dev server, real Postgres; Stripe is stripe-mock (stateless, canned objects).
  */
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createActivities } from '../../activities';
 import { normalizeStripeEvent } from '../../domain/events';

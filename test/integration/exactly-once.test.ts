@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { normalizeStripeEvent } from '../../domain/events';
 import { customerWorkflowId } from '../../domain/ids';
 import { type SubscriptionSnapshot } from '../../domain/messages';

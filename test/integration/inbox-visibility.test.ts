@@ -4,29 +4,18 @@
  * waits for the sweeper, quarantined deliveries are listed, counted and replayable, and deliveries stuck
  * in 'dispatched' are counted, listed and re-sent by the sweeper. Only the Stripe network is faked.
  */
-import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import Stripe from 'stripe';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ListStuckWebhookEventsQuerySchema } from '../../api/routes/admin-webhooks';
 import { createSweeper } from '../../api/sweeper';
 import type { BillingEvent } from '../../domain/billing-event';
 import { customerWorkflowId } from '../../domain/ids';
 import type { Sql } from '../../lib/db';
-import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
+import { buildTestApp, postWebhook } from '../helpers/app';
+import { useTestStack } from '../helpers/harness';
 import { uniqueFixture } from '../helpers/fixtures';
-import {
-  createTestDatabase,
-  eventually,
-  realActivities,
-  startTestWorker,
-  testClient,
-  testConfig,
-  uniqueId,
-  TEST_ADMIN_TOKEN,
-  type RunningWorker,
-  type TestDatabase,
-} from '../helpers/services';
+import { createTestDatabase, eventually, testConfig, uniqueId, TEST_ADMIN_TOKEN } from '../helpers/services';
 
 const admin = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 
@@ -71,36 +60,20 @@ async function insertDelivery(
 }
 
 describe('inbox visibility with a real Postgres and Temporal dev server', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let worker: RunningWorker;
-  const config = testConfig();
-  let built: ReturnType<typeof buildTestApp>;
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
-    // Driven by hand (dispatcher.pass): apps with faked Stripe clients share this database.
-    built = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false });
+  const stack = useTestStack({
+    app: { dispatch: false },
   });
+  const { config } = stack;
 
-  afterAll(async () => {
-    await stopTestDispatchers();
-    await worker?.stop();
-    await client?.connection.close();
-    await db?.drop();
-  });
-
-  const applied = (eventId: string, sql = db.sql) =>
+  const applied = (eventId: string, sql = stack.sql) =>
     eventually(async () => (await sql`SELECT 1 FROM applied_events WHERE event_id = ${eventId}`).length > 0, 20_000, `event ${eventId} to be applied`);
-  const statusOf = async (eventId: string, sql = db.sql) =>
+  const statusOf = async (eventId: string, sql = stack.sql) =>
     (await sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${eventId}`)[0]?.status;
-  const scrape = async (app = built.app) => (await app.request('/metrics')).text();
+  const scrape = async (app = stack.built.app) => (await app.request('/metrics')).text();
 
   /** The BillingEvents signalled to a customer workflow, decoded from its history. */
   async function signalledEvents(customerId: string): Promise<BillingEvent[]> {
-    const history = await client.workflow.getHandle(customerWorkflowId(customerId)).fetchHistory();
+    const history = await stack.client.workflow.getHandle(customerWorkflowId(customerId)).fetchHistory();
     return (history.events ?? []).flatMap((e) => {
       const a = e.workflowExecutionSignaledEventAttributes;
       if (!a || (a.signalName !== 'stripeEvent' && a.signalName !== 'stripeEvents')) return [];
@@ -113,18 +86,18 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
     it('is sanitized like the stored copy: a NUL in a verified customer name reaches neither', async () => {
       const { envelope, customerId } = uniqueFixture('customer.created');
       envelope.data.object.name = 'Ada\u0000 Lovelace';
-      const res = await postWebhook(built.app, envelope);
+      const res = await postWebhook(stack.built.app, envelope);
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ status: 'received' });
-      expect(await built.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1, signals: 1 });
+      expect(await stack.built.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1, signals: 1 });
 
       await applied(envelope.id);
       const [signalled] = await signalledEvents(customerId);
       expect(signalled).toMatchObject({ eventId: envelope.id, data: { kind: 'customer', name: 'Ada Lovelace' } });
       await applied(envelope.id);
-      const c = await db.sql<{ name: string }[]>`SELECT name FROM customers WHERE id = ${customerId}`;
+      const c = await stack.sql<{ name: string }[]>`SELECT name FROM customers WHERE id = ${customerId}`;
       expect(c[0]?.name).toBe('Ada Lovelace');
-      const stored = await db.sql<{ name: string }[]>`SELECT payload #>> '{data,object,name}' AS name FROM webhook_events WHERE event_id = ${envelope.id}`;
+      const stored = await stack.sql<{ name: string }[]>`SELECT payload #>> '{data,object,name}' AS name FROM webhook_events WHERE event_id = ${envelope.id}`;
       expect(stored[0]?.name).toBe('Ada Lovelace');
     });
   });
@@ -139,7 +112,7 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
     it.each(transient)('stays received after %s, answers 200, and the dispatcher routes it once Stripe answers', async (_what, error) => {
       const fake = fakeCharges();
       fake.answer = () => Promise.reject(error());
-      const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe: fake.stripe, dispatch: false, dispatcherOptions: { deferMs: 0 } });
+      const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, stripe: fake.stripe, dispatch: false, dispatcherOptions: { deferMs: 0 } });
       const { envelope, customerId } = uniqueFixture('charge.dispute.created');
       const chargeId: string = envelope.data.object.charge;
 
@@ -150,7 +123,7 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       expect(fake.calls).toEqual([]);
       expect(await app.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 0, retried: 1 });
       expect(fake.calls).toEqual([chargeId]);
-      const row = (await db.sql<{ status: string; last_error: string | null }[]>`
+      const row = (await stack.sql<{ status: string; last_error: string | null }[]>`
         SELECT status::text AS status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`)[0]!;
       expect(row.status).toBe('received');
       expect(row.last_error).toMatch(/charge/);
@@ -163,7 +136,7 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       fake.answer = (id) => Promise.resolve({ id, object: 'charge', customer: customerId });
       expect(await app.dispatcher.pass()).toMatchObject({ claimed: 1, dispatched: 1, signals: 1 });
       await applied(envelope.id);
-      const dispute = await db.sql`SELECT customer_id, charge_id FROM disputes WHERE id = ${envelope.data.object.id}`;
+      const dispute = await stack.sql`SELECT customer_id, charge_id FROM disputes WHERE id = ${envelope.data.object.id}`;
       expect(dispute[0]).toMatchObject({ customer_id: customerId, charge_id: chargeId });
       expect(await statusOf(envelope.id)).toBe('applied');
     });
@@ -172,7 +145,7 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       const fake = fakeCharges();
       fake.answer = (id) =>
         Promise.reject(new Stripe.errors.StripeInvalidRequestError({ message: `No such charge: '${id}'`, code: 'resource_missing', statusCode: 404 } as never));
-      const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe: fake.stripe, dispatch: false });
+      const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, stripe: fake.stripe, dispatch: false });
       const { envelope } = uniqueFixture('charge.dispute.created');
       const res = await postWebhook(app.app, envelope);
       expect(res.status).toBe(200);
@@ -184,35 +157,35 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
 
   it('re-fetches a payload stored truncated when the dispatcher hands it over, and waits while Stripe fails', async () => {
     const { envelope, customerId } = uniqueFixture('customer.created');
-    await insertDelivery(db.sql, { envelope: { ...envelope, data: { object: { id: customerId, object: 'customer' } } }, customerId, status: 'received', agoSeconds: 120 });
-    await db.sql`UPDATE webhook_events SET payload_truncated = true WHERE event_id = ${envelope.id}`;
+    await insertDelivery(stack.sql, { envelope: { ...envelope, data: { object: { id: customerId, object: 'customer' } } }, customerId, status: 'received', agoSeconds: 120 });
+    await stack.sql`UPDATE webhook_events SET payload_truncated = true WHERE event_id = ${envelope.id}`;
     let answer: () => Promise<unknown> = () =>
       Promise.reject(new Stripe.errors.StripeAPIError({ message: 'An unknown error occurred', statusCode: 502, type: 'api_error' } as never));
     const stripe = { events: { retrieve: () => answer() } } as unknown as Stripe;
-    const app = buildTestApp({ sql: db.sql, temporal: client, config, stripe, dispatch: false, dispatcherOptions: { deferMs: 0 } });
+    const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, stripe, dispatch: false, dispatcherOptions: { deferMs: 0 } });
 
     await app.dispatcher.pass();
-    const waiting = (await db.sql<{ status: string; last_error: string }[]>`
+    const waiting = (await stack.sql<{ status: string; last_error: string }[]>`
       SELECT status::text AS status, last_error FROM webhook_events WHERE event_id = ${envelope.id}`)[0]!;
     expect(waiting).toMatchObject({ status: 'received', last_error: expect.stringContaining('re-fetch') });
 
     answer = () => Promise.resolve({ ...envelope, data: { object: { ...envelope.data.object, name: 'Grace\u0000 Hopper' } } });
     expect(await app.dispatcher.pass()).toMatchObject({ dispatched: 1 });
     await applied(envelope.id);
-    const c = await db.sql<{ email: string; name: string }[]>`SELECT email, name FROM customers WHERE id = ${customerId}`;
+    const c = await stack.sql<{ email: string; name: string }[]>`SELECT email, name FROM customers WHERE id = ${customerId}`;
     expect(c[0]).toMatchObject({ email: envelope.data.object.email, name: 'Grace Hopper' });
   });
 
   describe('quarantined deliveries', () => {
     const quarantine = async () => {
       const { envelope, customerId } = uniqueFixture('customer.created');
-      await insertDelivery(db.sql, { envelope, customerId, status: 'quarantined', lastError: 'apply: 23514 new row violates check constraint' });
+      await insertDelivery(stack.sql, { envelope, customerId, status: 'quarantined', lastError: 'apply: 23514 new row violates check constraint' });
       return { envelope, customerId };
     };
 
     it('are listed by status and counted by billing_webhook_events_quarantined', async () => {
       const { envelope } = await quarantine();
-      const res = await built.app.request('/admin/webhook-events?status=quarantined', { headers: admin });
+      const res = await stack.built.app.request('/admin/webhook-events?status=quarantined', { headers: admin });
       expect(res.status).toBe(200);
       const body: any = await res.json();
       expect(body.data).toContainEqual(expect.objectContaining({ eventId: envelope.id, status: 'quarantined', lastError: expect.stringContaining('23514') }));
@@ -220,33 +193,33 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
 
       const text = await scrape();
       expect(text).toContain('# TYPE billing_webhook_events_quarantined gauge');
-      const n = (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_events WHERE status = 'quarantined'`)[0]!.n;
+      const n = (await stack.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM webhook_events WHERE status = 'quarantined'`)[0]!.n;
       expect(n).toBeGreaterThanOrEqual(1);
       expect(sample(text, 'billing_webhook_events_quarantined')).toBe(n);
     });
 
     it('are replayed one by one: the row moves back to dispatched', async () => {
       // A task queue without a worker: the replayed event waits in 'dispatched', where it can be seen.
-      const idle = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ TEMPORAL_TASK_QUEUE: uniqueId('tq-idle-') }) });
+      const idle = buildTestApp({ sql: stack.sql, temporal: stack.client, config: testConfig({ TEMPORAL_TASK_QUEUE: uniqueId('tq-idle-') }) });
       const { envelope, customerId } = await quarantine();
       try {
         const res = await idle.app.request(`/admin/webhook-events/${envelope.id}/replay`, { method: 'POST', headers: admin });
         expect(res.status).toBe(200);
         expect(await res.json()).toMatchObject({ eventId: envelope.id, result: 'dispatched' });
-        const row = (await db.sql<{ status: string; dispatched_at: Date; workflow_id: string }[]>`
+        const row = (await stack.sql<{ status: string; dispatched_at: Date; workflow_id: string }[]>`
           SELECT status::text AS status, dispatched_at, workflow_id FROM webhook_events WHERE event_id = ${envelope.id}`)[0]!;
         expect(row.status).toBe('dispatched');
         expect(Date.now() - row.dispatched_at.getTime()).toBeLessThan(10_000);
         expect(row.workflow_id).toBe(customerWorkflowId(customerId));
       } finally {
-        await client.workflow.getHandle(customerWorkflowId(customerId)).terminate('test done').catch(() => {});
+        await stack.client.workflow.getHandle(customerWorkflowId(customerId)).terminate('test done').catch(() => {});
       }
     });
 
     it('are replayed in bulk by status and applied by the customer workflow', async () => {
       const a = await quarantine();
       const b = await quarantine();
-      const res = await built.app.request('/admin/webhook-events/replay', {
+      const res = await stack.built.app.request('/admin/webhook-events/replay', {
         method: 'POST',
         headers: { ...admin, 'Content-Type': 'application/json' },
         body: JSON.stringify({ status: 'quarantined', ratePerSecond: 500 }),
@@ -257,7 +230,7 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
       await applied(a.envelope.id);
       await applied(b.envelope.id);
       expect(await statusOf(a.envelope.id)).toBe('applied');
-      const c = await db.sql`SELECT email FROM customers WHERE id = ${b.customerId}`;
+      const c = await stack.sql`SELECT email FROM customers WHERE id = ${b.customerId}`;
       expect(c[0]?.email).toBe(b.envelope.data.object.email);
     });
   });
@@ -265,14 +238,14 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
   it('pages the delivery log without skipping rows received within the same millisecond', async () => {
     const a = uniqueFixture('customer.created');
     const b = uniqueFixture('customer.updated', { token: a.token });
-    await insertDelivery(db.sql, { ...a, status: 'applied' });
-    await insertDelivery(db.sql, { ...b, status: 'applied' });
-    await db.sql`UPDATE webhook_events SET received_at = '2025-01-02T03:04:05.123456Z' WHERE event_id = ${a.envelope.id}`;
-    await db.sql`UPDATE webhook_events SET received_at = '2025-01-02T03:04:05.123100Z' WHERE event_id = ${b.envelope.id}`;
+    await insertDelivery(stack.sql, { ...a, status: 'applied' });
+    await insertDelivery(stack.sql, { ...b, status: 'applied' });
+    await stack.sql`UPDATE webhook_events SET received_at = '2025-01-02T03:04:05.123456Z' WHERE event_id = ${a.envelope.id}`;
+    await stack.sql`UPDATE webhook_events SET received_at = '2025-01-02T03:04:05.123100Z' WHERE event_id = ${b.envelope.id}`;
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const res = await built.app.request(`/admin/webhook-events?customer=${a.customerId}&limit=1${cursor ? `&cursor=${cursor}` : ''}`, { headers: admin });
+      const res = await stack.built.app.request(`/admin/webhook-events?customer=${a.customerId}&limit=1${cursor ? `&cursor=${cursor}` : ''}`, { headers: admin });
       expect(res.status).toBe(200);
       const body: any = await res.json();
       seen.push(...body.data.map((d: any) => d.eventId));
@@ -283,10 +256,10 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
 
   describe('deliveries stuck in dispatched', () => {
     it('are counted, listed with a cursor, and re-sent by the sweeper once per threshold while staying visible', async () => {
-      // Its own database (the gauges and the sweep read every row) and a task queue without a worker.
+      // Its own database (the gauges and the sweep read every row) and a task queue without a stack.worker.
       const own = await createTestDatabase();
       const idleConfig = testConfig({ TEMPORAL_TASK_QUEUE: uniqueId('tq-idle-'), STUCK_DISPATCH_THRESHOLD_MS: '300000' });
-      const app = buildTestApp({ sql: own.sql, temporal: client, config: idleConfig, dispatch: false });
+      const app = buildTestApp({ sql: own.sql, temporal: stack.client, config: idleConfig, dispatch: false });
       const old = uniqueFixture('customer.created');
       const older = uniqueFixture('customer.updated');
       const fresh = uniqueFixture('customer.created');
@@ -348,33 +321,33 @@ describe('inbox visibility with a real Postgres and Temporal dev server', () => 
         expect((await sweeper.tick()).stuck).toEqual({ attempted: 0, dispatched: 0 });
         expect(sample(await scrape(app.app), 'billing_webhook_sweeper_stuck_redispatched_total')).toBe(2);
       } finally {
-        for (const f of [old, older, waiting]) await client.workflow.getHandle(customerWorkflowId(f.customerId)).terminate('test done').catch(() => {});
+        for (const f of [old, older, waiting]) await stack.client.workflow.getHandle(customerWorkflowId(f.customerId)).terminate('test done').catch(() => {});
         await own.drop();
       }
     });
 
     it('are applied after the sweeper re-sends a signal that never reached the workflow', async () => {
       const { envelope, customerId } = uniqueFixture('customer.created');
-      await insertDelivery(db.sql, { envelope, customerId, status: 'dispatched', agoSeconds: 3600 });
+      await insertDelivery(stack.sql, { envelope, customerId, status: 'dispatched', agoSeconds: 3600 });
       const sweeper = createSweeper({
-        ingest: built.ingest,
-        metrics: built.metrics,
-        logger: built.logger,
+        ingest: stack.built.ingest,
+        metrics: stack.built.metrics,
+        logger: stack.built.logger,
         stuckThresholdMs: config.STUCK_DISPATCH_THRESHOLD_MS,
       });
       const r = await sweeper.tick();
       expect(r.stuck.dispatched).toBeGreaterThanOrEqual(1);
       await applied(envelope.id);
       expect(await statusOf(envelope.id)).toBe('applied');
-      const stuck: any = await (await built.app.request('/admin/webhook-events/stuck?olderThanSeconds=0', { headers: admin })).json();
+      const stuck: any = await (await stack.built.app.request('/admin/webhook-events/stuck?olderThanSeconds=0', { headers: admin })).json();
       expect(stuck.data.map((d: any) => d.eventId)).not.toContain(envelope.id);
     });
 
     it('marks a stuck row applied instead of re-sending it when applied_events already records it', async () => {
       const { envelope, customerId } = uniqueFixture('customer.created');
-      await insertDelivery(db.sql, { envelope, customerId, status: 'dispatched', agoSeconds: 3600 });
-      await db.sql`INSERT INTO applied_events (event_id, customer_id, type, outcome) VALUES (${envelope.id}, ${customerId}, 'customer.created', 'applied')`;
-      const out = await built.ingest.redispatch(envelope.id);
+      await insertDelivery(stack.sql, { envelope, customerId, status: 'dispatched', agoSeconds: 3600 });
+      await stack.sql`INSERT INTO applied_events (event_id, customer_id, type, outcome) VALUES (${envelope.id}, ${customerId}, 'customer.created', 'applied')`;
+      const out = await stack.built.ingest.redispatch(envelope.id);
       expect(out).toMatchObject({ status: 'noop', reason: 'already applied' });
       expect(await statusOf(envelope.id)).toBe('applied');
     });

@@ -1,39 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Client } from '@temporalio/client';
+import { describe, expect, it } from 'vitest';
 import { customerWorkflowId } from '../../domain/ids';
 import { stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import { BillingWorkflowKindKey, StripeCustomerIdKey } from '../../workflows/contracts';
 import { normalizeStripeEvent } from '../../domain/events';
 import { loadFixture } from '../fixtures';
-import {
-  createTestDatabase,
-  eventually,
-  realActivities,
-  startTestWorker,
-  testClient,
-  testConfig,
-  uniqueId,
-  type RunningWorker,
-  type TestDatabase,
-} from '../helpers/services';
+import { useTestStack } from '../helpers/harness';
+import { eventually, uniqueId } from '../helpers/services';
 
 describe('a worker on the Temporal dev server', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let worker: RunningWorker;
-  const config = testConfig();
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
-  });
-
-  afterAll(async () => {
-    await worker?.stop();
-    await client?.connection.close();
-    await db?.drop();
-  });
+  const stack = useTestStack({ app: false });
+  const { config } = stack;
 
   it('signals-with-start a customer workflow, answers its query and is listed by search attribute', async () => {
     const customerId = `cus_${uniqueId()}`;
@@ -43,7 +19,7 @@ describe('a worker on the Temporal dev server', () => {
     const normalized = normalizeStripeEvent(envelope);
     if (normalized.outcome !== 'handled') throw new Error(`fixture did not normalize: ${JSON.stringify(normalized)}`);
 
-    const handle = await client.workflow.signalWithStart('customerWorkflow', {
+    const handle = await stack.client.workflow.signalWithStart('customerWorkflow', {
       workflowId: customerWorkflowId(customerId),
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       args: [{ customerId }],
@@ -60,12 +36,12 @@ describe('a worker on the Temporal dev server', () => {
     }, 20_000, 'the event to be applied');
     expect(state).toMatchObject({ customerId, applied: 1, lastEventId: envelope.id });
 
-    const rows = await db.sql`SELECT email FROM customers WHERE id = ${customerId}`;
+    const rows = await stack.sql`SELECT email FROM customers WHERE id = ${customerId}`;
     expect(rows[0]?.email).toBe(envelope.data.object.email);
 
     const listed = await eventually(async () => {
       const found: string[] = [];
-      for await (const wf of client.workflow.list({ query: `StripeCustomerId = '${customerId}' AND BillingWorkflowKind = 'customer'` })) {
+      for await (const wf of stack.client.workflow.list({ query: `StripeCustomerId = '${customerId}' AND BillingWorkflowKind = 'customer'` })) {
         found.push(wf.workflowId);
       }
       return found.length ? found : null;

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { HANDLED_EVENT_TYPES } from '../../domain/events';
 import { customerWorkflowId } from '../../domain/ids';
 import { stateQuery } from '../../workflows/contracts';
