@@ -2,15 +2,15 @@
  * The checkout and subscription HTTP contract through createApp(...).request: bad input (400, 404,
  * 415), idempotent checkout, the plan list and the checkout success rate. Stripe is stripe-mock.
  */
-import type { Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import type { Plan } from '../../domain/plan-catalog';
 import { syncPlans } from '../../lib/plan-catalog-sync';
 import { createStripe } from '../../lib/stripe';
-import { buildTestApp, stopTestDispatchers } from '../helpers/app';
+import { buildTestApp } from '../helpers/app';
+import { useTestStack } from '../helpers/harness';
 import { cardUpdateToken, cardUpdateUrl } from '../../lib/card-update-link';
-import { createTestDatabase, TEST_ADMIN_TOKEN, testClient, testConfig, uniqueId, type TestDatabase } from '../helpers/services';
+import { TEST_ADMIN_TOKEN, testConfig, uniqueId } from '../helpers/services';
 
 const PLANS: Plan[] = [
   { id: 'basic-monthly', stripePriceId: 'price_api_basic', name: 'Basic', amount: 900, currency: 'usd', interval: 'month', rank: 10, active: true },
@@ -24,38 +24,23 @@ const URLS = { successUrl: 'https://app.example.com/ok', cancelUrl: 'https://app
 type ErrorBody = { error: string; message: string; details?: { path: string; message: string }[] };
 
 describe('checkout and subscription HTTP API', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let stripe: Stripe;
-  let app: ReturnType<typeof buildTestApp>['app'];
-  const config = testConfig();
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    await syncPlans(db.sql, PLANS);
-    stripe = createStripe({ secretKey: 'sk_test_123', apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 });
-    app = buildTestApp({ sql: db.sql, temporal: client, config, stripe }).app;
-  });
+  const stripe = createStripe({ secretKey: 'sk_test_123', apiBase: inject('stripeMockUrl'), maxNetworkRetries: 0 });
+  const stack = useTestStack({ activities: false, app: { stripe }, seed: ({ sql }) => syncPlans(sql, PLANS).then(() => undefined) });
+  const { config } = stack;
 
   beforeEach(() => {
     vi.restoreAllMocks();
   });
 
-  afterAll(async () => {
-    await stopTestDispatchers();
-    await client?.connection.close();
-    await db?.drop();
-  });
 
   const send = (method: string, path: string, body: unknown, headers: Record<string, string> = { 'Content-Type': 'application/json' }) =>
-    app.request(path, { method, headers, body: typeof body === 'string' ? body : JSON.stringify(body) });
+    stack.app.request(path, { method, headers, body: typeof body === 'string' ? body : JSON.stringify(body) });
 
   async function customerWith(status: string | null): Promise<string> {
     const customerId = `cus_${uniqueId()}`;
-    await db.sql`INSERT INTO customers (id, email) VALUES (${customerId}, ${`${customerId}@example.com`})`;
+    await stack.sql`INSERT INTO customers (id, email) VALUES (${customerId}, ${`${customerId}@example.com`})`;
     if (status) {
-      await db.sql`
+      await stack.sql`
         INSERT INTO subscriptions (id, customer_id, status, plan_id, price_id, current_period_start, current_period_end, stripe_updated_at)
         VALUES (${`sub_${uniqueId()}`}, ${customerId}, ${status}, 'basic-monthly', 'price_api_basic', now() - interval '5 days', now() + interval '25 days', now())`;
     }
@@ -64,7 +49,7 @@ describe('checkout and subscription HTTP API', () => {
 
   describe('GET /plans', () => {
     it('lists active plans by rank, without retired ones', async () => {
-      const res = await app.request('/plans');
+      const res = await stack.app.request('/plans');
       expect(res.status).toBe(200);
       const body = (await res.json()) as { data: { id: string; amount: number; interval: string }[] };
       expect(body.data.map((p) => p.id)).toEqual(['basic-monthly', 'pro-monthly', 'pro-yearly']);
@@ -79,7 +64,7 @@ describe('checkout and subscription HTTP API', () => {
       expect(res.status).toBe(201);
       const body = (await res.json()) as { sessionId: string; url: string; requestId: string };
       expect(body).toMatchObject({ sessionId: expect.stringMatching(/^cs_/), url: expect.stringMatching(/^https:\/\//), requestId });
-      const rows = await db.sql`SELECT plan_id, status, request_id, url FROM checkout_sessions WHERE id = ${body.sessionId}`;
+      const rows = await stack.sql`SELECT plan_id, status, request_id, url FROM checkout_sessions WHERE id = ${body.sessionId}`;
       expect(rows[0]).toMatchObject({ plan_id: 'basic-monthly', status: 'open', request_id: requestId, url: body.url });
     });
 
@@ -94,7 +79,7 @@ describe('checkout and subscription HTTP API', () => {
       expect(b!.sessionId).toBe(a!.sessionId);
       expect(b!.url).toBe(a!.url);
       expect(create).toHaveBeenCalledTimes(1);
-      const count = await db.sql`SELECT count(*)::int AS n FROM checkout_sessions WHERE request_id = ${requestId}`;
+      const count = await stack.sql`SELECT count(*)::int AS n FROM checkout_sessions WHERE request_id = ${requestId}`;
       expect(count[0]!.n).toBe(1);
     });
 
@@ -169,7 +154,7 @@ describe('checkout and subscription HTTP API', () => {
 
     it('answers 405 with Allow: POST for another method', async () => {
       for (const method of ['GET', 'PUT', 'DELETE']) {
-        const res = await app.request('/checkout', { method });
+        const res = await stack.app.request('/checkout', { method });
         expect(res.status, method).toBe(405);
         expect(res.headers.get('allow'), method).toBe('POST');
         expect(((await res.json()) as ErrorBody).error).toBe('method_not_allowed');
@@ -200,29 +185,29 @@ describe('checkout and subscription HTTP API', () => {
       const customerId = await customerWith(null);
       const sessionId = `cs_test_${uniqueId().replace(/-/g, '')}`;
       // Dated outside the success-rate windows another test here counts.
-      await db.sql`
+      await stack.sql`
         INSERT INTO checkout_sessions (id, customer_id, plan_id, status, created_at)
         VALUES (${sessionId}, ${customerId}, 'pro-monthly', 'open', now() - interval '10 days')`;
-      const open = await app.request(`/checkout/sessions/${sessionId}`);
+      const open = await stack.app.request(`/checkout/sessions/${sessionId}`);
       expect(open.status).toBe(200);
       expect(await open.json()).toMatchObject({ sessionId, status: 'open', customerId, planId: 'pro-monthly', subscriptionId: null, subscriptionStatus: null, completedAt: null });
 
       // What applying checkout.session.completed and the subscription's events leaves behind.
       const subscriptionId = `sub_${uniqueId()}`;
-      await db.sql`
+      await stack.sql`
         INSERT INTO subscriptions (id, customer_id, status, plan_id, price_id, current_period_start, current_period_end, stripe_updated_at)
         VALUES (${subscriptionId}, ${customerId}, 'active', 'pro-monthly', 'price_api_pro', now(), now() + interval '30 days', now())`;
-      await db.sql`UPDATE customers SET access_state = 'active' WHERE id = ${customerId}`;
-      await db.sql`UPDATE checkout_sessions SET status = 'complete', subscription_id = ${subscriptionId}, completed_at = now() - interval '10 days' WHERE id = ${sessionId}`;
-      const done = await app.request(`/checkout/sessions/${sessionId}`);
+      await stack.sql`UPDATE customers SET access_state = 'active' WHERE id = ${customerId}`;
+      await stack.sql`UPDATE checkout_sessions SET status = 'complete', subscription_id = ${subscriptionId}, completed_at = now() - interval '10 days' WHERE id = ${sessionId}`;
+      const done = await stack.app.request(`/checkout/sessions/${sessionId}`);
       expect(await done.json()).toMatchObject({ status: 'complete', subscriptionId, subscriptionStatus: 'active', accessState: 'active', completedAt: expect.any(String) });
     });
 
     it('answers 404 for a session not created here and 400 for an id that is not a session id', async () => {
-      const missing = await app.request('/checkout/sessions/cs_test_nothere');
+      const missing = await stack.app.request('/checkout/sessions/cs_test_nothere');
       expect(missing.status).toBe(404);
       expect(((await missing.json()) as ErrorBody).error).toBe('checkout_session_not_found');
-      expect((await app.request('/checkout/sessions/sub_123')).status).toBe(400);
+      expect((await stack.app.request('/checkout/sessions/sub_123')).status).toBe(400);
     });
   });
 
@@ -245,7 +230,7 @@ describe('checkout and subscription HTTP API', () => {
       expect(((await unknown.json()) as ErrorBody).error).toBe('customer_not_found');
 
       const deleted = await customerWith(null);
-      await db.sql`UPDATE customers SET deleted = true WHERE id = ${deleted}`;
+      await stack.sql`UPDATE customers SET deleted = true WHERE id = ${deleted}`;
       const gone = await send('POST', `/customers/${deleted}/billing-portal`, { returnUrl: 'https://app.example.com/' });
       expect(gone.status).toBe(409);
       expect(((await gone.json()) as ErrorBody).error).toBe('customer_deleted');
@@ -273,7 +258,7 @@ describe('checkout and subscription HTTP API', () => {
   describe('GET /billing/card-update/{token} (the stable link in emails)', () => {
     it('opens a fresh Billing Portal session on every visit, without the API token, returning to PUBLIC_BASE_URL', async () => {
       const customerId = await customerWith('past_due');
-      const guarded = buildTestApp({ sql: db.sql, temporal: client, config: testConfig({ API_TOKEN: 'app-token-0123456789abcdef', PUBLIC_BASE_URL: 'https://billing.example.com' }), stripe, dispatch: false }).app;
+      const guarded = buildTestApp({ sql: stack.sql, temporal: stack.client, config: testConfig({ API_TOKEN: 'app-token-0123456789abcdef', PUBLIC_BASE_URL: 'https://billing.example.com' }), stripe, dispatch: false }).app;
       const create = vi.spyOn(stripe.billingPortal.sessions, 'create');
       const url = cardUpdateUrl(customerId, testConfig({ PUBLIC_BASE_URL: 'https://billing.example.com' }));
       expect(url).toMatch(/^https:\/\/billing\.example\.com\/billing\/card-update\//);
@@ -297,12 +282,12 @@ describe('checkout and subscription HTTP API', () => {
       const forged = `${Buffer.from(other).toString('base64url')}.${mac}`;
       const otherKey = cardUpdateToken(customerId, testConfig({ LINK_SIGNING_SECRET: 'another-secret-0123456789' }));
       for (const bad of [forged, otherKey, `${token}x`, 'nope', `${token.slice(0, -1)}A`]) {
-        const res = await app.request(`/billing/card-update/${bad}`);
+        const res = await stack.app.request(`/billing/card-update/${bad}`);
         expect(res.status, bad).toBe(404);
         expect(((await res.json()) as ErrorBody).error).toBe('link_not_found');
       }
-      await db.sql`UPDATE customers SET deleted = true WHERE id = ${customerId}`;
-      expect((await app.request(`/billing/card-update/${token}`)).status).toBe(404);
+      await stack.sql`UPDATE customers SET deleted = true WHERE id = ${customerId}`;
+      expect((await stack.app.request(`/billing/card-update/${token}`)).status).toBe(404);
       expect(create).not.toHaveBeenCalled();
     });
   });
@@ -362,22 +347,22 @@ describe('checkout and subscription HTTP API', () => {
 
     it('previews a downgrade as nothing due now and the new price from the period end', async () => {
       const customerId = await customerWith('active');
-      await db.sql`UPDATE subscriptions SET plan_id = 'pro-monthly', price_id = 'price_api_pro' WHERE customer_id = ${customerId}`;
+      await stack.sql`UPDATE subscriptions SET plan_id = 'pro-monthly', price_id = 'price_api_pro' WHERE customer_id = ${customerId}`;
       const res = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'basic-monthly' });
       expect(res.status).toBe(200);
       const body = (await res.json()) as { kind: string; amountDueNow: number; amountDueNext: number; effectiveAt: number };
-      const end = await db.sql`SELECT floor(extract(epoch FROM current_period_end))::int AS t FROM subscriptions WHERE customer_id = ${customerId}`;
+      const end = await stack.sql`SELECT floor(extract(epoch FROM current_period_end))::int AS t FROM subscriptions WHERE customer_id = ${customerId}`;
       expect(body).toMatchObject({ kind: 'downgrade', amountDueNow: 0, amountDueNext: 900, effectiveAt: end[0]!.t });
     });
   });
 
   describe('checkout success rate', () => {
     it('reports completed / (completed + expired) in the window on the admin API and as a gauge', async () => {
-      const insert = (status: string, endedHoursAgo: number) => db.sql`
+      const insert = (status: string, endedHoursAgo: number) => stack.sql`
         INSERT INTO checkout_sessions (id, customer_id, plan_id, request_id, status, completed_at, expired_at, created_at)
         VALUES (${`cs_${uniqueId()}`}, 'cus_rate', 'basic-monthly', ${uniqueId('rate-')}, ${status},
-          ${status === 'complete' ? db.sql`now() - make_interval(hours => ${endedHoursAgo})` : null},
-          ${status === 'expired' ? db.sql`now() - make_interval(hours => ${endedHoursAgo})` : null},
+          ${status === 'complete' ? stack.sql`now() - make_interval(hours => ${endedHoursAgo})` : null},
+          ${status === 'expired' ? stack.sql`now() - make_interval(hours => ${endedHoursAgo})` : null},
           now() - make_interval(hours => ${endedHoursAgo + 1}))`;
       await insert('complete', 1);
       await insert('complete', 2);
@@ -386,16 +371,16 @@ describe('checkout and subscription HTTP API', () => {
       await insert('expired', 48); // outside a 24 h window
       const auth = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 
-      const res = await app.request('/admin/checkout/success-rate?windowHours=24', { headers: auth });
+      const res = await stack.app.request('/admin/checkout/success-rate?windowHours=24', { headers: auth });
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ windowHours: 24, completed: 3, expired: 1, successRate: 0.75, target: 0.98, meetsTarget: false });
-      const wide = (await (await app.request('/admin/checkout/success-rate?windowHours=72', { headers: auth })).json()) as { successRate: number };
+      const wide = (await (await stack.app.request('/admin/checkout/success-rate?windowHours=72', { headers: auth })).json()) as { successRate: number };
       expect(wide.successRate).toBe(0.6);
 
-      expect((await app.request('/admin/checkout/success-rate')).status).toBe(401);
-      expect((await app.request('/admin/checkout/success-rate?windowHours=0', { headers: auth })).status).toBe(400);
+      expect((await stack.app.request('/admin/checkout/success-rate')).status).toBe(401);
+      expect((await stack.app.request('/admin/checkout/success-rate?windowHours=0', { headers: auth })).status).toBe(400);
 
-      const metrics = await (await app.request('/metrics')).text();
+      const metrics = await (await stack.app.request('/metrics')).text();
       expect(metrics).toMatch(/^billing_checkout_success_rate 0\.75$/m);
       expect(metrics).toMatch(/^billing_checkout_sessions\{outcome="expired"\} 1$/m);
     });

@@ -3,7 +3,6 @@
  * across replicas and crashed claims, woken by LISTEN/NOTIFY, and held back by admission control.
  * Real Postgres, real Temporal dev server and worker.
  */
-import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chunkEvents } from '../../api/dispatcher';
@@ -12,47 +11,24 @@ import { customerWorkflowId } from '../../domain/ids';
 import { stateQuery } from '../../workflows/contracts';
 import { buildTestApp, postWebhook, stopTestDispatchers } from '../helpers/app';
 import { uniqueFixture } from '../helpers/fixtures';
-import {
-  createTestDatabase,
-  eventually,
-  realActivities,
-  startTestWorker,
-  testClient,
-  testConfig,
-  uniqueId,
-  type RunningWorker,
-  type TestDatabase,
-} from '../helpers/services';
+import { createTestDatabase, eventually, testConfig, uniqueId } from '../helpers/services';
+import { useTestStack } from '../helpers/harness';
 
 describe('the dispatcher', () => {
-  let db: TestDatabase;
-  let client: Client;
-  let worker: RunningWorker;
-  const config = testConfig();
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    client = await testClient();
-    worker = await startTestWorker({ taskQueue: config.TEMPORAL_TASK_QUEUE, activities: realActivities(db.sql, config) });
-  });
-
-  afterAll(async () => {
-    await stopTestDispatchers();
-    await worker?.stop();
-    await client?.connection.close();
-    await db?.drop();
-  });
+  // Apps are built per case (dispatchers under test): the stack has none of its own.
+  const stack = useTestStack({ app: false });
+  const { config } = stack;
 
   const statuses = async (ids: string[]) =>
-    (await db.sql<{ event_id: string; status: string }[]>`
-      SELECT event_id, status::text AS status FROM webhook_events WHERE event_id IN ${db.sql(ids)} ORDER BY event_id`).map((r) => r.status);
+    (await stack.sql<{ event_id: string; status: string }[]>`
+      SELECT event_id, status::text AS status FROM webhook_events WHERE event_id IN ${stack.sql(ids)} ORDER BY event_id`).map((r) => r.status);
 
   const allApplied = (ids: string[]) =>
     eventually(async () => (await statuses(ids)).every((s) => s === 'applied'), 30_000, `${ids.length} events applied`);
 
   /** The stripeEvents signals in a customer workflow's history, each as its list of event ids. */
   async function batchSignals(customerId: string): Promise<string[][]> {
-    const history = await client.workflow.getHandle(customerWorkflowId(customerId)).fetchHistory();
+    const history = await stack.client.workflow.getHandle(customerWorkflowId(customerId)).fetchHistory();
     return (history.events ?? []).flatMap((e) => {
       const a = e.workflowExecutionSignaledEventAttributes;
       if (!a || a.signalName !== 'stripeEvents') return [];
@@ -69,7 +45,7 @@ describe('the dispatcher', () => {
   }
 
   it('answers before any hand-over, then coalesces one customer’s events into one stripeEvents signal, in order', async () => {
-    const app = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false });
+    const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatch: false });
     const { customerId, envelopes } = lifecycle();
     for (const e of envelopes) {
       const res = await postWebhook(app.app, e);
@@ -79,12 +55,12 @@ describe('the dispatcher', () => {
     const ids = envelopes.map((e) => e.id as string);
     // Stored and acknowledged; Temporal has not heard of the customer yet.
     expect(await statuses(ids)).toEqual(['received', 'received', 'received']);
-    await expect(client.workflow.getHandle(customerWorkflowId(customerId)).describe()).rejects.toThrow();
+    await expect(stack.client.workflow.getHandle(customerWorkflowId(customerId)).describe()).rejects.toThrow();
 
     expect(await app.dispatcher.pass()).toMatchObject({ claimed: 3, dispatched: 3, signals: 1 });
     await allApplied(ids);
     expect(await batchSignals(customerId)).toEqual([ids]);
-    const state = await client.workflow.getHandle(customerWorkflowId(customerId)).query(stateQuery);
+    const state = await stack.client.workflow.getHandle(customerWorkflowId(customerId)).query(stateQuery);
     expect(state.applied).toBe(3);
     const text = await app.metrics.registry.getSingleMetricAsString('billing_dispatch_batch_events');
     expect(text).toMatch(/billing_dispatch_batch_events_sum 3\b/);
@@ -92,7 +68,7 @@ describe('the dispatcher', () => {
   });
 
   it('bounds a signal by count and bytes, and keeps each customer’s order across its chunks', async () => {
-    const app = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false, dispatcherOptions: { batchMaxEvents: 2 } });
+    const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatch: false, dispatcherOptions: { batchMaxEvents: 2 } });
     const { customerId, envelopes } = lifecycle();
     for (const e of envelopes) expect((await postWebhook(app.app, e)).status).toBe(200);
     const ids = envelopes.map((e) => e.id as string);
@@ -107,8 +83,8 @@ describe('the dispatcher', () => {
 
   it('shares the work between replicas: two dispatchers racing hand every delivery over exactly once', async () => {
     {
-      const a = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false, dispatcherOptions: { claimMax: 7 } });
-      const b = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false, dispatcherOptions: { claimMax: 7 } });
+      const a = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatch: false, dispatcherOptions: { claimMax: 7 } });
+      const b = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatch: false, dispatcherOptions: { claimMax: 7 } });
       const customers = Array.from({ length: 12 }, lifecycle);
       const ids = customers.flatMap((c) => c.envelopes.map((e) => e.id as string));
       for (const c of customers) for (const e of c.envelopes) expect((await postWebhook(a.app, e)).status).toBe(200);
@@ -123,7 +99,7 @@ describe('the dispatcher', () => {
       expect(reports.reduce((n, r) => n + r.dispatched, 0)).toBe(ids.length);
       expect(reports.filter((r) => r.claimed > 0).length).toBeGreaterThanOrEqual(2);
       await eventually(async () => {
-        const [r] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${db.sql(ids)}`;
+        const [r] = await stack.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM applied_events WHERE event_id IN ${stack.sql(ids)}`;
         return r!.n === ids.length;
       }, 30_000, 'every event applied');
       const signalled = (await Promise.all(customers.map((c) => batchSignals(c.customerId)))).flat(2);
@@ -132,15 +108,15 @@ describe('the dispatcher', () => {
   });
 
   it('takes over the claim of a replica that died mid-hand-over once its lease ends', async () => {
-    const app = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false });
+    const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatch: false });
     const { envelopes } = lifecycle();
     for (const e of envelopes) expect((await postWebhook(app.app, e)).status).toBe(200);
     const ids = envelopes.map((e) => e.id as string);
     // A replica claimed the rows and died: nobody may take them while the lease holds...
-    await db.sql`UPDATE webhook_events SET dispatch_claimed_until = now() + interval '1 hour' WHERE event_id IN ${db.sql(ids)}`;
+    await stack.sql`UPDATE webhook_events SET dispatch_claimed_until = now() + interval '1 hour' WHERE event_id IN ${stack.sql(ids)}`;
     expect(await app.dispatcher.pass()).toMatchObject({ claimed: 0 });
     // ...and any replica takes them once it has ended.
-    await db.sql`UPDATE webhook_events SET dispatch_claimed_until = now() - interval '1 second' WHERE event_id IN ${db.sql(ids)}`;
+    await stack.sql`UPDATE webhook_events SET dispatch_claimed_until = now() - interval '1 second' WHERE event_id IN ${stack.sql(ids)}`;
     expect(await app.dispatcher.pass()).toMatchObject({ claimed: 3, dispatched: 3 });
     await allApplied(ids);
   });
@@ -148,14 +124,14 @@ describe('the dispatcher', () => {
   it('wakes on LISTEN billing_inbox when another process stores a delivery', async () => {
     try {
       // Polls once an hour: only the notification can wake it.
-      const listener = buildTestApp({ sql: db.sql, temporal: client, config, dispatcherOptions: { listen: true, pollMs: 3_600_000 } });
+      const listener = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatcherOptions: { listen: true, pollMs: 3_600_000 } });
       await eventually(async () => listener.dispatcher.status().running, 5000, 'the dispatcher to start');
       await new Promise((r) => setTimeout(r, 300)); // its first pass (at start) finds nothing
-      const writer = buildTestApp({ sql: db.sql, temporal: client, config, dispatch: false });
+      const writer = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatch: false });
       const { envelope } = uniqueFixture('customer.created');
       expect((await postWebhook(writer.app, envelope)).status).toBe(200);
       await eventually(async () => {
-        const [r] = await db.sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${envelope.id}`;
+        const [r] = await stack.sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${envelope.id}`;
         return r?.status === 'applied';
       }, 20_000, 'the delivery to be dispatched on the notification and applied');
     } finally {
@@ -164,14 +140,14 @@ describe('the dispatcher', () => {
   });
 
   it('gives ingest priority: holds back while webhook requests crowd the process, until the oldest delivery waits DISPATCH_MAX_DEFER_MS', async () => {
-    const app = buildTestApp({ sql: db.sql, temporal: client, config, dispatcherOptions: { yieldInFlight: 4, maxDeferMs: 1500 } });
+    const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatcherOptions: { yieldInFlight: 4, maxDeferMs: 1500 } });
     const { envelope } = uniqueFixture('customer.created');
     try {
       // As if 6 deliveries were being verified and stored right now (after the start-up pass).
       for (let i = 0; i < 6; i++) app.ingest.load.started();
       await new Promise((r) => setTimeout(r, 300));
       expect((await postWebhook(app.app, envelope)).status).toBe(200);
-      const status = async () => (await db.sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${envelope.id}`)[0]?.status;
+      const status = async () => (await stack.sql<{ status: string }[]>`SELECT status::text AS status FROM webhook_events WHERE event_id = ${envelope.id}`)[0]?.status;
       await new Promise((r) => setTimeout(r, 800));
       expect(await status()).toBe('received');
       const yields = (await app.metrics.registry.getSingleMetric('billing_dispatch_ingest_yields_total')!.get()).values[0]?.value ?? 0;
@@ -191,7 +167,7 @@ describe('the dispatcher', () => {
       const idle = testConfig({ TEMPORAL_TASK_QUEUE: uniqueId('tq-idle-') });
       const app = buildTestApp({
         sql: own.sql,
-        temporal: client,
+        temporal: stack.client,
         config: idle,
         dispatch: false,
         dispatcherOptions: { maxPendingWorkflows: 2, minPendingWorkflows: 1, targetLagMs: 200 },
@@ -230,14 +206,14 @@ describe('the dispatcher', () => {
         expect(adm).toMatchObject({ pendingWorkflows: 0, window: 2, available: 2 });
         expect(await app.dispatcher.pass(adm.available)).toMatchObject({ claimed: 6, dispatched: 6, signals: 2 });
       } finally {
-        for (const id of workflowIds) await client.workflow.getHandle(id).terminate('test done').catch(() => {});
+        for (const id of workflowIds) await stack.client.workflow.getHandle(id).terminate('test done').catch(() => {});
         await app.close();
         await own.drop();
       }
     });
 
     it('keeps the backlog in Postgres when the window is full: the running loop waits, then drains', async () => {
-      const app = buildTestApp({ sql: db.sql, temporal: client, config, dispatcherOptions: { maxPendingWorkflows: 3, minPendingWorkflows: 1 } });
+      const app = buildTestApp({ sql: stack.sql, temporal: stack.client, config, dispatcherOptions: { maxPendingWorkflows: 3, minPendingWorkflows: 1 } });
       try {
         const customers = Array.from({ length: 15 }, lifecycle);
         const ids = customers.flatMap((c) => c.envelopes.map((e) => e.id as string));
@@ -246,10 +222,10 @@ describe('the dispatcher', () => {
         }));
         let maxPending = 0;
         await eventually(async () => {
-          const [r] = await db.sql<{ pending: number; applied: number }[]>`
+          const [r] = await stack.sql<{ pending: number; applied: number }[]>`
             SELECT count(DISTINCT customer_id) FILTER (WHERE status = 'dispatched')::int AS pending,
                    count(*) FILTER (WHERE status = 'applied')::int AS applied
-            FROM webhook_events WHERE event_id IN ${db.sql(ids)}`;
+            FROM webhook_events WHERE event_id IN ${stack.sql(ids)}`;
           maxPending = Math.max(maxPending, r!.pending);
           return r!.applied === ids.length;
         }, 60_000, 'the backlog to drain');
