@@ -6,6 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/tools.sh
+# promtool checks the alert rules (test/unit/ops-files.test.ts); opt-in for npm run dev, required here.
+bash scripts/tools.sh promtool
 export VITE_CONFIG_NATIVE_IGNORE_WARNING=true
 # Type errors fail the run before any test starts (a mistyped test can pass vacuously).
 echo '[test] typecheck (tsc --noEmit)'
