@@ -69,6 +69,51 @@ function planItem(sub: Stripe.Subscription, fromPriceId: string | null): Stripe.
   return item;
 }
 
+type PhaseParams = Stripe.SubscriptionScheduleUpdateParams.Phase;
+type PhaseDiscount = { coupon: string | { id: string } | null; discount: string | { id: string } | null; promotion_code: string | { id: string } | null };
+
+/** A phase discount as a parameter: reuse the existing discount when there is one, else its coupon or code. */
+function discountParams(discounts: readonly PhaseDiscount[] | null | undefined): PhaseParams['discounts'] | undefined {
+  if (!discounts?.length) return undefined;
+  return discounts.flatMap((d): Stripe.SubscriptionScheduleUpdateParams.Phase.Discount[] => {
+    const discount = idOf(d.discount);
+    if (discount) return [{ discount }];
+    const coupon = idOf(d.coupon);
+    if (coupon) return [{ coupon }];
+    const code = idOf(d.promotion_code);
+    return code ? [{ promotion_code: code }] : [];
+  });
+}
+
+const hasKeys = (m: Stripe.Metadata | null | undefined): m is Stripe.Metadata => !!m && Object.keys(m).length > 0;
+
+/** What a downgrade's phases carry over from the current phase: discounts, default tax rates, metadata. */
+function keptPhaseSettings(phase: Stripe.SubscriptionSchedule.Phase | undefined, subscriptionMetadata: Stripe.Metadata | null): Omit<PhaseParams, 'items'> {
+  const out: Omit<PhaseParams, 'items'> = {};
+  const discounts = discountParams(phase?.discounts);
+  if (discounts) out.discounts = discounts;
+  const taxRates = phase?.default_tax_rates?.map((t) => t.id);
+  if (taxRates?.length) out.default_tax_rates = taxRates;
+  const metadata = hasKeys(phase?.metadata) ? phase.metadata : subscriptionMetadata;
+  if (hasKeys(metadata)) out.metadata = metadata;
+  return out;
+}
+
+/** What the plan item keeps across the downgrade: quantity, tax rates, discounts, metadata. */
+function keptItemSettings(
+  phaseItem: Stripe.SubscriptionSchedule.Phase.Item | undefined,
+  item: Stripe.SubscriptionItem,
+): Omit<Stripe.SubscriptionScheduleUpdateParams.Phase.Item, 'price'> {
+  const out: Omit<Stripe.SubscriptionScheduleUpdateParams.Phase.Item, 'price'> = { quantity: phaseItem?.quantity ?? item.quantity ?? 1 };
+  const taxRates = (phaseItem?.tax_rates ?? item.tax_rates)?.map((t) => t.id);
+  if (taxRates?.length) out.tax_rates = taxRates;
+  const discounts = discountParams(phaseItem?.discounts);
+  if (discounts) out.discounts = discounts;
+  const metadata = hasKeys(phaseItem?.metadata) ? phaseItem.metadata : item.metadata;
+  if (hasKeys(metadata)) out.metadata = metadata;
+  return out;
+}
+
 /** Creates the plan-change Stripe activities. */
 export function createPlanChangeStripeActivities({ stripe, recordAppEvent }: PlanChangeStripeDeps) {
   /** Tells the app how a plan change ended (once per request: the event's id derives from it). */
@@ -165,18 +210,23 @@ export function createPlanChangeStripeActivities({ stripe, recordAppEvent }: Pla
         const schedule = existing
           ? await stripe.subscriptionSchedules.retrieve(existing)
           : await stripe.subscriptionSchedules.create({ from_subscription: input.subscriptionId }, { idempotencyKey: key('schedule') });
-        const phase = schedule.phases[0];
+        // The phase running now (an existing schedule may hold past phases before it).
+        const phase = schedule.phases.find((p) => p.start_date === schedule.current_phase?.start_date) ?? schedule.phases[0];
         const start = phase?.start_date ?? schedule.current_phase?.start_date ?? item.current_period_start;
         const end = schedule.current_phase?.end_date ?? phase?.end_date ?? item.current_period_end;
-        const quantity = item.quantity ?? 1;
+        // Phases are declarative: whatever a phase omits (discounts, tax rates, metadata) is dropped from the
+        // subscription, so both phases repeat what the current one carries.
+        const phaseItem = phase?.items.find((i) => idOf(i.price) === item.price.id) ?? phase?.items[0];
+        const kept = keptPhaseSettings(phase, sub.metadata);
+        const keptItem = keptItemSettings(phaseItem, item);
         await stripe.subscriptionSchedules.update(
           schedule.id,
           {
             end_behavior: 'release',
             proration_behavior: 'none',
             phases: [
-              { items: [{ price: item.price.id, quantity }], start_date: start, end_date: end },
-              { items: [{ price: input.toPriceId, quantity }], duration: { interval: input.toInterval, interval_count: 1 } },
+              { ...kept, items: [{ ...keptItem, price: item.price.id }], start_date: start, end_date: end },
+              { ...kept, items: [{ ...keptItem, price: input.toPriceId }], duration: { interval: input.toInterval, interval_count: 1 } },
             ],
             metadata: { plan_change_request_id: input.requestId, plan_change_to_price: input.toPriceId },
           },

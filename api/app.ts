@@ -22,6 +22,7 @@ import { adminWebhookRoutes } from './routes/admin-webhooks';
 import { billingPortalRoutes } from './routes/billing-portal';
 import { customerRoutes } from './routes/customers';
 import { devCheckoutRoutes } from './routes/dev-checkout';
+import { adminEntitlementRoutes, createEntitlementReader, entitlementRoutes } from './routes/entitlements';
 import { subscriptionRoutes } from './routes/subscription';
 import { webhookRoutes } from './routes/webhooks';
 import type { Dispatcher } from './dispatcher';
@@ -172,6 +173,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   app.use('/checkout', apiAuth);
   app.use('/checkout/*', apiAuth);
   app.route('/', customerRoutes({ sql: deps.sql }));
+  const entitlements = createEntitlementReader({ sql: deps.sql });
+  app.route('/', entitlementRoutes({ reader: entitlements }));
   app.route('/', billingPortalRoutes({ sql: deps.sql, stripe: deps.stripe, config: deps.config }));
   app.route('/', subscriptionRoutes({ sql: deps.sql, temporal: deps.temporal, stripe: deps.stripe }));
   // DEV ONLY (NODE_ENV=development on a Stripe emulator; never in production, see lib/dev-checkout.ts):
@@ -188,6 +191,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   app.route('/', adminReconciliationRoutes({ sql: deps.sql, temporal: deps.temporal, taskQueue: deps.config.TEMPORAL_TASK_QUEUE }));
   app.route('/', adminCheckoutRoutes({ sql: deps.sql }));
   app.route('/', adminAppWebhookRoutes({ sql: deps.sql }));
+  app.route('/', adminEntitlementRoutes({ sql: deps.sql, reader: entitlements }));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'adminToken', {
     type: 'http',

@@ -170,6 +170,14 @@ export const SetupIntentDataSchema = z.object({
 });
 export type SetupIntentData = z.infer<typeof SetupIntentDataSchema>;
 
+/** Stripe Entitlements (entitlements.active_entitlement_summary.updated): the customer's active lookup keys. */
+export const EntitlementSummaryDataSchema = z.object({
+  kind: z.literal('entitlement_summary'),
+  /** Sorted, distinct. */
+  lookupKeys: z.array(z.string().min(1)),
+});
+export type EntitlementSummaryData = z.infer<typeof EntitlementSummaryDataSchema>;
+
 export const BillingEventDataSchema = z.discriminatedUnion('kind', [
   SubscriptionDataSchema,
   InvoiceDataSchema,
@@ -182,6 +190,7 @@ export const BillingEventDataSchema = z.discriminatedUnion('kind', [
   PaymentIntentDataSchema,
   SetupIntentDataSchema,
   FraudWarningDataSchema,
+  EntitlementSummaryDataSchema,
 ]);
 export type BillingEventData = z.infer<typeof BillingEventDataSchema>;
 

@@ -74,8 +74,10 @@ export interface CustomerWorkflowState {
 export interface ChangePlanRequest {
   planId: string;
   requestId: string;
-  /** Unix seconds; reuse the preview's proration date so the amount charged matches the preview. */
+  /** Unix seconds; the preview's proration date, so the amount charged matches the preview (required for upgrades). */
   prorationDate?: number;
+  /** The preview's subscriptionVersion: the change is refused (SubscriptionChanged) if the subscription changed since (required for upgrades). */
+  subscriptionVersion?: string;
 }
 
 export interface ChangePlanResult {

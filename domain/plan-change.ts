@@ -20,7 +20,10 @@ export type PlanChangeRejection =
   | 'InvalidProrationDate'
   | 'ChangeInFlight'
   | 'RequestIdReused'
-  | 'NotCanceling';
+  | 'NotCanceling'
+  | 'PreviewRequired'
+  | 'SubscriptionChanged'
+  | 'SubscriptionCanceling';
 
 /** What the rules read of the customer's subscription: the one local subscription contract. */
 export type PlanChangeSubject = LocalSubscription;
@@ -86,6 +89,56 @@ export function decidePlanChange(input: {
   }
   const kind = classifyPlanChange(from.rank, to.rank) === 'upgrade' ? 'upgrade' : 'downgrade';
   return { ok: true, kind, from, to };
+}
+
+/**
+ * A token of the local subscription as a preview saw it: any change of its id, status, plan, price,
+ * period, cancel flag or scheduled change gives a new token. Deterministic (FNV-1a), so the workflow's
+ * validator computes it from the same row the preview read and a commit can tell the two apart.
+ */
+export function subscriptionVersion(sub: PlanChangeSubject): string {
+  const text = JSON.stringify([sub.id, sub.status, sub.planId, sub.priceId, sub.currentPeriodEnd, sub.cancelAtPeriodEnd, sub.pendingPlanId]);
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return `sv1_${hash.toString(16).padStart(8, '0')}`;
+}
+
+/**
+ * Why a decided change may not be committed as asked, or null. An upgrade must carry its preview's
+ * prorationDate and subscriptionVersion (so the charge is the previewed one); a version that no longer
+ * matches `local` (the row the preview read) means the subscription changed since; a downgrade of a
+ * subscription set to cancel at period end is refused, because the schedule's `end_behavior: release`
+ * would renew it.
+ */
+export function commitRejection(input: {
+  kind: 'upgrade' | 'downgrade';
+  /** The subscription with what Stripe already confirmed laid over it. */
+  subscription: PlanChangeSubject;
+  /** The local row as a preview reads it. */
+  local: PlanChangeSubject | null;
+  prorationDate?: number | undefined;
+  subscriptionVersion?: string | undefined;
+}): { type: PlanChangeRejection; message: string } | null {
+  const { kind, subscription: sub, local } = input;
+  if (kind === 'downgrade' && sub.cancelAtPeriodEnd) {
+    return {
+      type: 'SubscriptionCanceling',
+      message: `subscription ${sub.id} is set to cancel at period end; resume it first (POST /customers/{id}/subscription/resume), then downgrade`,
+    };
+  }
+  if (kind === 'upgrade' && (input.prorationDate === undefined || input.subscriptionVersion === undefined)) {
+    return {
+      type: 'PreviewRequired',
+      message: 'an upgrade needs its preview: POST /customers/{id}/subscription/plan/preview first, then pass its prorationDate and subscriptionVersion',
+    };
+  }
+  if (input.subscriptionVersion !== undefined && (!local || input.subscriptionVersion !== subscriptionVersion(local))) {
+    return { type: 'SubscriptionChanged', message: `subscription ${sub.id} changed since the preview; preview again and commit with the new prorationDate and subscriptionVersion` };
+  }
+  return null;
 }
 
 /** Stripe idempotency keys of one plan-change request: `plan-change:<customer>:<requestId>[:step]`. */

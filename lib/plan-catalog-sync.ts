@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { formatIssues } from '../domain/events/shared';
-import { PlanCatalogSchema, type Plan } from '../domain/plan-catalog';
+import { PlanCatalogSchema, type Plan, type PlanFeatures } from '../domain/plan-catalog';
 import { ConfigError, type Config } from './config';
 import type { Sql } from './db';
 
@@ -62,14 +62,14 @@ export async function syncPlans(sql: Sql, plans: Plan[]): Promise<SyncPlansResul
     const result: SyncPlansResult = { inserted: [], updated: [], deactivated: [] };
     for (const p of valid) {
       const rows = await tx<{ inserted: boolean }[]>`
-        INSERT INTO plans (id, stripe_price_id, name, amount, currency, interval, rank, active)
-        VALUES (${p.id}, ${p.stripePriceId}, ${p.name}, ${p.amount}, ${p.currency}, ${p.interval}, ${p.rank}, ${p.active})
+        INSERT INTO plans (id, stripe_price_id, name, amount, currency, interval, rank, active, features)
+        VALUES (${p.id}, ${p.stripePriceId}, ${p.name}, ${p.amount}, ${p.currency}, ${p.interval}, ${p.rank}, ${p.active}, ${tx.json(p.features ?? {})})
         ON CONFLICT (id) DO UPDATE SET
           stripe_price_id = excluded.stripe_price_id, name = excluded.name, amount = excluded.amount,
           currency = excluded.currency, interval = excluded.interval, rank = excluded.rank,
-          active = excluded.active, updated_at = now()
-        WHERE (plans.stripe_price_id, plans.name, plans.amount, plans.currency, plans.interval, plans.rank, plans.active)
-          IS DISTINCT FROM (excluded.stripe_price_id, excluded.name, excluded.amount, excluded.currency, excluded.interval, excluded.rank, excluded.active)
+          active = excluded.active, features = excluded.features, updated_at = now()
+        WHERE (plans.stripe_price_id, plans.name, plans.amount, plans.currency, plans.interval, plans.rank, plans.active, plans.features)
+          IS DISTINCT FROM (excluded.stripe_price_id, excluded.name, excluded.amount, excluded.currency, excluded.interval, excluded.rank, excluded.active, excluded.features)
         RETURNING (xmax = 0) AS inserted`;
       if (rows[0]) (rows[0].inserted ? result.inserted : result.updated).push(p.id);
     }
@@ -91,6 +91,7 @@ type PlanRow = {
   interval: Plan['interval'];
   rank: number;
   active: boolean;
+  features: PlanFeatures;
 };
 
 /** Maps a `plans` row to the catalog type. */
@@ -104,13 +105,14 @@ function planFromRow(r: PlanRow): Plan {
     interval: r.interval,
     rank: r.rank,
     active: r.active,
+    features: r.features,
   };
 }
 
 /** Reads the catalog; inactive plans are included so a grandfathered current plan can still be ranked. */
 export async function readPlans(sql: Sql, opts: { activeOnly?: boolean } = {}): Promise<Plan[]> {
   const rows = await sql<PlanRow[]>`
-    SELECT id, stripe_price_id, name, amount, currency, interval, rank, active FROM plans
+    SELECT id, stripe_price_id, name, amount, currency, interval, rank, active, features FROM plans
     ${opts.activeOnly ? sql`WHERE active` : sql``}
     ORDER BY rank, id`;
   return rows.map(planFromRow);

@@ -14,7 +14,7 @@ import type { LocalSubscription } from '../domain/billing/state';
 import type { BillingEvent } from '../domain/billing-event';
 import { type CancelSubscriptionRequest, type ChangePlanRequest, type ChangePlanResult, type PlanChangeView, type SubscriptionActionResult } from '../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from './contracts';
-import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
+import { commitRejection, decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
 import type { Plan } from '../domain/plan-catalog';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
 import { stripeInteractiveWriteActivities } from './stripe-activities';
@@ -57,6 +57,12 @@ export interface PlanChangeContext {
 
 /** patched() id of loading the plan catalog at workflow start. */
 export const PLAN_CHANGE_CATALOG_PATCH = 'plan-change-catalog';
+/**
+ * patched() id of the commit rules in the changePlan handler (preview required for upgrades, unchanged
+ * subscription, no downgrade while canceling). Validators do not run on replay; the handler's re-check
+ * would reject changes older histories accepted, so it runs only in runs that recorded this marker.
+ */
+export const PLAN_CHANGE_COMMIT_RULES_PATCH = 'plan-change-commit-rules';
 
 export interface PlanChangeHandlers {
   view(): PlanChangeView | null;
@@ -204,6 +210,18 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
     return { ...decision, sub };
   }
 
+  /** The commit rules of domain/plan-change.ts: compared with the local row the preview read. */
+  function checkCommit(req: ChangePlanRequest, kind: 'upgrade' | 'downgrade', sub: LocalSubscription): void {
+    const refused = commitRejection({
+      kind,
+      subscription: sub,
+      local: ctx.getSubscription(),
+      prorationDate: req.prorationDate ?? undefined,
+      subscriptionVersion: req.subscriptionVersion ?? undefined,
+    });
+    if (refused) reject(refused.type, refused.message);
+  }
+
   setHandler(
     changePlanUpdate,
     async (req) => {
@@ -215,6 +233,7 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
       }
       await whenReady();
       const { kind, from, to, sub } = checkChangePlan(req);
+      if (patched(PLAN_CHANGE_COMMIT_RULES_PATCH)) checkCommit(req, kind, sub);
       const prorationDate = req.prorationDate ?? now();
       change = { requestId: req.requestId, fromPlanId: from.id, toPlanId: to.id, kind, status: 'in_flight' };
       try {
@@ -227,8 +246,12 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
     {
       validator: (req) => {
         requireRequestId(req);
-        if (typeof req.planId !== 'string' || (req.prorationDate != null && typeof req.prorationDate !== 'number')) {
-          reject('InvalidRequest', 'planId must be a string and prorationDate a unix time');
+        if (
+          typeof req.planId !== 'string' ||
+          (req.prorationDate != null && typeof req.prorationDate !== 'number') ||
+          (req.subscriptionVersion != null && typeof req.subscriptionVersion !== 'string')
+        ) {
+          reject('InvalidRequest', 'planId must be a string, prorationDate a unix time and subscriptionVersion a string');
         }
         const prior = lookup(`changePlan:${req.requestId}`);
         if (prior) {
@@ -243,7 +266,8 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
         }
         // First task of a run: the handler checks once the subscription and catalog are loaded.
         if (!ready || catalog === null) return;
-        checkChangePlan(req);
+        const { kind, sub } = checkChangePlan(req);
+        checkCommit(req, kind, sub);
       },
     },
   );

@@ -27,7 +27,7 @@ import {
   writeInvoice,
   writePaymentIntentDecline,
 } from './invoices';
-import { writeCharge, writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writeIntentCharge, writePaymentMethod } from './records';
+import { writeCharge, writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writeIntentCharge, writePaymentMethod, writeStripeEntitlements } from './records';
 import { countInActivity } from '../metrics';
 import { lockCustomer } from './shared';
 import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
@@ -131,6 +131,8 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
         return; // nothing stored: the reducer hands the new payment method to open cycles
       case 'fraud_warning':
         return writeFraudWarning(tx, e, d);
+      case 'entitlement_summary':
+        return writeStripeEntitlements(tx, e, d);
     }
   }
 

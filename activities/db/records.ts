@@ -5,6 +5,7 @@ import type {
   ChargeRefundData,
   CheckoutSessionData,
   DisputeData,
+  EntitlementSummaryData,
   FraudWarningData,
   PaymentIntentData,
   PaymentMethodData,
@@ -100,4 +101,18 @@ export async function writeChargeRefund(tx: TxSql, e: BillingEvent, d: ChargeRef
       UPDATE invoices SET amount_refunded = GREATEST(amount_refunded, ${d.amountRefunded}), updated_at = now()
       WHERE id = ${d.invoiceId} AND customer_id = ${e.customerId}`;
   }
+}
+
+/**
+ * Replaces the customer's active Stripe entitlement lookup keys (the summary is the whole set), unless a
+ * newer summary was stored: watermarked by the event's `created`, a same-second later delivery wins.
+ */
+export async function writeStripeEntitlements(tx: TxSql, e: BillingEvent, d: EntitlementSummaryData): Promise<void> {
+  await tx`
+    INSERT INTO stripe_entitlements (customer_id, lookup_keys, stripe_updated_at, watermark_event_id)
+    VALUES (${e.customerId}, ${d.lookupKeys}::text[], ${toTs(e.created)}, ${e.eventId})
+    ON CONFLICT (customer_id) DO UPDATE SET
+      lookup_keys = excluded.lookup_keys, stripe_updated_at = excluded.stripe_updated_at,
+      watermark_event_id = excluded.watermark_event_id, updated_at = now()
+    WHERE excluded.stripe_updated_at >= stripe_entitlements.stripe_updated_at`;
 }

@@ -13,7 +13,7 @@ import type Stripe from 'stripe';
 import { customerWorkflowId } from '../../domain/ids';
 import { type ChangePlanRequest, type ChangePlanResult } from '../../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from '../../workflows/contracts';
-import { decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../../domain/plan-change';
+import { commitRejection, decidePlanChange, REQUEST_ID_PATTERN, subscriptionVersion, type PlanChangeRejection } from '../../domain/plan-change';
 import { prorateUpgrade } from '../../domain/proration';
 import type { Sql } from '../../lib/db';
 import { readPlans } from '../../lib/plan-catalog-sync';
@@ -30,8 +30,18 @@ export const ChangePlanBodySchema = z
   .strictObject({
     planId: PlanIdSchema,
     requestId: RequestIdSchema,
-    /** The preview's prorationDate, so the amount charged equals the amount previewed. */
-    prorationDate: z.number().int().positive().optional(),
+    prorationDate: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('The preview’s prorationDate, so the amount charged equals the amount previewed. Required for an upgrade (422 preview_required without it)'),
+    subscriptionVersion: z
+      .string()
+      .min(1)
+      .max(100)
+      .optional()
+      .describe('The preview’s subscriptionVersion: 409 subscription_changed if the subscription changed since the preview. Required for an upgrade'),
   })
   .openapi('ChangePlanRequest');
 export const CancelSubscriptionBodySchema = z.strictObject({ atPeriodEnd: z.boolean(), requestId: RequestIdSchema }).openapi('CancelSubscriptionRequest');
@@ -47,7 +57,8 @@ const PlanChangePreviewSchema = z
     toPlanId: z.string(),
     currency: z.string(),
     amountDueNext: z.number().int(),
-    prorationDate: unix.nullable().describe('Pass to PUT …/subscription/plan so the charge equals this preview'),
+    prorationDate: unix.nullable().describe('Pass to PUT …/subscription/plan so the charge equals this preview (null for a downgrade)'),
+    subscriptionVersion: z.string().describe('Pass to PUT …/subscription/plan: the commit answers 409 subscription_changed if the subscription changed since'),
     amountDueNow: z.number().int().describe('Minor units invoiced at once (0 for a downgrade)'),
     effectiveAt: unix.nullable(),
     nextBillingAt: unix.nullable(),
@@ -78,8 +89,10 @@ const updateErrors = {
   ...jsonBodyErrors,
   ...apiAuthErrors,
   404: errorResponse('No such customer or workflow (customer_not_found), or no subscription (no_subscription)'),
-  409: errorResponse('Rejected by the workflow’s validator: same_plan, subscription_canceled, change_in_flight, request_id_reused, …'),
-  422: errorResponse('unknown_plan, currency_mismatch, invalid_proration_date, or Stripe refused (stripe_rejected)'),
+  409: errorResponse(
+    'Rejected by the workflow’s validator: same_plan, subscription_canceled, subscription_canceling (downgrade of a subscription set to cancel: resume it first), subscription_changed (since the preview: preview again), change_in_flight, request_id_reused, …',
+  ),
+  422: errorResponse('unknown_plan, currency_mismatch, invalid_proration_date, preview_required (an upgrade without its preview’s prorationDate and subscriptionVersion), or Stripe refused (stripe_rejected)'),
   503: errorResponse('Temporal or Stripe unreachable, or still processing: retry with the same requestId'),
   ...commonErrors,
 };
@@ -101,7 +114,9 @@ const changePlan = createRoute({
   ...base,
   method: 'put',
   path: '/customers/{customerId}/subscription/plan',
-  summary: 'Change plan: upgrades now with proration, downgrades at period end (a Workflow Update)',
+  summary: 'Change plan: upgrades now with the previewed proration, downgrades at period end (a Workflow Update)',
+  description:
+    'An upgrade needs the prorationDate and subscriptionVersion of POST …/subscription/plan/preview: it charges exactly the previewed proration, or answers 409 subscription_changed when the subscription changed since the preview. A downgrade of a subscription set to cancel at period end is refused (409 subscription_canceling): resume it first.',
   request: withBody(ChangePlanBodySchema),
   responses: {
     200: jsonResponse(PlanChangeResultSchema, 'Applied (confirmed)'),
@@ -155,6 +170,9 @@ const UPDATE_FAILURES: Record<PlanChangeRejection | 'StripeRejected' | 'StripeUn
   ChangeInFlight: [409, 'change_in_flight'],
   RequestIdReused: [409, 'request_id_reused'],
   NotCanceling: [409, 'not_canceling'],
+  PreviewRequired: [422, 'preview_required'],
+  SubscriptionChanged: [409, 'subscription_changed'],
+  SubscriptionCanceling: [409, 'subscription_canceling'],
   StripeRejected: [422, 'stripe_rejected'],
   StripeUnavailable: [503, 'stripe_unavailable'],
 };
@@ -231,7 +249,20 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
     if (!decision.ok) throw rejectionError(decision.type, decision.message);
     if (!sub) throw rejectionError('NoSubscription', 'the customer has no subscription');
     const { kind, from, to } = decision;
-    const base = { customerId, subscriptionId: sub.id, kind, fromPlanId: from.id, toPlanId: to.id, currency: to.currency, amountDueNext: to.amount };
+    // Same commit rules as the workflow's validator (a downgrade of a canceling subscription is refused); the
+    // preview itself supplies what an upgrade needs.
+    const refused = commitRejection({ kind, subscription: sub, local: sub, prorationDate, subscriptionVersion: subscriptionVersion(sub) });
+    if (refused) throw rejectionError(refused.type, refused.message);
+    const base = {
+      customerId,
+      subscriptionId: sub.id,
+      subscriptionVersion: subscriptionVersion(sub),
+      kind,
+      fromPlanId: from.id,
+      toPlanId: to.id,
+      currency: to.currency,
+      amountDueNext: to.amount,
+    };
     if (kind === 'downgrade') {
       return c.json({ ...base, prorationDate: null, amountDueNow: 0, effectiveAt: sub.currentPeriodEnd, nextBillingAt: sub.currentPeriodEnd, lines: [], estimate: null }, 200);
     }
@@ -279,7 +310,12 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
   app.openapi(changePlan, async (c) => {
     const { customerId } = c.req.valid('param');
     const body = c.req.valid('json');
-    const req: ChangePlanRequest = { planId: body.planId, requestId: body.requestId, ...(body.prorationDate ? { prorationDate: body.prorationDate } : {}) };
+    const req: ChangePlanRequest = {
+      planId: body.planId,
+      requestId: body.requestId,
+      ...(body.prorationDate ? { prorationDate: body.prorationDate } : {}),
+      ...(body.subscriptionVersion ? { subscriptionVersion: body.subscriptionVersion } : {}),
+    };
     let result: ChangePlanResult;
     try {
       result = await runUpdate(customerId, changePlanUpdate, req);

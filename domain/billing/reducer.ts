@@ -94,6 +94,7 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
     case 'charge':
     case 'charge_refund':
     case 'fraud_warning':
+    case 'entitlement_summary': // watermarked by its writer (writeStripeEntitlements)
       // Access follows from the stored disputes and warnings (refreshAccessState); no effect to run.
       return nothing('applied');
   }

@@ -3,6 +3,7 @@ import { BillingEventSchema, type BillingEvent } from '../billing-event';
 import { checkoutSessionCompleted, checkoutSessionExpired } from './checkout-session';
 import { chargeDisputeClosed, chargeDisputeCreated, chargeRefunded, chargeSucceeded, radarEarlyFraudWarningCreated } from './charge';
 import { customerCreated, customerDeleted, customerUpdated } from './customer';
+import { entitlementsActiveEntitlementSummaryUpdated } from './entitlements';
 import {
   invoiceCreated,
   invoiceFinalized,
@@ -64,6 +65,7 @@ const HANDLERS = {
   'charge.refunded': chargeRefunded,
   'charge.dispute.closed': chargeDisputeClosed,
   'radar.early_fraud_warning.created': radarEarlyFraudWarningCreated,
+  'entitlements.active_entitlement_summary.updated': entitlementsActiveEntitlementSummaryUpdated,
 } as const satisfies Record<string, EventHandler>;
 
 /** A Stripe event type this engine acts on. */

@@ -153,15 +153,10 @@ export function startFaults(ctx: ChaosRun, sent: Sent) {
             (r) => r[0]!,
             () => ({ mark: 0, ids: [] as string[] }),
           );
-        if (f.kind === 'api-kill') {
-          const lookUntil = Date.now() + 10_000;
-          while ((await held()).ids.length === 0 && Date.now() < lookUntil) await sleep(2);
-          started = Date.now();
-        } else {
-          // Left dead, so frozen first: killed holding a claim whose signal never landed, which only the
-          // survivors' dispatchers can hand over (once its lease ends).
-          started = await freezeHolding(victim, () => held().then((h) => h.ids));
-        }
+        // Frozen first (both kinds): killed holding a claim whose signal never landed. A bare look-then-kill
+        // raced the dispatcher, which often marked its claim dispatched in between (a flaky "held no claim").
+        // The restarted API (api-kill) or the survivors (api-replica-kill) must hand it over once its lease ends.
+        started = await freezeHolding(victim, () => held().then((h) => h.ids));
         record.firedAtAcked = state.acked;
         state.ackedBeforeApiKill ??= [...ackedBy];
         const killedAt = Date.now();

@@ -8,7 +8,7 @@ export async function planChangeStep(h: DemoHarness): Promise<boolean> {
     const base = ctx.base!;
     const up = ctx.upgrade!;
     const preview = expectOk(await api('POST', `/customers/${ctx.customerId}/subscription/plan/preview`, { planId: up.id }), `preview ${up.id}`);
-    const change = await api('PUT', `/customers/${ctx.customerId}/subscription/plan`, { planId: up.id, requestId: `demo-${run}-up`, prorationDate: preview.prorationDate });
+    const change = await api('PUT', `/customers/${ctx.customerId}/subscription/plan`, { planId: up.id, requestId: `demo-${run}-up`, prorationDate: preview.prorationDate, subscriptionVersion: preview.subscriptionVersion });
     const result = expectOk(change, `PUT plan ${up.id}`, [200]);
     if (result.status !== 'confirmed') throw new StepFailure(`upgrade answered ${result.status}: ${result.message}`);
     await waitFor(`plan ${up.id} locally (customer.subscription.updated)`, async () => {

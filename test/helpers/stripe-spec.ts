@@ -182,15 +182,42 @@ export interface WebhookValidator {
   validate(envelope: unknown): string[];
 }
 
+/**
+ * Objects the spec's webhook event list names (`entitlements.active_entitlement_summary.updated`) but whose
+ * schema it does not define (stripe-mock v0.203.0, 2026-08-26.dahlia): declared here as stripe-node 23.1.0
+ * types them (`ActiveEntitlementSummary`: object, customer, entitlements: ApiList<ActiveEntitlement>, livemode),
+ * the list items checked against the spec's own `entitlements.active_entitlement`. A spec that defines one wins.
+ */
+const SUPPLEMENTED_SCHEMAS: Record<string, Schema> = {
+  'entitlements.active_entitlement_summary': {
+    type: 'object',
+    required: ['customer', 'entitlements', 'livemode', 'object'],
+    properties: {
+      customer: { type: 'string', maxLength: 5000 },
+      entitlements: {
+        type: 'object',
+        required: ['data', 'has_more', 'object', 'url'],
+        properties: {
+          data: { type: 'array', items: { $ref: '#/components/schemas/entitlements.active_entitlement' } },
+          has_more: { type: 'boolean' },
+          object: { type: 'string', enum: ['list'] },
+          url: { type: 'string', maxLength: 5000 },
+        },
+      },
+      livemode: { type: 'boolean' },
+      object: { type: 'string', enum: ['entitlements.active_entitlement_summary'] },
+    },
+  },
+};
+
 /** Compiles the validator for event envelopes and every object schema they name. */
 export function createWebhookValidator(spec: StripeSpec): WebhookValidator {
   const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true });
   ajv.addFormat('unix-time', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= 0 });
   ajv.addFormat('currency', /^[a-z]{3}$/);
   ajv.addFormat('decimal', /^-?\d+(\.\d+)?$/);
-  const schemas = Object.fromEntries(
-    Object.entries(spec.components.schemas).map(([name, schema]) => [name, toWebhookSchema(spec, schema)]),
-  );
+  const all = { ...SUPPLEMENTED_SCHEMAS, ...spec.components.schemas };
+  const schemas = Object.fromEntries(Object.entries(all).map(([name, schema]) => [name, toWebhookSchema(spec, schema)]));
   ajv.addSchema({ $id: SPEC_ID, definitions: schemas });
   const compiled = (name: string) => {
     if (!schemas[name]) return null;

@@ -5,7 +5,9 @@
 import Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import type { Plan } from '../../domain/plan-catalog';
+import { subscriptionVersion } from '../../domain/plan-change';
 import { syncPlans } from '../../lib/plan-catalog-sync';
+import { loadCurrentSubscription } from '../../lib/subscriptions';
 import { createStripe } from '../../lib/stripe';
 import { buildTestApp } from '../helpers/app';
 import { useTestStack } from '../helpers/harness';
@@ -353,6 +355,31 @@ describe('checkout and subscription HTTP API', () => {
       const body = (await res.json()) as { kind: string; amountDueNow: number; amountDueNext: number; effectiveAt: number };
       const end = await stack.sql`SELECT floor(extract(epoch FROM current_period_end))::int AS t FROM subscriptions WHERE customer_id = ${customerId}`;
       expect(body).toMatchObject({ kind: 'downgrade', amountDueNow: 0, amountDueNext: 900, effectiveAt: end[0]!.t });
+    });
+
+    it('returns the prorationDate and subscriptionVersion the commit must carry', async () => {
+      const customerId = await customerWith('active');
+      const version = subscriptionVersion((await loadCurrentSubscription(stack.sql, customerId))!);
+      const before = Math.floor(Date.now() / 1000);
+      const up = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'pro-monthly' });
+      expect(up.status).toBe(200);
+      const body = (await up.json()) as { kind: string; prorationDate: number; subscriptionVersion: string };
+      expect(body).toMatchObject({ kind: 'upgrade', subscriptionVersion: version });
+      expect(body.prorationDate).toBeGreaterThanOrEqual(before);
+      // Any change of the row the preview read gives another version.
+      await stack.sql`UPDATE subscriptions SET current_period_end = current_period_end + interval '1 month' WHERE customer_id = ${customerId}`;
+      const again = (await (await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'pro-monthly' })).json()) as { subscriptionVersion: string };
+      expect(again.subscriptionVersion).not.toBe(version);
+    });
+
+    it('answers 409 subscription_canceling to a downgrade preview of a subscription set to cancel at period end', async () => {
+      const customerId = await customerWith('active');
+      await stack.sql`UPDATE subscriptions SET plan_id = 'pro-monthly', price_id = 'price_api_pro', cancel_at_period_end = true WHERE customer_id = ${customerId}`;
+      const res = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'basic-monthly' });
+      expect(res.status).toBe(409);
+      const err = (await res.json()) as ErrorBody;
+      expect(err.error).toBe('subscription_canceling');
+      expect(err.message).toContain('resume it first');
     });
   });
 

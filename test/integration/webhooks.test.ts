@@ -88,6 +88,9 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
       } else if (type.startsWith('checkout.session.')) {
         const c = await row(stack.sql`SELECT * FROM checkout_sessions WHERE id = ${obj.id}`);
         expect(c).toMatchObject({ status: type.endsWith('completed') ? 'complete' : 'expired' });
+      } else if (type === 'entitlements.active_entitlement_summary.updated') {
+        const e = await row(stack.sql`SELECT * FROM stripe_entitlements WHERE customer_id = ${customerId}`);
+        expect(e).toMatchObject({ lookup_keys: ['audit_log', 'sso'], watermark_event_id: envelope.id });
       } else {
         throw new Error(`no assertion for ${type}`);
       }

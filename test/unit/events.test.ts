@@ -319,12 +319,17 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
       refunded: true,
     },
   },
+  'entitlements.active_entitlement_summary.updated': {
+    // The summary has no id: the customer is the object.
+    objectId: FIXTURE_CUSTOMER_ID,
+    data: { kind: 'entitlement_summary', lookupKeys: ['audit_log', 'sso'] },
+  },
 };
 
 describe('HANDLED_EVENT_TYPES', () => {
-  it('lists the 32 handled Stripe event types once each', () => {
-    expect(HANDLED_EVENT_TYPES).toHaveLength(32);
-    expect(new Set(HANDLED_EVENT_TYPES).size).toBe(32);
+  it('lists the 33 handled Stripe event types once each', () => {
+    expect(HANDLED_EVENT_TYPES).toHaveLength(33);
+    expect(new Set(HANDLED_EVENT_TYPES).size).toBe(33);
     expect([...HANDLED_EVENT_TYPES].sort()).toEqual(Object.keys(EXPECTED).sort());
   });
 });

@@ -1,5 +1,7 @@
+import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
-import { decidePlanChange, planChangeIdempotencyKey, type PlanChangeSubject } from '../../domain/plan-change';
+import { createPlanChangeStripeActivities } from '../../activities/plan-change';
+import { commitRejection, decidePlanChange, planChangeIdempotencyKey, subscriptionVersion, type PlanChangeSubject } from '../../domain/plan-change';
 import type { Plan } from '../../domain/plan-catalog';
 import { ConfigError } from '../../lib/config';
 import { loadPlanConfig } from '../../lib/plan-catalog-sync';
@@ -115,5 +117,109 @@ describe('loadPlanConfig', () => {
 
   it('names PLANS_FILE when the file cannot be read', () => {
     expect(() => loadPlanConfig({ PLANS_FILE: '/nonexistent/plans.json' })).toThrow(/PLANS_FILE: cannot read/);
+  });
+});
+
+describe('commitRejection (preview and commit agree; no downgrade of a canceling subscription)', () => {
+  const local = sub();
+  const version = subscriptionVersion(local);
+
+  it('requires the preview of an upgrade: its prorationDate and subscriptionVersion', () => {
+    expect(commitRejection({ kind: 'upgrade', subscription: local, local })).toMatchObject({ type: 'PreviewRequired', message: expect.stringContaining('preview') });
+    expect(commitRejection({ kind: 'upgrade', subscription: local, local, prorationDate: NOW })).toMatchObject({ type: 'PreviewRequired' });
+    expect(commitRejection({ kind: 'upgrade', subscription: local, local, prorationDate: NOW, subscriptionVersion: version })).toBeNull();
+    expect(commitRejection({ kind: 'downgrade', subscription: local, local })).toBeNull();
+  });
+
+  it.each([
+    ['its period', { currentPeriodEnd: NOW + 2 * 86_400 }],
+    ['its price', { priceId: 'price_pro', planId: 'pro' }],
+    ['its status', { status: 'past_due' as const }],
+    ['its cancel flag', { cancelAtPeriodEnd: true }],
+    ['its scheduled change', { pendingPlanId: 'basic-yearly' }],
+  ])('answers SubscriptionChanged when %s changed since the preview', (_label, change) => {
+    const now = sub(change);
+    expect(subscriptionVersion(now)).not.toBe(version);
+    expect(commitRejection({ kind: 'upgrade', subscription: now, local: now, prorationDate: NOW, subscriptionVersion: version })).toMatchObject({ type: 'SubscriptionChanged' });
+  });
+
+  it('refuses a downgrade of a subscription set to cancel at period end, and asks to resume first', () => {
+    const canceling = sub({ cancelAtPeriodEnd: true });
+    expect(commitRejection({ kind: 'downgrade', subscription: canceling, local: canceling })).toMatchObject({ type: 'SubscriptionCanceling', message: expect.stringContaining('resume') });
+    expect(commitRejection({ kind: 'upgrade', subscription: canceling, local: canceling, prorationDate: NOW, subscriptionVersion: subscriptionVersion(canceling) })).toBeNull();
+  });
+});
+
+describe('scheduleSubscriptionDowngrade (request shape, fake Stripe client)', () => {
+  const START = NOW - 10 * 86_400;
+  const END = NOW + 20 * 86_400;
+  function fakeStripe() {
+    const updates: { id: string; params: Stripe.SubscriptionScheduleUpdateParams }[] = [];
+    const subscription = {
+      id: 'sub_1',
+      schedule: null,
+      metadata: { tenant: 't_1' },
+      items: { data: [{ id: 'si_1', price: { id: 'price_pro' }, quantity: 7, current_period_start: START, current_period_end: END }] },
+    };
+    const schedule = {
+      id: 'sub_sched_1',
+      current_phase: { start_date: START, end_date: END },
+      phases: [
+        {
+          start_date: START,
+          end_date: END,
+          default_tax_rates: [{ id: 'txr_vat' }],
+          discounts: [{ coupon: null, discount: 'di_sub', promotion_code: null }, { coupon: 'co_loyal', discount: null, promotion_code: null }],
+          metadata: { tenant: 't_1', source: 'sales' },
+          items: [
+            {
+              price: 'price_pro',
+              quantity: 7,
+              tax_rates: [{ id: 'txr_state' }],
+              discounts: [{ coupon: null, discount: 'di_item', promotion_code: null }],
+              metadata: { seat_kind: 'editor' },
+            },
+          ],
+        },
+      ],
+    };
+    const stripe = {
+      subscriptions: { retrieve: async () => subscription },
+      subscriptionSchedules: {
+        create: async () => schedule,
+        retrieve: async () => schedule,
+        update: async (id: string, params: Stripe.SubscriptionScheduleUpdateParams) => {
+          updates.push({ id, params });
+          return schedule;
+        },
+      },
+      invoicePayments: {},
+    } as unknown as Pick<Stripe, 'subscriptions' | 'subscriptionSchedules' | 'invoicePayments'>;
+    return { stripe, updates };
+  }
+
+  it('keeps the current phase’s discounts, tax rates, quantity and metadata in both phases', async () => {
+    const { stripe, updates } = fakeStripe();
+    const out = await createPlanChangeStripeActivities({ stripe }).scheduleSubscriptionDowngrade({
+      customerId: 'cus_1',
+      subscriptionId: 'sub_1',
+      requestId: 'down-1',
+      fromPriceId: 'price_pro',
+      toPriceId: 'price_basic',
+      toInterval: 'month',
+    });
+    expect(out).toEqual({ scheduleId: 'sub_sched_1', effectiveAt: END });
+    expect(updates).toHaveLength(1);
+    const phases = updates[0]!.params.phases!;
+    expect(phases).toHaveLength(2);
+    const kept = {
+      default_tax_rates: ['txr_vat'],
+      discounts: [{ discount: 'di_sub' }, { coupon: 'co_loyal' }],
+      metadata: { tenant: 't_1', source: 'sales' },
+    };
+    const item = { quantity: 7, tax_rates: ['txr_state'], discounts: [{ discount: 'di_item' }], metadata: { seat_kind: 'editor' } };
+    expect(phases[0]).toMatchObject({ ...kept, start_date: START, end_date: END, items: [{ price: 'price_pro', ...item }] });
+    expect(phases[1]).toMatchObject({ ...kept, duration: { interval: 'month', interval_count: 1 }, items: [{ price: 'price_basic', ...item }] });
+    expect(updates[0]!.params).toMatchObject({ end_behavior: 'release', proration_behavior: 'none' });
   });
 });

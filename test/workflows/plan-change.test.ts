@@ -6,14 +6,17 @@
 import { WorkflowUpdateFailedError, WorkflowUpdateStage, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { ScheduleDowngradeInput, UpdateSubscriptionPlanInput, UpdateSubscriptionPlanOutcome } from '../../activities/plan-change';
+import type Stripe from 'stripe';
+import { createPlanChangeStripeActivities, type ScheduleDowngradeInput, type UpdateSubscriptionPlanInput, type UpdateSubscriptionPlanOutcome } from '../../activities/plan-change';
 import { readCustomer } from '../../api/routes/customers';
 import type { BillingEvent, SubscriptionData } from '../../domain/billing-event';
 import { customerWorkflowId } from '../../domain/ids';
 import { type ChangePlanResult, type CustomerWorkflowState } from '../../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, resumeSubscriptionUpdate, stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import type { Plan } from '../../domain/plan-catalog';
+import { subscriptionVersion } from '../../domain/plan-change';
 import { syncPlans } from '../../lib/plan-catalog-sync';
+import { loadCurrentSubscription } from '../../lib/subscriptions';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
 import {
   createTestDatabase,
@@ -50,6 +53,8 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
   let calls: Call[] = [];
   /** Per requestId: how Stripe answers an upgrade (default: paid at once). */
   const upgradeAnswers = new Map<string, (input: UpdateSubscriptionPlanInput) => Promise<UpdateSubscriptionPlanOutcome>>();
+  /** Per requestId: how Stripe answers a downgrade (default: scheduled for PERIOD_END). */
+  const downgradeAnswers = new Map<string, (input: ScheduleDowngradeInput) => Promise<{ scheduleId: string; effectiveAt: number | null }>>();
   let clock = NOW - 3600;
 
   const fakeStripe = {
@@ -61,6 +66,8 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
     },
     async scheduleSubscriptionDowngrade(input: ScheduleDowngradeInput) {
       calls.push({ name: 'scheduleSubscriptionDowngrade', input: { ...input } });
+      const answer = downgradeAnswers.get(input.requestId);
+      if (answer) return answer(input);
       return { scheduleId: `sub_sched_${input.requestId}`, effectiveAt: PERIOD_END };
     },
     async releaseSubscriptionSchedule(input: { customerId: string; subscriptionId: string; requestId: string; scheduleId: string | null; step?: string }) {
@@ -170,8 +177,18 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
     };
   }
 
-  const changePlan = (c: Customer, planId: string, requestId: string, extra: { prorationDate?: number } = {}) =>
-    c.handle.executeUpdate(changePlanUpdate, { args: [{ planId, requestId, ...extra }] });
+  /** What a preview answers now: its proration date and the version of the local row it read. */
+  async function previewPins(customerId: string): Promise<{ prorationDate: number; subscriptionVersion?: string }> {
+    const sub = await loadCurrentSubscription(db.sql, customerId);
+    return { prorationDate: Math.floor(Date.now() / 1000), ...(sub ? { subscriptionVersion: subscriptionVersion(sub) } : {}) };
+  }
+
+  /** A commit as a client sends it after a preview; `unpinned` sends only what `extra` holds. */
+  const changePlan = async (c: Customer, planId: string, requestId: string, extra: { prorationDate?: number; subscriptionVersion?: string; unpinned?: boolean } = {}) => {
+    const { unpinned, ...given } = extra;
+    const pins = unpinned ? {} : await previewPins(c.customerId);
+    return c.handle.executeUpdate(changePlanUpdate, { args: [{ planId, requestId, ...pins, ...given }] });
+  };
 
   /** The ApplicationFailure type an update was rejected with. */
   async function rejection(p: Promise<unknown>): Promise<string> {
@@ -336,7 +353,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
       return { outcome: 'confirmed', subscriptionStatus: 'active', invoiceId: `in_${input.requestId}`, expiresAt: null, paymentStatus: 'succeeded', declineCode: null };
     });
     const slow = await c.handle.startUpdate(changePlanUpdate, {
-      args: [{ planId: 'pro-monthly', requestId: 'slow-1' }],
+      args: [{ planId: 'pro-monthly', requestId: 'slow-1', ...(await previewPins(c.customerId)) }],
       waitForStage: WorkflowUpdateStage.ACCEPTED,
     });
     await eventually(async () => calls.some((x) => x.name === 'updateSubscriptionPlan'), 10_000, 'the slow upgrade to reach Stripe');
@@ -351,6 +368,117 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
     expect(result).toMatchObject({ status: 'confirmed' });
     expect(await joined).toEqual(result);
     expect(calls.map((x) => x.name)).toEqual(['updateSubscriptionPlan']);
+  });
+
+  describe('preview and commit agree', () => {
+    it('refuses an upgrade without its preview’s prorationDate and subscriptionVersion', async () => {
+      const c = await startCustomer();
+      expect(await rejection(changePlan(c, 'pro-monthly', 'no-preview', { unpinned: true }))).toBe('PreviewRequired');
+      const { prorationDate } = await previewPins(c.customerId);
+      expect(await rejection(changePlan(c, 'pro-monthly', 'no-version', { unpinned: true, prorationDate }))).toBe('PreviewRequired');
+      expect(calls).toEqual([]);
+      // A downgrade charges nothing now: it needs no preview.
+      const p = await startCustomer({ priceId: price('pro-monthly') });
+      expect(await changePlan(p, 'basic-monthly', 'down-unpinned', { unpinned: true })).toMatchObject({ status: 'scheduled' });
+    });
+
+    it('charges at the previewed proration date, and answers SubscriptionChanged when the subscription changed since the preview', async () => {
+      const c = await startCustomer();
+      const preview = await previewPins(c.customerId);
+      // Stripe renewed the subscription (a new period) between the preview and the commit.
+      await c.webhook({ currentPeriodStart: PERIOD_END, currentPeriodEnd: PERIOD_END + 30 * 86_400 });
+      expect(await rejection(changePlan(c, 'pro-monthly', 'after-renewal', preview))).toBe('SubscriptionChanged');
+      expect(calls).toEqual([]);
+
+      const again = await previewPins(c.customerId);
+      expect(again.subscriptionVersion).not.toBe(preview.subscriptionVersion);
+      const pinned = { ...again, prorationDate: again.prorationDate - 90 };
+      expect(await changePlan(c, 'pro-monthly', 'after-repreview', pinned)).toMatchObject({ status: 'confirmed', effectiveAt: pinned.prorationDate });
+      expect(calls.map((x) => [x.name, x.input.prorationDate])).toEqual([['updateSubscriptionPlan', pinned.prorationDate]]);
+    });
+  });
+
+  describe('no downgrade of a canceling subscription', () => {
+    it('refuses it while cancel_at_period_end is set (from the webhook or just requested), and accepts it once resumed', async () => {
+      const c = await startCustomer({ priceId: price('pro-monthly') });
+      await c.webhook({ priceId: price('pro-monthly'), cancelAtPeriodEnd: true });
+      expect(await rejection(changePlan(c, 'basic-monthly', 'down-canceling'))).toBe('SubscriptionCanceling');
+      expect(calls).toEqual([]);
+
+      // Canceled through this service: Stripe confirmed it, the webhook has not arrived yet.
+      const d = await startCustomer({ priceId: price('pro-monthly') });
+      await d.handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: true, requestId: 'cancel-then-down' }] });
+      expect(await rejection(changePlan(d, 'basic-monthly', 'down-after-cancel'))).toBe('SubscriptionCanceling');
+      await d.handle.executeUpdate(resumeSubscriptionUpdate, { args: [{ requestId: 'resume-then-down' }] });
+      expect(await changePlan(d, 'basic-monthly', 'down-after-resume')).toMatchObject({ status: 'scheduled' });
+      expect(calls.map((x) => x.name)).toEqual(['cancelStripeSubscription', 'resumeStripeSubscription', 'scheduleSubscriptionDowngrade']);
+    });
+  });
+
+  describe('a scheduled downgrade across the renewal (a fake Stripe whose clock the test advances)', () => {
+    /**
+     * The real scheduleSubscriptionDowngrade on a fake Stripe client that keeps the schedule it is sent;
+     * advancing the clock past a phase's end does what Stripe does at renewal: the subscription moves to
+     * the next phase's price and a customer.subscription.updated is delivered.
+     */
+    function fakeScheduleStripe(c: Customer, fromPrice: string) {
+      let phases: Stripe.SubscriptionScheduleUpdateParams.Phase[] = [];
+      let now = NOW;
+      const subscription = {
+        id: c.subscriptionId,
+        schedule: null,
+        metadata: {},
+        items: { data: [{ id: 'si_1', price: { id: fromPrice }, quantity: 1, metadata: {}, tax_rates: [], current_period_start: PERIOD_START, current_period_end: PERIOD_END }] },
+      };
+      const schedule = {
+        id: `sub_sched_${c.subscriptionId}`,
+        current_phase: { start_date: PERIOD_START, end_date: PERIOD_END },
+        phases: [{ start_date: PERIOD_START, end_date: PERIOD_END, discounts: [], metadata: {}, items: [{ price: fromPrice, quantity: 1, discounts: [], metadata: {} }] }],
+      };
+      const stripe = {
+        subscriptions: { retrieve: async () => subscription },
+        subscriptionSchedules: {
+          create: async () => schedule,
+          retrieve: async () => schedule,
+          update: async (_id: string, params: Stripe.SubscriptionScheduleUpdateParams) => {
+            phases = params.phases ?? [];
+            return schedule;
+          },
+        },
+        invoicePayments: {},
+      } as unknown as Pick<Stripe, 'subscriptions' | 'subscriptionSchedules' | 'invoicePayments'>;
+      return {
+        activities: createPlanChangeStripeActivities({ stripe }),
+        /** Moves Stripe's clock; crossing the first phase's end renews the subscription on the second phase. */
+        async advanceTo(t: number): Promise<CustomerWorkflowState | null> {
+          const boundary = phases[0]?.end_date;
+          const crossed = typeof boundary === 'number' && now < boundary && t >= boundary;
+          now = t;
+          if (!crossed) return null;
+          const next = phases[1]!;
+          return c.webhook({ priceId: next.items[0]!.price!, currentPeriodStart: boundary, currentPeriodEnd: boundary + 30 * 86_400 });
+        },
+      };
+    }
+
+    it('keeps the plan until the period end, then switches to the scheduled plan and clears pendingPlanId', async () => {
+      const c = await startCustomer({ priceId: price('pro-monthly') });
+      const stripe = fakeScheduleStripe(c, price('pro-monthly'));
+      downgradeAnswers.set('down-renewal', (input) => stripe.activities.scheduleSubscriptionDowngrade(input));
+      expect(await changePlan(c, 'basic-monthly', 'down-renewal')).toMatchObject({ status: 'scheduled', effectiveAt: PERIOD_END });
+
+      expect(await stripe.advanceTo(PERIOD_END - 1)).toBeNull();
+      expect(await localRow(c.subscriptionId)).toMatchObject({ plan_id: 'pro-monthly', pending_plan_id: 'basic-monthly' });
+      expect((await c.state()).planChange).toMatchObject({ requestId: 'down-renewal', status: 'scheduled' });
+
+      const renewed = await stripe.advanceTo(PERIOD_END);
+      expect(renewed?.planChange).toMatchObject({ requestId: 'down-renewal', status: 'confirmed' });
+      expect(renewed?.subscription).toMatchObject({ planId: 'basic-monthly', pendingPlanId: null });
+      expect(await localRow(c.subscriptionId)).toMatchObject({ plan_id: 'basic-monthly', pending_plan_id: null, pending_plan_effective_at: null });
+      expect((await readCustomer(db.sql, c.customerId))?.subscription).toMatchObject({ planId: 'basic-monthly', pendingPlanId: null });
+      // The next change starts from the new plan, with no scheduled change in the way.
+      expect(await changePlan(c, 'pro-monthly', 'up-after-renewal')).toMatchObject({ status: 'confirmed', fromPlanId: 'basic-monthly' });
+    });
   });
 
   describe('validator rejections (nothing reaches Stripe)', () => {
@@ -441,8 +569,13 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
       const status = async (r: Response) => [r.status, ((await r.json()) as { error?: string }).error];
       expect(await status(await put(app, c.customerId, { planId: 'basic-monthly', requestId: 'h-same' }))).toEqual([409, 'same_plan']);
       expect(await status(await put(app, c.customerId, { planId: 'platinum', requestId: 'h-unknown' }))).toEqual([422, 'unknown_plan']);
+      const unpinned = await put(app, c.customerId, { planId: 'pro-monthly', requestId: 'h-unpinned' });
+      expect(unpinned.status).toBe(422);
+      expect(await unpinned.json()).toMatchObject({ error: 'preview_required', message: expect.stringContaining('preview') });
+      const stale = await put(app, c.customerId, { planId: 'pro-monthly', requestId: 'h-stale', prorationDate: Math.floor(Date.now() / 1000), subscriptionVersion: 'sv1_00000000' });
+      expect(await status(stale)).toEqual([409, 'subscription_changed']);
 
-      const up = await put(app, c.customerId, { planId: 'pro-monthly', requestId: 'h-up' });
+      const up = await put(app, c.customerId, { planId: 'pro-monthly', requestId: 'h-up', ...(await previewPins(c.customerId)) });
       expect(up.status).toBe(200);
       expect(await up.json()).toMatchObject({ status: 'confirmed', toPlanId: 'pro-monthly' });
       await c.webhook({ priceId: price('pro-monthly') });
@@ -468,7 +601,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
         paymentStatus: 'requires_payment_method',
         declineCode: 'card_declined',
       }));
-      const declined = await put(app, c.customerId, { planId: 'enterprise-monthly', requestId: 'h-declined' });
+      const declined = await put(app, c.customerId, { planId: 'enterprise-monthly', requestId: 'h-declined', ...(await previewPins(c.customerId)) });
       expect(declined.status).toBe(402);
       expect(await declined.json()).toMatchObject({ status: 'failed', fromPlanId: 'pro-monthly' });
 
@@ -478,6 +611,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
       const cancel = await post(app, `/customers/${c.customerId}/subscription/cancel`, { atPeriodEnd: true, requestId: 'h-cancel' });
       expect(cancel.status).toBe(200);
       expect(await cancel.json()).toMatchObject({ cancelAtPeriodEnd: true });
+      expect(await status(await put(app, c.customerId, { planId: 'basic-monthly', requestId: 'h-down-canceling' }))).toEqual([409, 'subscription_canceling']);
       const resumed = await post(app, `/customers/${c.customerId}/subscription/resume`, { requestId: 'h-resume-2' });
       expect(resumed.status).toBe(200);
     });
@@ -488,7 +622,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
       const added: Plan = { id: 'max-monthly', stripePriceId: 'price_wf_max', name: 'Max', amount: 19900, currency: 'usd', interval: 'month', rank: 40, active: true };
       await syncPlans(db.sql, [...PLANS, added]);
       try {
-        const res = await put(app, c.customerId, { planId: 'max-monthly', requestId: 'h-new-plan' });
+        const res = await put(app, c.customerId, { planId: 'max-monthly', requestId: 'h-new-plan', ...(await previewPins(c.customerId)) });
         expect(res.status).toBe(200);
         expect(await res.json()).toMatchObject({ status: 'confirmed', toPlanId: 'max-monthly' });
       } finally {

@@ -67,6 +67,11 @@ describe('replaying recorded customer, dunning, reconciliation, notice, app-webh
     expect(reconciliation).toHaveLength(4);
     // The workflows of issue 16: a notice sent by its own workflow, an app event delivered on the second attempt.
     expect(files.filter((f) => f.startsWith('v6-notice-') || f.startsWith('v6-app-webhook-'))).toEqual(['v6-app-webhook-retried.json', 'v6-notice-sent.json']);
+    // The plan-change Update after patched('plan-change-commit-rules') (issue 19: preview and commit agree).
+    expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, 'v6-customer-plan-change-dunning.json'), 'utf8')).history)).toContain('plan-change-commit-rules');
+    for (const f of files.filter((f) => /^v[1-5]-customer-/.test(f))) {
+      expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history), f).not.toContain('plan-change-commit-rules');
+    }
     // Retention (issue 17): a first run and the last run of its continue-as-new chain.
     expect(files.filter((f) => f.startsWith('v6-retention-'))).toEqual(['v6-retention-last-run.json', 'v6-retention-run1.json']);
     for (const f of reconciliation) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('reconciliation-invoices');
