@@ -382,8 +382,8 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     if (effects.length > 0) publish();
   }
 
-  /** A notice outside dunning (a declined upgrade): the ledger's dedup key makes it once. */
-  async function notifyCustomer(kind: 'upgrade_declined', invoiceId: string): Promise<void> {
+  /** A notice outside dunning (a declined upgrade, a trial ending): the ledger's dedup key makes it once. */
+  async function notifyCustomer(kind: 'upgrade_declined' | 'trial_ending', invoiceId: string): Promise<void> {
     try {
       await notices.sendDunningNotice({
         customerId,

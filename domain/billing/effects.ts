@@ -30,11 +30,14 @@ export interface EndDunningEffect {
   event: DunningEvent;
 }
 
-/** Tell the customer something that is not part of a dunning cycle (a declined upgrade). */
+/**
+ * Tell the customer something that is not part of a dunning cycle: a declined upgrade (about its
+ * proration invoice), or a trial ending (`invoiceId` then names the subscription: the ledger's subject).
+ */
 export interface NotifyEffect {
   kind: 'notify';
   target: string;
-  notice: 'upgrade_declined';
+  notice: 'upgrade_declined' | 'trial_ending';
   invoiceId: string;
 }
 

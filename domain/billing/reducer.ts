@@ -47,6 +47,7 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
       const ended = d.deleted || isEndedSubscriptionStatus(d.status);
       if (ended) return endCyclesOfSubscription(slice.cycles, d.subscriptionId, event);
       if (event.type === 'customer.subscription.pending_update_expired') return voidExpiredUpgrade(slice.openUpgradeInvoices ?? [], d.subscriptionId);
+      if (event.type === 'customer.subscription.trial_will_end' && d.status === 'trialing') return trialEnding(d.subscriptionId, d.trialEnd);
       return nothing('applied');
     }
     case 'invoice': {
@@ -104,6 +105,15 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
 function upgradeDeclined(cycle: CycleFact | null, invoiceId: string): Reduction {
   if (cycle) return nothing('applied'); // opened before this rule existed: it runs its course
   return { verdict: 'applied', cycles: [], effects: [{ kind: 'notify', target: `upgrade_declined:${invoiceId}`, notice: 'upgrade_declined', invoiceId }] };
+}
+
+/** Stripe says a trial ends in three days: the customer is told once per trial end (the ledger's dedup key). */
+function trialEnding(subscriptionId: string, trialEnd: number | null): Reduction {
+  return {
+    verdict: 'applied',
+    cycles: [],
+    effects: [{ kind: 'notify', target: `trial_ending:${subscriptionId}:${trialEnd ?? 'unknown'}`, notice: 'trial_ending', invoiceId: subscriptionId }],
+  };
 }
 
 /** The payment window of a pending plan change closed: its proration invoice will never be paid. */

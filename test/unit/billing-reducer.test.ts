@@ -239,3 +239,30 @@ describe('the access rule', () => {
     expect(deriveAccessState(facts({ subscriptions: [sub('sub_old', 'canceled'), sub('sub_1', 'active')], writtenOffSubscriptionIds: ['sub_old'] }))).toBe('active');
   });
 });
+
+describe('trial ending', () => {
+  const trialWillEnd = (created: number, status: 'trialing' | 'active' = 'trialing'): BillingEvent => {
+    const e = subscriptionEvent('active', created);
+    return {
+      ...e,
+      eventId: `evt_trial_${created}_${status}`,
+      type: 'customer.subscription.trial_will_end',
+      data: { ...(e.data as Extract<BillingEvent['data'], { kind: 'subscription' }>), status, trialEnd: created + 3 * 86400 },
+    };
+  };
+
+  it('tells the customer once per trial end (a notify effect keyed by subscription and trial end)', () => {
+    const r = reduceBillingEvent(slice(), trialWillEnd(1_000));
+    expect(r).toEqual({
+      verdict: 'applied',
+      cycles: [],
+      effects: [{ kind: 'notify', target: `trial_ending:sub_1:${1_000 + 3 * 86400}`, notice: 'trial_ending', invoiceId: 'sub_1' }],
+    });
+  });
+
+  it('says nothing when the subscription is no longer trialing, or the event is stale', () => {
+    expect(reduceBillingEvent(slice(), trialWillEnd(1_000, 'active')).effects).toEqual([]);
+    const newer = slice({ subscription: { id: 'sub_1', status: 'trialing', watermark: { created: 2_000, eventId: 'evt_newer' } } });
+    expect(reduceBillingEvent(newer, trialWillEnd(1_000))).toMatchObject({ verdict: 'stale', effects: [] });
+  });
+});
