@@ -43,11 +43,17 @@ describe('dunning and access on today\'s Stripe', () => {
   }
 
   /** A subscribed customer whose renewal invoice failed: its cycle is open and its child runs. */
-  async function inDunning() {
+  /**
+   * A customer whose renewal failed, with its dunning cycle running. The fixture's failure is months old,
+   * so the cycle's first scheduled retry (a day later) is already due: `recentFailure` dates it now,
+   * for tests where a scheduled retry must not run first.
+   */
+  async function inDunning(opts: { recentFailure?: boolean } = {}) {
     const sub = uniqueFixture('customer.subscription.created');
     const { token, customerId } = sub;
     await deliver(sub.envelope);
     const failed = uniqueFixture('invoice.payment_failed', { token }).envelope;
+    if (opts.recentFailure) failed.created = Math.floor(Date.now() / 1000);
     await deliver(failed);
     const invoiceId = failed.data.object.id as string;
     await eventually(async () => (await childStatus(invoiceId)) === 'RUNNING', 20_000, 'the dunning child to run');
@@ -101,7 +107,9 @@ describe('dunning and access on today\'s Stripe', () => {
   });
 
   it('retries at once with the payment method a setup intent saved; stripe-mock accepts the request shapes', async () => {
-    const { token, invoiceId } = await inDunning();
+    // Failed now: the first scheduled retry is a day away, so the only attempt is the new method's (with the
+    // fixture's months-old failure the scheduled retry was due at once and sometimes came first).
+    const { token, invoiceId } = await inDunning({ recentFailure: true });
     await deliver(uniqueFixture('setup_intent.succeeded', { token }).envelope);
     // An attempt triggered by the new method, right away. stripe-mock validates subscriptions.update with
     // default_payment_method and invoices.pay with payment_method against the spec: a 400 would be 'error'.
