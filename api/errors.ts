@@ -3,6 +3,7 @@ import { z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from '../lib/logger';
+import { grpcCodeOf, isTransientTemporalError } from '../lib/temporal';
 
 export interface ErrorBody {
   error: string;
@@ -78,17 +79,7 @@ export function renderError(err: Error, c: Context, logger: Logger): Response {
   return c.json({ error: 'internal_error', message: 'internal error' }, 500);
 }
 
-/** gRPC status codes of Temporal calls that mean "the service is not there right now": retry later. */
-const TRANSIENT_GRPC = new Set([1 /* CANCELLED */, 2 /* UNKNOWN */, 4 /* DEADLINE_EXCEEDED */, 8 /* RESOURCE_EXHAUSTED */, 14 /* UNAVAILABLE */]);
-
-/** The gRPC status of a failed Temporal call (the error or its cause), if it has one. */
-export function grpcCodeOf(err: unknown): number | null {
-  for (let e: unknown = err, depth = 0; e && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'number') return code;
-  }
-  return null;
-}
+export { grpcCodeOf };
 
 /**
  * The HTTP error for a failed Temporal call: unreachable or overloaded → 503 (`retry` tells what to do);
@@ -97,7 +88,7 @@ export function grpcCodeOf(err: unknown): number | null {
  */
 export function temporalCallError(err: unknown, retry: string): never {
   const code = grpcCodeOf(err);
-  if (code === null || TRANSIENT_GRPC.has(code)) throw new ApiError(503, 'temporal_unavailable', `the workflow service is unreachable; ${retry}`);
+  if (isTransientTemporalError(err)) throw new ApiError(503, 'temporal_unavailable', `the workflow service is unreachable; ${retry}`);
   if (code === 3 || code === 9 || code === 11) {
     const message = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
     throw new ApiError(422, 'temporal_rejected', `the workflow service refused the request: ${message}`);

@@ -16,3 +16,8 @@ export const RECONCILIATION_SCHEDULE_ID = 'reconciliation-daily';
 export function customerIdFromWorkflowId(workflowId: string): string | null {
   return workflowId.startsWith('customer:') ? workflowId.slice('customer:'.length) : null;
 }
+
+/** The delivery workflow of an app webhook: its first, and one per admin replay. */
+export function appWebhookWorkflowId(id: string, replays: number): string {
+  return replays > 0 ? `app-webhook:${id}:replay-${replays}` : `app-webhook:${id}`;
+}

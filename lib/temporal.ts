@@ -74,3 +74,21 @@ export async function createWorkerConnection(target: TemporalTarget): Promise<Na
   const { NativeConnection } = await import('@temporalio/worker');
   return NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey, metadata: target.metadata });
 }
+
+/** gRPC status codes of Temporal calls that mean "the service is not there right now": retry later. */
+const TRANSIENT_GRPC = new Set([1 /* CANCELLED */, 2 /* UNKNOWN */, 4 /* DEADLINE_EXCEEDED */, 8 /* RESOURCE_EXHAUSTED */, 14 /* UNAVAILABLE */]);
+
+/** The gRPC status of a failed Temporal call (the error or its cause), if it has one. */
+export function grpcCodeOf(err: unknown): number | null {
+  for (let e: unknown = err, depth = 0; e && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'number') return code;
+  }
+  return null;
+}
+
+/** A Temporal call that failed because the service is not there right now (unavailable, deadline, overloaded, no status). */
+export function isTransientTemporalError(err: unknown): boolean {
+  const code = grpcCodeOf(err);
+  return code === null || TRANSIENT_GRPC.has(code);
+}

@@ -14,7 +14,7 @@ import { createSql, describeDatabaseUrl, installPostgresCrashGuard } from '../li
 import { createLogger, type Logger } from '../lib/logger';
 import { loadPlanConfig, syncPlans } from '../lib/plan-catalog-sync';
 import { createStripe } from '../lib/stripe';
-import { createTemporalClient, createWorkerConnection, describeTemporalTarget, temporalTarget } from '../lib/temporal';
+import { createTemporalClient, createWorkerConnection, describeTemporalTarget, isTransientTemporalError, temporalTarget } from '../lib/temporal';
 import { initTracing } from '../lib/tracing';
 import { describeError, isTransientPostgresError, waitFor } from '../lib/wait-for';
 import { pinoToTemporalLogger } from './logging';
@@ -219,12 +219,6 @@ function applyFaultsFromEnv(env: NodeJS.ProcessEnv, config: Config, logger: Logg
 function redactUrl(url: string): string {
   const u = new URL(url);
   return `${u.protocol}//${u.host}${u.pathname}`;
-}
-
-/** A Temporal call that failed because the service is not there right now (unavailable, deadline, overloaded, no status). */
-function isTransientTemporalError(err: unknown): boolean {
-  const code = (err as { code?: unknown; cause?: { code?: unknown } })?.code ?? (err as { cause?: { code?: unknown } })?.cause?.code;
-  return typeof code !== 'number' || [1, 2, 4, 8, 14].includes(code);
 }
 
 main().catch((err: unknown) => {

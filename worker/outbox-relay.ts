@@ -5,6 +5,7 @@
  * (`notice:<dedup key>`, `app-webhook:<id>`), so two relays, or a crash between the start and the
  * bookkeeping, start nothing twice.
  */
+import { appWebhookWorkflowId } from '../domain/ids';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import type { Sql } from '../lib/db';
@@ -33,10 +34,6 @@ export interface OutboxRelay {
   stop(): Promise<void>;
 }
 
-/** The workflow id of an app webhook's delivery: its first, and one per admin replay. */
-export function appWebhookWorkflowId(id: string, replays: number): string {
-  return replays > 0 ? `app-webhook:${id}:replay-${replays}` : `app-webhook:${id}`;
-}
 
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const batch = opts.batch ?? 100;

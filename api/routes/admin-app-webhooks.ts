@@ -1,4 +1,5 @@
 /** Admin: the log of outgoing app webhooks (app_webhooks), one event with its payload, and replay. Mounted behind the admin token. */
+import { appWebhookWorkflowId } from '../../domain/ids';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type postgres from 'postgres';
 import { APP_EVENT_TYPES } from '../../domain/app-events';
@@ -85,10 +86,6 @@ const replayAppWebhook = createRoute({
   },
 });
 
-/** The delivery workflow's id: `app-webhook:<id>`, and `app-webhook:<id>:replay-<n>` for the n-th admin replay. */
-export function appWebhookWorkflowId(id: string, replays: number): string {
-  return replays === 0 ? `app-webhook:${id}` : `app-webhook:${id}:replay-${replays}`;
-}
 
 /** A cursor time as Postgres holds it (microseconds, UTC), as in the Stripe delivery log. */
 const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;

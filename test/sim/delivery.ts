@@ -4,17 +4,10 @@
  * completion. All seeded, so a failing run is replayed from its seed.
  */
 import fc from 'fast-check';
+import { prng as mulberry32 } from '../../support/prng';
 
-/** Deterministic PRNG (mulberry32). */
-export function mulberry32(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32): the one support/ uses for bench and chaos streams. */
+export { mulberry32 };
 
 /** A string hashed with a seed to [0, 1) (FNV-1a). */
 export function seededUnit(seed: number, s: string): number {
