@@ -66,10 +66,11 @@ async function main(): Promise<void> {
   const stack: Managed[] = [];
   const children: ChildProcess[] = [];
   let stopping = false;
-  let requestStop!: () => void;
-  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
+  // Aborted by a stop: a startup step still waiting for a service to listen ends at once, stopping it.
+  const abort = new AbortController();
+  const signal = abort.signal;
   let startup: Promise<void> = Promise.resolve();
-  /** Ends the startup once a stop was requested (between steps: a step under way finishes first). */
+  /** Ends the startup once a stop was requested (between steps; a step waiting on a port is aborted). */
   const checkpoint = () => {
     if (stopping) throw new StopRequested();
   };
@@ -82,9 +83,10 @@ async function main(): Promise<void> {
   const stopAll = async (code: number) => {
     if (stopping) return;
     stopping = true;
-    requestStop();
+    abort.abort(new StopRequested());
     process.stdout.write('\n[dev] stopping…\n');
-    // A stop mid-startup: the step under way registers what it started, then the startup ends.
+    // A stop mid-startup: the step under way ends (a wait is aborted, what it spawned is stopped), then
+    // everything registered before it is stopped below.
     await startup;
     await Promise.all(children.map((c) => stopChild(c, CHILD_GRACE_MS)));
     for (const s of stack.reverse()) await s.stop().catch(() => {});
@@ -93,7 +95,7 @@ async function main(): Promise<void> {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stopAll(0));
 
   startup = start().catch((err: unknown) => {
-    if (err instanceof StopRequested) return;
+    if (err instanceof StopRequested || stopping) return;
     process.stderr.write(`[dev] failed: ${err instanceof Error ? err.message : String(err)}\n`);
     void stopAll(1);
   });
@@ -115,6 +117,7 @@ async function main(): Promise<void> {
         uiPort: DEV_DEFAULTS.temporalUiPort,
         dbFile: path.join(DATA, 'temporal.db'),
         logDir: DATA,
+        signal,
       }),
     );
 
@@ -129,8 +132,8 @@ async function main(): Promise<void> {
     let emulator: string | null = null;
     let localstripeUrl: string | null = null;
     if (!stripeKey) {
-      const ls = started(await startLocalstripe({ port: DEV_DEFAULTS.localstripePort, logDir: DATA }));
-      const sm = started(await startStripeMock({ port: DEV_DEFAULTS.stripeMockPort, logDir: DATA }));
+      const ls = started(await startLocalstripe({ port: DEV_DEFAULTS.localstripePort, logDir: DATA, signal }));
+      const sm = started(await startStripeMock({ port: DEV_DEFAULTS.stripeMockPort, logDir: DATA, signal }));
       stripeKey = 'sk_test_local_emulator';
       localstripeUrl = ls.baseUrl;
       // Emulator glue (dev/demo only): translates the requests localstripe cannot serve, see its header.
@@ -164,7 +167,7 @@ async function main(): Promise<void> {
         };
         const smtpPort = await pick(DEV_DEFAULTS.mailpitSmtpPort, 'DEV_MAILPIT_SMTP_PORT');
         const httpPort = await pick(DEV_DEFAULTS.mailpitHttpPort, 'DEV_MAILPIT_HTTP_PORT');
-        const mailpit = started(await startMailpit({ smtpPort, httpPort, logDir: DATA }));
+        const mailpit = started(await startMailpit({ smtpPort, httpPort, logDir: DATA, signal }));
         smtpUrl = mailpit.smtpUrl;
         mailpitUrl = mailpit.baseUrl;
       }
@@ -214,8 +217,7 @@ async function main(): Promise<void> {
       });
       children.push(child);
     }
-    await Promise.race([waitForPort(DEV_DEFAULTS.apiPort, '127.0.0.1', 60_000, 'API'), stopRequested]);
-    checkpoint();
+    await waitForPort(DEV_DEFAULTS.apiPort, '127.0.0.1', 60_000, 'API', { signal });
 
     if (emulator) {
       // localstripe delivers signed webhooks to our endpoint, like Stripe would.

@@ -35,9 +35,20 @@ export async function freePort(): Promise<number> {
 }
 
 /** Resolves once host:port accepts TCP connections, or rejects after timeoutMs. */
-export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 30_000, what = 'service'): Promise<void> {
+/** What ends a wait for a port early: a stop that was requested, or the process that should listen exiting. */
+export interface WaitOptions {
+  signal?: AbortSignal;
+  child?: ChildProcess;
+}
+
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 30_000, what = 'service', opts: WaitOptions = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    opts.signal?.throwIfAborted();
+    const child = opts.child;
+    if (child && (child.exitCode !== null || child.signalCode !== null)) {
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it listened on ${host}:${port}`);
+    }
     const ok = await new Promise<boolean>((resolve) => {
       const sock = net.connect({ port, host });
       sock.once('connect', () => {
@@ -49,6 +60,16 @@ export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 
     if (ok) return;
     if (Date.now() > deadline) throw new Error(`${what} did not listen on ${host}:${port} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Waits for child to listen; kills it when it does not (timeout, exit, a stop requested) and rethrows. */
+async function listening(child: ChildProcess, waits: Array<[port: number, host: string, timeoutMs: number, what: string]>, signal?: AbortSignal): Promise<void> {
+  try {
+    for (const [port, host, timeoutMs, what] of waits) await waitForPort(port, host, timeoutMs, what, { signal, child });
+  } catch (err) {
+    await killChild(child);
+    throw err;
   }
 }
 
@@ -200,6 +221,8 @@ export async function startTemporal(opts: {
   logDir: string;
   /** Appended to the command line, e.g. `--sqlite-pragma journal_mode=wal` (bench, chaos). */
   extraArgs?: string[];
+  /** Aborting it ends a start still waiting for the server and stops the process. */
+  signal?: AbortSignal;
 }): Promise<TemporalHandle> {
   const bin = tool('temporal');
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn', '--namespace', 'default'];
@@ -225,9 +248,18 @@ export async function startTemporal(opts: {
     port: opts.port,
     uiPort: opts.uiPort ?? null,
     async start() {
-      child = spawnLogged('temporal', bin, args, opts.logDir);
-      await waitForPort(opts.port, '127.0.0.1', 60_000, 'Temporal dev server');
-      if (opts.uiPort) await waitForPort(opts.uiPort, '127.0.0.1', 60_000, 'Temporal UI');
+      const spawned = spawnLogged('temporal', bin, args, opts.logDir);
+      child = spawned;
+      try {
+        await listening(
+          spawned,
+          [[opts.port, '127.0.0.1', 60_000, 'Temporal dev server'], ...(opts.uiPort ? [[opts.uiPort, '127.0.0.1', 60_000, 'Temporal UI'] as [number, string, number, string]] : [])],
+          opts.signal,
+        );
+      } catch (err) {
+        child = null;
+        throw err;
+      }
     },
     async kill(signal: NodeJS.Signals = 'SIGTERM') {
       if (child) await killChild(child, signal);
@@ -249,17 +281,26 @@ export interface HttpServiceHandle extends Managed {
 }
 
 /** stripe-mock: stateless, validates every request against Stripe's OpenAPI spec. */
-export async function startStripeMock(opts: { port: number; logDir: string }): Promise<HttpServiceHandle> {
+export async function startStripeMock(opts: { port: number; logDir: string; signal?: AbortSignal }): Promise<HttpServiceHandle> {
   const child = spawnLogged('stripe-mock', tool('stripe-mock'), ['-http-addr', `127.0.0.1:${opts.port}`, '-https-addr', '127.0.0.1:0'], opts.logDir);
-  await waitForPort(opts.port, '127.0.0.1', 30_000, 'stripe-mock');
+  await listening(child, [[opts.port, '127.0.0.1', 30_000, 'stripe-mock']], opts.signal);
   return { name: 'stripe-mock', port: opts.port, baseUrl: `http://127.0.0.1:${opts.port}`, stop: () => killChild(child) };
 }
 
 /** localstripe: stateful, sends signed webhooks, speaks a 2017-era API (see README limits). */
-export async function startLocalstripe(opts: { port: number; logDir: string }): Promise<HttpServiceHandle> {
+export async function startLocalstripe(opts: { port: number; logDir: string; signal?: AbortSignal }): Promise<HttpServiceHandle> {
   const child = spawnLogged('localstripe', tool('localstripe'), ['--port', String(opts.port), '--from-scratch'], opts.logDir);
   // localstripe binds [::]; IPv4 loopback reaches it on dual-stack hosts.
-  await waitForPort(opts.port, '127.0.0.1', 30_000, 'localstripe').catch(() => waitForPort(opts.port, '::1', 5_000, 'localstripe'));
+  const wait = { signal: opts.signal, child };
+  try {
+    await waitForPort(opts.port, '127.0.0.1', 30_000, 'localstripe', wait).catch((err: unknown) => {
+      if (opts.signal?.aborted || child.exitCode !== null || child.signalCode !== null) throw err;
+      return waitForPort(opts.port, '::1', 5_000, 'localstripe', wait);
+    });
+  } catch (err) {
+    await killChild(child);
+    throw err;
+  }
   return { name: 'localstripe', port: opts.port, baseUrl: `http://localhost:${opts.port}`, stop: () => killChild(child) };
 }
 
@@ -275,7 +316,7 @@ export interface MailpitHandle extends Managed {
 }
 
 /** Mailpit: catches every email sent to smtpPort (any recipient, any or no login), shows them on httpPort. */
-export async function startMailpit(opts: { smtpPort: number; httpPort: number; logDir: string }): Promise<MailpitHandle> {
+export async function startMailpit(opts: { smtpPort: number; httpPort: number; logDir: string; signal?: AbortSignal }): Promise<MailpitHandle> {
   const args = [
     '--smtp', `127.0.0.1:${opts.smtpPort}`,
     '--listen', `127.0.0.1:${opts.httpPort}`,
@@ -287,13 +328,14 @@ export async function startMailpit(opts: { smtpPort: number; httpPort: number; l
     '--smtp-auth-allow-insecure',
   ];
   const child = spawnLogged('mailpit', tool('mailpit'), args, opts.logDir);
-  try {
-    await waitForPort(opts.smtpPort, '127.0.0.1', 30_000, 'Mailpit SMTP');
-    await waitForPort(opts.httpPort, '127.0.0.1', 30_000, 'Mailpit UI');
-  } catch (err) {
-    await killChild(child);
-    throw err;
-  }
+  await listening(
+    child,
+    [
+      [opts.smtpPort, '127.0.0.1', 30_000, 'Mailpit SMTP'],
+      [opts.httpPort, '127.0.0.1', 30_000, 'Mailpit UI'],
+    ],
+    opts.signal,
+  );
   return {
     name: 'mailpit',
     smtpPort: opts.smtpPort,
