@@ -34,6 +34,8 @@ export interface SubscriptionView {
   cancelAtPeriodEnd: boolean;
   currentPeriodEnd: number | null;
   pendingPlanId: string | null;
+  /** Seats: the primary item's quantity. */
+  quantity: number;
 }
 
 /** What the app sees of a customer: its access state and its current subscription. */
@@ -42,7 +44,7 @@ export interface CustomerView {
   subscription: SubscriptionView | null;
 }
 
-const SUBSCRIPTION_FIELDS = ['status', 'planId', 'cancelAtPeriodEnd', 'currentPeriodEnd', 'pendingPlanId'] as const;
+const SUBSCRIPTION_FIELDS = ['status', 'planId', 'cancelAtPeriodEnd', 'currentPeriodEnd', 'pendingPlanId', 'quantity'] as const;
 
 /**
  * The events a change of the customer's view implies: `access.changed` when the access state moved,

@@ -20,6 +20,18 @@ export type SubscriptionStatus = z.infer<typeof SubscriptionStatusSchema>;
 /** Unix seconds or null. */
 const ts = z.number().int().nullable();
 
+/** One subscription item: its Stripe id, price (or 2017-era plan) id and quantity (seats). */
+export const SubscriptionItemSchema = z.object({
+  id: z.string().nullable(),
+  priceId: z.string().nullable(),
+  quantity: z.number().int().min(0),
+});
+export type SubscriptionItem = z.infer<typeof SubscriptionItemSchema>;
+
+/** trial_settings.end_behavior.missing_payment_method: what Stripe does when a trial ends without a card. */
+export const TrialMissingPaymentMethodSchema = z.enum(['cancel', 'pause', 'create_invoice']);
+export type TrialMissingPaymentMethod = z.infer<typeof TrialMissingPaymentMethodSchema>;
+
 export const SubscriptionDataSchema = z.object({
   kind: z.literal('subscription'),
   subscriptionId: z.string().min(1),
@@ -31,6 +43,10 @@ export const SubscriptionDataSchema = z.object({
   cancelAtPeriodEnd: z.boolean(),
   canceledAt: ts,
   trialEnd: ts,
+  /** Every item in Stripe's order (the first is the primary: priceId is its price). Absent in events of older workers. */
+  items: z.array(SubscriptionItemSchema).optional(),
+  /** How a trial without a payment method ends; null when the payload does not say. Absent in older events. */
+  trialMissingPaymentMethod: TrialMissingPaymentMethodSchema.nullable().optional(),
   /** True for customer.subscription.deleted. */
   deleted: z.boolean(),
 });

@@ -32,7 +32,7 @@ export interface EntitlementInputs<O extends EntitlementOverrideInput = Entitlem
   accessState: AccessState;
   /** The current subscription's plan features ({} without a subscription or with a plan not in the catalog). */
   planFeatures: PlanFeatures;
-  /** Seats of the current subscription (1: subscriptions carry no quantity locally yet). */
+  /** Seats of the current subscription: its primary item's quantity. */
   quantity: number;
   /** Lookup keys of the customer's active Stripe entitlements (entitlements.active_entitlement_summary.updated). */
   stripeLookupKeys: readonly string[];

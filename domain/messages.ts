@@ -2,7 +2,7 @@
  * The payloads of the signals, queries and updates that the API and the workflows exchange (types
  * only: the Temporal definitions live in workflows/contracts.ts, so domain/ imports nothing from Temporal).
  */
-import type { SubscriptionStatus } from './billing-event';
+import type { SubscriptionItem, SubscriptionStatus, TrialMissingPaymentMethod } from './billing-event';
 import type { LocalSubscription } from './billing/state';
 
 /** A fresh subscription object read from the Stripe API (reconciliation or a same-second tie). */
@@ -16,6 +16,8 @@ export interface SubscriptionSnapshot {
   cancelAtPeriodEnd: boolean;
   canceledAt: number | null;
   trialEnd: number | null;
+  items?: SubscriptionItem[];
+  trialMissingPaymentMethod?: TrialMissingPaymentMethod | null;
   /** Unix seconds when it was read from Stripe. */
   fetchedAt: number;
 }

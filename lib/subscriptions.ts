@@ -17,11 +17,12 @@ export async function loadCurrentSubscription(tx: TxSql | Sql, customerId: strin
       current_period_end: Date | null;
       cancel_at_period_end: boolean;
       pending_plan_id: string | null;
+      quantity: number;
       stripe_updated_at: Date | null;
       updated_at: Date | null;
     }[]
   >`
-    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, stripe_updated_at, updated_at
+    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, quantity, stripe_updated_at, updated_at
     FROM subscriptions WHERE customer_id = ${customerId}`;
   const r = pickCurrentSubscription(rows.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
   if (!r) return null;
@@ -33,5 +34,6 @@ export async function loadCurrentSubscription(tx: TxSql | Sql, customerId: strin
     currentPeriodEnd: toUnix(r.current_period_end),
     cancelAtPeriodEnd: r.cancel_at_period_end,
     pendingPlanId: r.pending_plan_id,
+    quantity: r.quantity,
   };
 }

@@ -44,6 +44,7 @@ export async function loadCustomerView(tx: TxSql, customerId: string): Promise<C
           cancelAtPeriodEnd: sub.cancelAtPeriodEnd,
           currentPeriodEnd: sub.currentPeriodEnd,
           pendingPlanId: sub.pendingPlanId,
+          quantity: sub.quantity ?? 1,
         }
       : null,
   };

@@ -1,5 +1,5 @@
 /** The `subscriptions` rows: the reducer's facts, the guarded upsert, and the current subscription. */
-import type { SubscriptionStatus } from '../../domain/billing-event';
+import type { SubscriptionItem, SubscriptionStatus, TrialMissingPaymentMethod } from '../../domain/billing-event';
 import type { SubscriptionFact } from '../../domain/billing/state';
 import type { TxSql } from '../../lib/db';
 import { toTs, toUnix } from './shared';
@@ -14,6 +14,9 @@ export interface SubscriptionWrite {
   cancelAtPeriodEnd: boolean;
   canceledAt: number | null;
   trialEnd: number | null;
+  /** Undefined (an older worker's event): the stored items, quantity and trial setting stay. */
+  items?: SubscriptionItem[];
+  trialMissingPaymentMethod?: TrialMissingPaymentMethod | null;
 }
 
 /** The stored subscription's status and watermark, locked for the transaction. */
@@ -29,15 +32,22 @@ export async function loadSubscriptionFact(tx: TxSql, subscriptionId: string): P
  * Stripe shows the new plan. The WHERE keeps a snapshot read before a newer event from rolling it back.
  */
 export async function writeSubscription(tx: TxSql, customerId: string, s: SubscriptionWrite, watermark: { created: number; eventId: string | null }): Promise<void> {
+  const items = s.items === undefined ? null : s.items;
+  // The primary item is the one whose price is the subscription's (the first): its quantity is the seats.
+  const quantity = items === null ? null : (items.find((i) => i.priceId === s.priceId) ?? items[0])?.quantity ?? 1;
+  const trialBehavior = s.trialMissingPaymentMethod === undefined ? null : s.trialMissingPaymentMethod;
   await tx`
     INSERT INTO subscriptions (
       id, customer_id, status, plan_id, price_id, current_period_start, current_period_end,
-      cancel_at_period_end, canceled_at, trial_end, stripe_updated_at, watermark_event_id)
+      cancel_at_period_end, canceled_at, trial_end, items, quantity, trial_missing_payment_method,
+      stripe_updated_at, watermark_event_id)
     VALUES (
       ${s.subscriptionId}, ${customerId}, ${s.status},
       (SELECT id FROM plans WHERE stripe_price_id = ${s.priceId}), ${s.priceId},
       ${toTs(s.currentPeriodStart)}, ${toTs(s.currentPeriodEnd)}, ${s.cancelAtPeriodEnd},
-      ${toTs(s.canceledAt)}, ${toTs(s.trialEnd)}, ${toTs(watermark.created)}, ${watermark.eventId})
+      ${toTs(s.canceledAt)}, ${toTs(s.trialEnd)},
+      ${tx.json((items ?? []) as never)}, COALESCE(${quantity}::int, 1), ${trialBehavior},
+      ${toTs(watermark.created)}, ${watermark.eventId})
     ON CONFLICT (id) DO UPDATE SET
       status = excluded.status,
       plan_id = excluded.plan_id,
@@ -47,6 +57,10 @@ export async function writeSubscription(tx: TxSql, customerId: string, s: Subscr
       cancel_at_period_end = excluded.cancel_at_period_end,
       canceled_at = excluded.canceled_at,
       trial_end = excluded.trial_end,
+      items = CASE WHEN ${items === null} THEN subscriptions.items ELSE excluded.items END,
+      quantity = CASE WHEN ${items === null} THEN subscriptions.quantity ELSE excluded.quantity END,
+      trial_missing_payment_method = CASE WHEN ${s.trialMissingPaymentMethod === undefined} THEN subscriptions.trial_missing_payment_method
+        ELSE excluded.trial_missing_payment_method END,
       pending_plan_id = CASE
         WHEN subscriptions.pending_plan_id IS NOT DISTINCT FROM excluded.plan_id THEN NULL
         WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN NULL

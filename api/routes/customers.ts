@@ -1,6 +1,6 @@
 /** GET /customers/{customerId}: the app's read model, straight from Postgres. */
-import type { SubscriptionStatus } from '../../domain/billing-event';
-import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
+import type { SubscriptionItem, SubscriptionStatus } from '../../domain/billing-event';
+import { compareCurrentSubscription } from '../../domain/billing/current-subscription';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Sql } from '../../lib/db';
 import { apiAuthErrors, apiSecurity, ApiError, commonErrors, errorResponse } from '../errors';
@@ -31,35 +31,49 @@ export async function readCustomer(sql: Sql, customerId: string) {
       cancel_at_period_end: boolean;
       pending_plan_id: string | null;
       needs_review: boolean;
+      quantity: number;
+      items: (SubscriptionItem & { planId: string | null })[];
+      trial_end: Date | null;
       stripe_updated_at: Date | null;
       updated_at: Date | null;
     }[]
   >`
-    SELECT id, status, plan_id, price_id, current_period_end, cancel_at_period_end, pending_plan_id, needs_review, stripe_updated_at, updated_at
-    FROM subscriptions WHERE customer_id = ${customerId}`;
+    SELECT s.id, s.status, s.plan_id, s.price_id, s.current_period_end, s.cancel_at_period_end, s.pending_plan_id,
+      s.needs_review, s.quantity, s.trial_end, s.stripe_updated_at, s.updated_at,
+      -- Each item with the catalog plan of its price (null for a price not in the catalog).
+      COALESCE((SELECT json_agg(json_build_object('id', i->>'id', 'priceId', i->>'priceId', 'quantity', (i->>'quantity')::int,
+          'planId', (SELECT p.id FROM plans p WHERE p.stripe_price_id = i->>'priceId')) ORDER BY n)
+        FROM jsonb_array_elements(s.items) WITH ORDINALITY AS e(i, n)), '[]'::json) AS items
+    FROM subscriptions s WHERE s.customer_id = ${customerId}`;
   const cycles = await sql<{ state: string; attempts_made: number; next_attempt_at: Date | null; last_decline_code: string | null; last_advice_code: string | null; invoice_id: string }[]>`
     SELECT state, attempts_made, next_attempt_at, last_decline_code, last_advice_code, invoice_id FROM dunning_cycles
     WHERE customer_id = ${customerId} ORDER BY (ended_at IS NULL) DESC, started_at DESC LIMIT 1`;
-  // The one rule the workflow uses too (domain/billing/current-subscription.ts).
-  const s = pickCurrentSubscription(subs.map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null })));
+  // The one rule the workflow uses too (domain/billing/current-subscription.ts): the current one first.
+  const ordered = subs
+    .map((row) => ({ ...row, stripeUpdatedAt: row.stripe_updated_at?.getTime() ?? null, updatedAt: row.updated_at?.getTime() ?? null }))
+    .sort(compareCurrentSubscription);
+  const view = (s: (typeof ordered)[number]) => ({
+    id: s.id,
+    status: s.status,
+    planId: s.plan_id,
+    priceId: s.price_id,
+    quantity: s.quantity,
+    items: s.items.map((i) => ({ id: i.id, priceId: i.priceId, planId: i.planId, quantity: i.quantity })),
+    currentPeriodEnd: iso(s.current_period_end),
+    trialEnd: iso(s.trial_end),
+    cancelAtPeriodEnd: s.cancel_at_period_end,
+    pendingPlanId: s.pending_plan_id,
+    needsReview: s.needs_review,
+  });
+  const s = ordered[0];
   const d = cycles[0];
   return {
     customerId: customer.id,
     email: customer.email,
     accessState: customer.access_state,
     deleted: customer.deleted,
-    subscription: s
-      ? {
-          id: s.id,
-          status: s.status,
-          planId: s.plan_id,
-          priceId: s.price_id,
-          currentPeriodEnd: iso(s.current_period_end),
-          cancelAtPeriodEnd: s.cancel_at_period_end,
-          pendingPlanId: s.pending_plan_id,
-          needsReview: s.needs_review,
-        }
-      : null,
+    subscription: s ? view(s) : null,
+    subscriptions: ordered.map(view),
     dunning: d
       ? {
           invoiceId: d.invoice_id,
@@ -73,24 +87,37 @@ export async function readCustomer(sql: Sql, customerId: string) {
   };
 }
 
+const SubscriptionViewSchema = z
+  .object({
+    id: z.string(),
+    status: z.string(),
+    planId: z.string().nullable().describe('The catalog plan of the primary item'),
+    priceId: z.string().nullable(),
+    quantity: z.number().int().describe('Seats: the primary item’s quantity'),
+    items: z.array(
+      z.object({
+        id: z.string().nullable(),
+        priceId: z.string().nullable(),
+        planId: z.string().nullable().describe('Null when the price is not in the catalog'),
+        quantity: z.number().int(),
+      }),
+    ),
+    currentPeriodEnd: IsoTimeSchema.nullable(),
+    trialEnd: IsoTimeSchema.nullable(),
+    cancelAtPeriodEnd: z.boolean(),
+    pendingPlanId: z.string().nullable(),
+    needsReview: z.boolean(),
+  })
+  .openapi('Subscription');
+
 export const CustomerSchema = z
   .object({
     customerId: z.string(),
     email: z.string().nullable(),
     accessState: z.string().describe('active → grace → restricted → suspended'),
     deleted: z.boolean(),
-    subscription: z
-      .object({
-        id: z.string(),
-        status: z.string(),
-        planId: z.string().nullable(),
-        priceId: z.string().nullable(),
-        currentPeriodEnd: IsoTimeSchema.nullable(),
-        cancelAtPeriodEnd: z.boolean(),
-        pendingPlanId: z.string().nullable(),
-        needsReview: z.boolean(),
-      })
-      .nullable(),
+    subscription: SubscriptionViewSchema.nullable().describe('The current subscription (the first of `subscriptions`), kept for compatibility'),
+    subscriptions: z.array(SubscriptionViewSchema).describe('Every subscription of the customer, the current one first, ended ones last'),
     dunning: z
       .object({
         invoiceId: z.string(),

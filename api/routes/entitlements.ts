@@ -28,7 +28,7 @@ interface CachedInputs {
 type InputsRow = {
   access_state: AccessState;
   version: string;
-  subs: { id: string; status: SubscriptionStatus; planId: string | null; features: PlanFeatures | null; stripeUpdatedAt: number | null; updatedAt: number | null }[];
+  subs: { id: string; status: SubscriptionStatus; planId: string | null; features: PlanFeatures | null; quantity: number; stripeUpdatedAt: number | null; updatedAt: number | null }[];
   overrides: { id: string; feature: string; value: boolean | number | null; reason: string; expiresAt: number | null; createdAt: number }[];
   stripe_keys: string[];
 };
@@ -51,7 +51,7 @@ export function createEntitlementReader(deps: { sql: Sql; maxEntries?: number })
       SELECT c.access_state,
         (SELECT COALESCE(sum(v.version), 0) FROM entitlement_versions v WHERE v.customer_id IN (c.id, ''))::text AS version,
         COALESCE((SELECT json_agg(json_build_object(
-            'id', s.id, 'status', s.status, 'planId', s.plan_id, 'features', p.features,
+            'id', s.id, 'status', s.status, 'planId', s.plan_id, 'features', p.features, 'quantity', s.quantity,
             'stripeUpdatedAt', floor(extract(epoch FROM s.stripe_updated_at) * 1000),
             'updatedAt', floor(extract(epoch FROM s.updated_at) * 1000)))
           FROM subscriptions s LEFT JOIN plans p ON p.id = s.plan_id WHERE s.customer_id = c.id), '[]'::json) AS subs,
@@ -70,8 +70,7 @@ export function createEntitlementReader(deps: { sql: Sql; maxEntries?: number })
       inputs: {
         accessState: row.access_state,
         planFeatures: current?.features ?? {},
-        // Subscriptions carry no quantity locally yet: one seat.
-        quantity: 1,
+        quantity: current?.quantity ?? 1,
         stripeLookupKeys: row.stripe_keys,
         overrides: row.overrides,
       },

@@ -13,6 +13,8 @@ export interface LocalSubscription {
   currentPeriodEnd: number | null;
   cancelAtPeriodEnd: boolean;
   pendingPlanId: string | null;
+  /** Seats: the primary item's quantity (absent in results recorded before quantities: read as 1). */
+  quantity?: number;
 }
 
 /** Stripe-time watermark of a stored object: the newest applied event's (created second, id). */

@@ -328,9 +328,12 @@ describe('POST /webhooks/stripe with a real Postgres and Temporal dev server', (
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({
       customerId,
-      subscription: { id: envelope.data.object.id, status: envelope.data.object.status, planId: 'pro-monthly', priceId: 'price_ProMonthly' },
+      subscription: { id: envelope.data.object.id, status: envelope.data.object.status, planId: 'pro-monthly', priceId: 'price_ProMonthly', quantity: 1 },
       dunning: null,
     });
+    const body = (await (await stack.built.app.request(`/customers/${customerId}`)).json()) as { subscription: unknown; subscriptions: unknown[] };
+    expect(body.subscriptions).toEqual([body.subscription]);
+    expect(body.subscriptions[0]).toMatchObject({ items: [{ id: envelope.data.object.items.data[0].id, priceId: 'price_ProMonthly', planId: 'pro-monthly', quantity: 1 }] });
     expect((await stack.built.app.request('/customers/cus_doesnotexist')).status).toBe(404);
     expect((await stack.built.app.request('/customers/not-a-customer')).status).toBe(400);
   });

@@ -55,6 +55,8 @@ const subscription = (over: Partial<Extract<BillingEventData, { kind: 'subscript
   cancelAtPeriodEnd: false,
   canceledAt: null,
   trialEnd: null,
+  items: [{ id: 'si_Fixture01', priceId: FIXTURE_PRICE_ID, quantity: 1 }],
+  trialMissingPaymentMethod: 'create_invoice',
   deleted: false,
   ...over,
 });
@@ -153,15 +155,15 @@ const EXPECTED: Record<HandledEventType, Expectation> = {
   },
   'customer.subscription.trial_will_end': {
     objectId: FIXTURE_SUBSCRIPTION_ID,
-    data: subscription({ status: 'trialing', currentPeriodStart: TRIAL_START, currentPeriodEnd: TRIAL_END, trialEnd: TRIAL_END }),
+    data: subscription({ status: 'trialing', currentPeriodStart: TRIAL_START, currentPeriodEnd: TRIAL_END, trialEnd: TRIAL_END, trialMissingPaymentMethod: 'pause' }),
   },
   'customer.subscription.paused': {
     objectId: FIXTURE_SUBSCRIPTION_ID,
-    data: subscription({ status: 'paused', currentPeriodStart: TRIAL_START, currentPeriodEnd: TRIAL_END, trialEnd: TRIAL_END }),
+    data: subscription({ status: 'paused', currentPeriodStart: TRIAL_START, currentPeriodEnd: TRIAL_END, trialEnd: TRIAL_END, trialMissingPaymentMethod: 'pause' }),
   },
   'customer.subscription.resumed': {
     objectId: FIXTURE_SUBSCRIPTION_ID,
-    data: subscription({ currentPeriodStart: 1765000000, currentPeriodEnd: 1765000000 + 31 * 86400, trialEnd: TRIAL_END }),
+    data: subscription({ currentPeriodStart: 1765000000, currentPeriodEnd: 1765000000 + 31 * 86400, trialEnd: TRIAL_END, trialMissingPaymentMethod: 'pause' }),
   },
   'customer.subscription.pending_update_applied': { objectId: FIXTURE_SUBSCRIPTION_ID, data: subscription({}) },
   'customer.subscription.pending_update_expired': { objectId: FIXTURE_SUBSCRIPTION_ID, data: subscription({}) },
