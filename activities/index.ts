@@ -15,7 +15,9 @@ import { createPlanChangeStripeActivities } from './plan-change';
 import { createPlanDbActivities } from './plan-change-db';
 import { createReconciliationActivities } from './reconciliation';
 import { createRetentionActivities } from './retention';
+import { createSeatStripeActivities } from './seats';
 import { createStripeReadActivities } from './stripe';
+import { createTrialActivities } from './trial';
 
 export interface ActivityDeps {
   sql: Sql;
@@ -48,11 +50,13 @@ export function createActivities(deps: ActivityDeps) {
       appEvents: appWebhooksEnabled(deps.config),
     }),
     ...createStripeReadActivities({ stripe: deps.stripe }),
+    ...createTrialActivities({ stripe: deps.stripe }),
     ...createPlanDbActivities({ sql: deps.sql }),
     ...createPlanChangeStripeActivities({
       stripe: deps.stripe,
       recordAppEvent: appWebhooksEnabled(deps.config) ? (draft) => deps.sql.begin((tx) => recordAppEvents(tx, [draft])).then(() => undefined) : undefined,
     }),
+    ...createSeatStripeActivities({ stripe: deps.stripe }),
     ...createDunningActivities({ sql: deps.sql, stripe: deps.stripe, config: deps.config }),
     ...createNotifyActivities({ sql: deps.sql, config: deps.config, mailer: deps.mailer }),
     ...createAppWebhookActivities({ sql: deps.sql, config: deps.config }),

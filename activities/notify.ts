@@ -283,13 +283,18 @@ export function createNotifyActivities({ sql, config, mailer: given }: NotifyDep
         hosted_invoice_url: string | null;
         plan_name: string | null;
         trial_end: Date | null;
+        trial_missing_payment_method: 'cancel' | 'pause' | 'create_invoice' | null;
+        has_payment_method: boolean;
       }[]
     >`
-      SELECT c.email, c.name, c.timezone, i.amount_due, i.currency, i.hosted_invoice_url, p.name AS plan_name, s.trial_end
+      SELECT c.email, c.name, c.timezone, i.amount_due, i.currency, i.hosted_invoice_url, p.name AS plan_name, s.trial_end,
+        s.trial_missing_payment_method,
+        (c.default_payment_method_id IS NOT NULL OR EXISTS (
+          SELECT 1 FROM payment_methods pm WHERE pm.customer_id = c.id AND pm.attached)) AS has_payment_method
       FROM customers c
       LEFT JOIN invoices i ON i.id = ${row.invoice_id}
       LEFT JOIN LATERAL (
-        SELECT plan_id, trial_end FROM subscriptions
+        SELECT plan_id, trial_end, trial_missing_payment_method FROM subscriptions
         WHERE customer_id = c.id AND (i.subscription_id IS NULL OR id = i.subscription_id)
         ORDER BY (id = i.subscription_id) DESC NULLS LAST, updated_at DESC LIMIT 1) s ON true
       LEFT JOIN plans p ON p.id = s.plan_id
@@ -308,6 +313,8 @@ export function createNotifyActivities({ sql, config, mailer: given }: NotifyDep
       maxAttempts: p.maxAttempts ?? 0,
       declineCode: p.declineCode ?? null,
       trialEndsAt: d?.trial_end ? d.trial_end.toISOString() : null,
+      hasPaymentMethod: d ? d.has_payment_method : null,
+      trialEndBehavior: d?.trial_missing_payment_method ?? null,
       timeZone: d?.timezone ?? config.NOTIFY_TIMEZONE,
     });
     return { to: d?.email ?? null, rendered };

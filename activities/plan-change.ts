@@ -62,7 +62,8 @@ const statusOf = (s: string): SubscriptionStatus | null => {
   return parsed.success ? parsed.data : null;
 };
 
-function planItem(sub: Stripe.Subscription, fromPriceId: string | null): Stripe.SubscriptionItem {
+/** The subscription's plan item: the one on `fromPriceId`, else the first. */
+export function planItem(sub: Stripe.Subscription, fromPriceId: string | null): Stripe.SubscriptionItem {
   const items = sub.items.data;
   const item = items.find((i) => fromPriceId !== null && idOf(i.price) === fromPriceId) ?? items[0];
   if (!item) throw ApplicationFailure.nonRetryable(`subscription ${sub.id} has no items`, 'SubscriptionHasNoItems');
@@ -99,19 +100,125 @@ function keptPhaseSettings(phase: Stripe.SubscriptionSchedule.Phase | undefined,
   return out;
 }
 
-/** What the plan item keeps across the downgrade: quantity, tax rates, discounts, metadata. */
-function keptItemSettings(
-  phaseItem: Stripe.SubscriptionSchedule.Phase.Item | undefined,
-  item: Stripe.SubscriptionItem,
-): Omit<Stripe.SubscriptionScheduleUpdateParams.Phase.Item, 'price'> {
-  const out: Omit<Stripe.SubscriptionScheduleUpdateParams.Phase.Item, 'price'> = { quantity: phaseItem?.quantity ?? item.quantity ?? 1 };
-  const taxRates = (phaseItem?.tax_rates ?? item.tax_rates)?.map((t) => t.id);
+type PhaseItemParams = Stripe.SubscriptionScheduleUpdateParams.Phase.Item;
+
+/** What an item keeps across a scheduled change: quantity, tax rates, discounts, metadata. */
+function keptItemSettings(phaseItem: Stripe.SubscriptionSchedule.Phase.Item | undefined, item: Stripe.SubscriptionItem | undefined): Omit<PhaseItemParams, 'price'> {
+  const out: Omit<PhaseItemParams, 'price'> = { quantity: phaseItem?.quantity ?? item?.quantity ?? 1 };
+  const taxRates = (phaseItem?.tax_rates ?? item?.tax_rates)?.map((t) => t.id);
   if (taxRates?.length) out.tax_rates = taxRates;
   const discounts = discountParams(phaseItem?.discounts);
   if (discounts) out.discounts = discounts;
-  const metadata = hasKeys(phaseItem?.metadata) ? phaseItem.metadata : item.metadata;
+  const metadata = hasKeys(phaseItem?.metadata) ? phaseItem.metadata : item?.metadata;
   if (hasKeys(metadata)) out.metadata = metadata;
   return out;
+}
+
+/** The next phase of a scheduled change: the plan item's new price and/or quantity, and its length. */
+export interface NextPhase {
+  subscriptionId: string;
+  /** The plan item is the one on this price; else the first. */
+  fromPriceId: string | null;
+  /** Idempotency key of each step (`schedule`, `phases`). */
+  key: (step: string) => string;
+  /** What changes on the plan item at the renewal (omitted: kept). */
+  price?: string;
+  quantity?: number;
+  /** The next phase's interval (interval_count 1); default: the plan item's price's own. */
+  interval?: Plan['interval'];
+  metadata: Stripe.MetadataParam;
+}
+
+/**
+ * Schedules a change of the plan item for the end of the current period through a Subscription Schedule:
+ * phase 1 keeps everything until the period ends, phase 2 carries the change, then the schedule releases
+ * the subscription. Stripe applies it exactly at renewal, so the renewal invoice already reflects it.
+ */
+export async function scheduleNextPhase(
+  stripe: Pick<Stripe, 'subscriptions' | 'subscriptionSchedules'>,
+  input: NextPhase,
+): Promise<{ scheduleId: string; effectiveAt: number | null }> {
+  const sub = await stripe.subscriptions.retrieve(input.subscriptionId);
+  const item = planItem(sub, input.fromPriceId);
+  const existing = idOf(sub.schedule);
+  const schedule = existing
+    ? await stripe.subscriptionSchedules.retrieve(existing)
+    : await stripe.subscriptionSchedules.create({ from_subscription: input.subscriptionId }, { idempotencyKey: input.key('schedule') });
+  // The phase running now (an existing schedule may hold past phases before it).
+  const phase = schedule.phases.find((p) => p.start_date === schedule.current_phase?.start_date) ?? schedule.phases[0];
+  const start = phase?.start_date ?? schedule.current_phase?.start_date ?? item.current_period_start;
+  const end = schedule.current_phase?.end_date ?? phase?.end_date ?? item.current_period_end;
+  // Phases are declarative: whatever a phase omits (discounts, tax rates, metadata, the other items) is
+  // dropped from the subscription, so both phases repeat what the current one carries.
+  const phaseItem = phase?.items.find((i) => idOf(i.price) === item.price.id) ?? phase?.items[0];
+  const kept = keptPhaseSettings(phase, sub.metadata);
+  const keptItem = keptItemSettings(phaseItem, item);
+  const others = (phase?.items ?? [])
+    .filter((i) => i !== phaseItem && idOf(i.price))
+    .map((i): PhaseItemParams => ({ ...keptItemSettings(i, sub.items.data.find((si) => si.price.id === idOf(i.price))), price: idOf(i.price)! }));
+  const recurring = item.price.recurring;
+  const duration = input.interval
+    ? { interval: input.interval, interval_count: 1 }
+    : { interval: recurring?.interval ?? 'month', interval_count: recurring?.interval_count ?? 1 };
+  const next: PhaseItemParams = { ...keptItem, price: input.price ?? item.price.id, ...(input.quantity !== undefined ? { quantity: input.quantity } : {}) };
+  await stripe.subscriptionSchedules.update(
+    schedule.id,
+    {
+      end_behavior: 'release',
+      proration_behavior: 'none',
+      phases: [
+        { ...kept, items: [{ ...keptItem, price: item.price.id }, ...others], start_date: start, end_date: end },
+        { ...kept, items: [next, ...others], duration },
+      ],
+      metadata: input.metadata,
+    },
+    { idempotencyKey: input.key('phases') },
+  );
+  return { scheduleId: schedule.id, effectiveAt: end ?? null };
+}
+
+/** The newest payment attempt of an invoice: tells a decline from a payment awaiting the customer. */
+async function latestPayment(stripe: Pick<Stripe, 'invoicePayments'>, invoiceId: string): Promise<{ status: string; declineCode: string | null } | null> {
+  try {
+    const list = await stripe.invoicePayments.list({ invoice: invoiceId, limit: 1, expand: ['data.payment.payment_intent'] });
+    const pi = list.data[0]?.payment.payment_intent;
+    if (!pi || typeof pi === 'string') return null;
+    return { status: pi.status, declineCode: pi.last_payment_error?.decline_code ?? pi.last_payment_error?.code ?? null };
+  } catch {
+    // Only refines 'pending' into 'failed': the change itself is already decided by Stripe.
+    return null;
+  }
+}
+
+/**
+ * Sends a subscription update that is invoiced at once and applied only if that invoice is paid
+ * (`always_invoice` + `pending_if_incomplete`, set by the caller), and tells how its payment went:
+ * confirmed (applied), pending (awaits the customer) or failed (declined). Other Stripe errors are thrown.
+ */
+export async function updateAndCollect(
+  stripe: Pick<Stripe, 'subscriptions' | 'invoicePayments'>,
+  subscriptionId: string,
+  params: Stripe.SubscriptionUpdateParams,
+  idempotencyKey: string,
+): Promise<UpdateSubscriptionPlanOutcome> {
+  try {
+    const sub = await stripe.subscriptions.update(subscriptionId, params, { idempotencyKey });
+    const invoiceId = idOf(sub.latest_invoice);
+    const base = { subscriptionStatus: statusOf(sub.status), invoiceId, expiresAt: null, paymentStatus: null, declineCode: null };
+    if (!sub.pending_update) return { ...base, outcome: 'confirmed' };
+    const payment = invoiceId ? await latestPayment(stripe, invoiceId) : null;
+    const declined = payment?.status === 'requires_payment_method' || payment?.status === 'canceled';
+    return {
+      ...base,
+      outcome: declined ? 'failed' : 'pending',
+      expiresAt: sub.pending_update.expires_at,
+      paymentStatus: payment?.status ?? null,
+      declineCode: payment?.declineCode ?? null,
+    };
+  } catch (err) {
+    if (!(err instanceof Stripe.errors.StripeCardError)) throw err;
+    return { outcome: 'failed', subscriptionStatus: null, invoiceId: null, expiresAt: null, paymentStatus: null, declineCode: err.decline_code ?? err.code ?? null };
+  }
 }
 
 /** Creates the plan-change Stripe activities. */
@@ -131,26 +238,14 @@ export function createPlanChangeStripeActivities({ stripe, recordAppEvent }: Pla
     });
   }
 
-  /** The newest payment attempt of an invoice: tells a decline from a payment awaiting the customer. */
-  async function latestPayment(invoiceId: string): Promise<{ status: string; declineCode: string | null } | null> {
-    try {
-      const list = await stripe.invoicePayments.list({ invoice: invoiceId, limit: 1, expand: ['data.payment.payment_intent'] });
-      const pi = list.data[0]?.payment.payment_intent;
-      if (!pi || typeof pi === 'string') return null;
-      return { status: pi.status, declineCode: pi.last_payment_error?.decline_code ?? pi.last_payment_error?.code ?? null };
-    } catch {
-      // Only refines 'pending' into 'failed': the change itself is already decided by Stripe.
-      return null;
-    }
-  }
-
   return {
     /** Upgrade now: prorated and invoiced at once; applied only if that invoice is paid (pending_if_incomplete). */
     async updateSubscriptionPlan(input: UpdateSubscriptionPlanInput): Promise<UpdateSubscriptionPlanOutcome> {
       try {
         const current = await stripe.subscriptions.retrieve(input.subscriptionId);
         const item = planItem(current, input.fromPriceId);
-        const sub = await stripe.subscriptions.update(
+        const out = await updateAndCollect(
+          stripe,
           input.subscriptionId,
           {
             // pending_if_incomplete accepts only pending-update attributes: no metadata here.
@@ -160,37 +255,15 @@ export function createPlanChangeStripeActivities({ stripe, recordAppEvent }: Pla
             proration_date: input.prorationDate,
             expand: ['latest_invoice'],
           },
-          { idempotencyKey: planChangeIdempotencyKey(input.customerId, input.requestId) },
+          planChangeIdempotencyKey(input.customerId, input.requestId),
         );
-        const invoiceId = idOf(sub.latest_invoice);
-        const base = { subscriptionStatus: statusOf(sub.status), invoiceId, expiresAt: null, paymentStatus: null, declineCode: null };
-        if (!sub.pending_update) {
-          await reportOutcome(input, 'plan_change.completed', { kind: 'upgrade', status: 'confirmed', invoiceId, effectiveAt: input.prorationDate });
-          return { ...base, outcome: 'confirmed' };
+        if (out.outcome === 'confirmed') {
+          await reportOutcome(input, 'plan_change.completed', { kind: 'upgrade', status: 'confirmed', invoiceId: out.invoiceId, effectiveAt: input.prorationDate });
+        } else if (out.outcome === 'failed') {
+          await reportOutcome(input, 'plan_change.failed', { kind: 'upgrade', status: 'failed', invoiceId: out.invoiceId, declineCode: out.declineCode });
         }
-        const payment = invoiceId ? await latestPayment(invoiceId) : null;
-        const declined = payment?.status === 'requires_payment_method' || payment?.status === 'canceled';
-        if (declined) await reportOutcome(input, 'plan_change.failed', { kind: 'upgrade', status: 'failed', invoiceId, declineCode: payment?.declineCode ?? null });
-        return {
-          ...base,
-          outcome: declined ? 'failed' : 'pending',
-          expiresAt: sub.pending_update.expires_at,
-          paymentStatus: payment?.status ?? null,
-          declineCode: payment?.declineCode ?? null,
-        };
+        return out;
       } catch (err) {
-        if (err instanceof Stripe.errors.StripeCardError) {
-          const declineCode = err.decline_code ?? err.code ?? null;
-          await reportOutcome(input, 'plan_change.failed', { kind: 'upgrade', status: 'failed', invoiceId: null, declineCode });
-          return {
-            outcome: 'failed',
-            subscriptionStatus: null,
-            invoiceId: null,
-            expiresAt: null,
-            paymentStatus: null,
-            declineCode,
-          };
-        }
         if (err instanceof ApplicationFailure) throw err;
         return mapStripeError(err, `change plan of ${input.subscriptionId}`);
       }
@@ -202,38 +275,17 @@ export function createPlanChangeStripeActivities({ stripe, recordAppEvent }: Pla
      * switches the price exactly at renewal, so the renewal invoice is already at the new price.
      */
     async scheduleSubscriptionDowngrade(input: ScheduleDowngradeInput): Promise<{ scheduleId: string; effectiveAt: number | null }> {
-      const key = (step: string) => planChangeIdempotencyKey(input.customerId, input.requestId, step);
       try {
-        const sub = await stripe.subscriptions.retrieve(input.subscriptionId);
-        const item = planItem(sub, input.fromPriceId);
-        const existing = idOf(sub.schedule);
-        const schedule = existing
-          ? await stripe.subscriptionSchedules.retrieve(existing)
-          : await stripe.subscriptionSchedules.create({ from_subscription: input.subscriptionId }, { idempotencyKey: key('schedule') });
-        // The phase running now (an existing schedule may hold past phases before it).
-        const phase = schedule.phases.find((p) => p.start_date === schedule.current_phase?.start_date) ?? schedule.phases[0];
-        const start = phase?.start_date ?? schedule.current_phase?.start_date ?? item.current_period_start;
-        const end = schedule.current_phase?.end_date ?? phase?.end_date ?? item.current_period_end;
-        // Phases are declarative: whatever a phase omits (discounts, tax rates, metadata) is dropped from the
-        // subscription, so both phases repeat what the current one carries.
-        const phaseItem = phase?.items.find((i) => idOf(i.price) === item.price.id) ?? phase?.items[0];
-        const kept = keptPhaseSettings(phase, sub.metadata);
-        const keptItem = keptItemSettings(phaseItem, item);
-        await stripe.subscriptionSchedules.update(
-          schedule.id,
-          {
-            end_behavior: 'release',
-            proration_behavior: 'none',
-            phases: [
-              { ...kept, items: [{ ...keptItem, price: item.price.id }], start_date: start, end_date: end },
-              { ...kept, items: [{ ...keptItem, price: input.toPriceId }], duration: { interval: input.toInterval, interval_count: 1 } },
-            ],
-            metadata: { plan_change_request_id: input.requestId, plan_change_to_price: input.toPriceId },
-          },
-          { idempotencyKey: key('phases') },
-        );
-        await reportOutcome(input, 'plan_change.completed', { kind: 'downgrade', status: 'scheduled', scheduleId: schedule.id, effectiveAt: end ?? null });
-        return { scheduleId: schedule.id, effectiveAt: end ?? null };
+        const out = await scheduleNextPhase(stripe, {
+          subscriptionId: input.subscriptionId,
+          fromPriceId: input.fromPriceId,
+          key: (step) => planChangeIdempotencyKey(input.customerId, input.requestId, step),
+          price: input.toPriceId,
+          interval: input.toInterval,
+          metadata: { plan_change_request_id: input.requestId, plan_change_to_price: input.toPriceId },
+        });
+        await reportOutcome(input, 'plan_change.completed', { kind: 'downgrade', status: 'scheduled', scheduleId: out.scheduleId, effectiveAt: out.effectiveAt });
+        return out;
       } catch (err) {
         if (err instanceof ApplicationFailure) throw err;
         return mapStripeError(err, `schedule downgrade of ${input.subscriptionId}`);

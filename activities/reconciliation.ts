@@ -39,6 +39,7 @@ interface LocalRow {
   price_id: string | null;
   current_period_end: Date | null;
   cancel_at_period_end: boolean;
+  quantity: number;
   updated_at: Date;
 }
 
@@ -65,6 +66,7 @@ function toComparable(r: LocalRow): LocalSubscriptionRow {
     priceId: r.price_id,
     currentPeriodEnd: toUnix(r.current_period_end),
     cancelAtPeriodEnd: r.cancel_at_period_end,
+    quantity: r.quantity,
   };
 }
 
@@ -89,7 +91,7 @@ export function createReconciliationActivities(deps: ReconciliationDeps) {
   async function loadLocal(ids: string[]): Promise<Map<string, LocalRow>> {
     if (ids.length === 0) return new Map();
     const rows = await sql<LocalRow[]>`
-      SELECT id, customer_id, status, price_id, current_period_end, cancel_at_period_end, updated_at
+      SELECT id, customer_id, status, price_id, current_period_end, cancel_at_period_end, quantity, updated_at
       FROM subscriptions WHERE id IN ${sql(ids)}`;
     return new Map(rows.map((r) => [r.id, r]));
   }
@@ -215,7 +217,7 @@ export function createReconciliationActivities(deps: ReconciliationDeps) {
      */
     async scanLocalOnlyPage(input: { runId: string; cursor: string | null; pageSize: number }): Promise<ReconciliationPageResult> {
       const rows = await sql<LocalRow[]>`
-        SELECT s.id, s.customer_id, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end, s.updated_at
+        SELECT s.id, s.customer_id, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end, s.quantity, s.updated_at
         FROM subscriptions s JOIN reconciliation_runs r ON r.id = ${input.runId}
         WHERE s.created_at < r.started_at
           AND NOT s.needs_review

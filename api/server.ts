@@ -10,6 +10,7 @@ import { initTracing } from '../lib/tracing';
 import { waitFor } from '../lib/wait-for';
 import { createApp } from './app';
 import { createDispatcher, dispatcherOptions } from './dispatcher';
+import { createEntitlementReader } from './entitlement-reader';
 import { createIngest } from './ingest';
 import { createMetrics } from './metrics';
 import { createSweeper } from './sweeper';
@@ -52,7 +53,10 @@ async function main(): Promise<void> {
   const inbox = createInboxNotifier(sql, logger);
   // Hands stored deliveries to Temporal; the request path only stores them.
   const dispatcher = createDispatcher({ sql, ingest, logger, metrics, options: dispatcherOptions(config), webhookInFlight: () => ingest.load.recentPeak() });
-  const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest, dispatcher });
+  // Its cache is trusted without a round trip only while its LISTEN is up (api/entitlement-reader.ts).
+  const entitlements = createEntitlementReader({ sql, logger });
+  entitlements.start();
+  const app = createApp({ config, sql, temporal, stripe, logger, metrics, ingest, dispatcher, entitlements });
 
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: '0.0.0.0' }, (info) => {
     logger.info({ port: info.port, stripeApiBase: config.STRIPE_API_BASE ?? 'api.stripe.com' }, 'api listening');
@@ -84,6 +88,7 @@ async function main(): Promise<void> {
     server.close(async () => {
       inbox.stop();
       await dispatcher.stop().catch(() => {});
+      await entitlements.stop().catch(() => {});
       await sql.end({ timeout: 5 }).catch(() => {});
       await temporal.connection.close().catch(() => {});
       await tracing.shutdown().catch(() => {});

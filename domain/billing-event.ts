@@ -28,6 +28,12 @@ export const SubscriptionItemSchema = z.object({
 });
 export type SubscriptionItem = z.infer<typeof SubscriptionItemSchema>;
 
+/** The seats of a subscription: its primary item's quantity (the item with the subscription's price, else the first); null without items. */
+export function primaryQuantity(s: { priceId: string | null; items?: readonly SubscriptionItem[] }): number | null {
+  const items = s.items ?? [];
+  return (items.find((i) => i.priceId === s.priceId) ?? items[0])?.quantity ?? null;
+}
+
 /** trial_settings.end_behavior.missing_payment_method: what Stripe does when a trial ends without a card. */
 export const TrialMissingPaymentMethodSchema = z.enum(['cancel', 'pause', 'create_invoice']);
 export type TrialMissingPaymentMethod = z.infer<typeof TrialMissingPaymentMethodSchema>;

@@ -55,6 +55,12 @@ export interface PlanChangeView {
   /** The Stripe Subscription Schedule that carries a scheduled downgrade. */
   scheduleId?: string | null;
   invoiceId?: string | null;
+  /**
+   * A seat change (changeQuantity): the seats before and after; the plan stays (fromPlanId = toPlanId) and
+   * kind reads upgrade for an increase, downgrade for a decrease. Absent for plan changes.
+   */
+  fromQuantity?: number;
+  toQuantity?: number;
 }
 
 /** What the `state` query returns. */
@@ -89,6 +95,34 @@ export interface ChangePlanResult {
   toPlanId: string;
   /** confirmed: Stripe applied it; pending: awaiting payment; scheduled: at period end; canceled: a scheduled change withdrawn. */
   status: 'confirmed' | 'pending' | 'scheduled' | 'failed' | 'canceled';
+  effectiveAt: number | null;
+  invoiceId: string | null;
+  message: string;
+}
+
+/** A seat change (the customer workflow's changeQuantity Update). */
+export interface ChangeQuantityRequest {
+  /** The new number of seats: the primary item's quantity (1 … MAX_SEATS of domain/seats.ts). */
+  quantity: number;
+  requestId: string;
+  /** Unix seconds; the preview's proration date (required for increases). */
+  prorationDate?: number;
+  /** The preview's subscriptionVersion (required for increases): refused with SubscriptionChanged if the subscription changed since. */
+  subscriptionVersion?: string;
+  /** When a decrease takes effect: the API sends its SEAT_DECREASE_AT; absent reads as period_end. */
+  decreaseAt?: 'period_end' | 'now';
+}
+
+export interface ChangeQuantityResult {
+  requestId: string;
+  kind: 'increase' | 'decrease';
+  subscriptionId: string;
+  planId: string | null;
+  fromQuantity: number;
+  toQuantity: number;
+  /** confirmed: Stripe applied it; pending: an increase awaiting payment; scheduled: a decrease at the renewal; failed: payment declined. */
+  status: 'confirmed' | 'pending' | 'scheduled' | 'failed';
+  /** Unix seconds: the proration date of a change made now, or the renewal of a scheduled decrease. */
   effectiveAt: number | null;
   invoiceId: string | null;
   message: string;

@@ -38,6 +38,10 @@ export interface NoticeTemplateData {
   declineCode: string | null;
   /** ISO time the trial ends. */
   trialEndsAt: string | null;
+  /** Whether the customer has a payment method on file (null: not known); optional for callers that predate it. */
+  hasPaymentMethod?: boolean | null;
+  /** What Stripe does when the trial ends without one (trial_settings.end_behavior.missing_payment_method). */
+  trialEndBehavior?: 'cancel' | 'pause' | 'create_invoice' | null;
   /** IANA timezone of the customer: dates are shown in their local time. */
   timeZone: string;
 }
@@ -114,6 +118,9 @@ interface Prepared {
   nextAttempt: string | null;
   trialEnds: string | null;
   declinePhrase: string | null;
+  /** Known to have no payment method: the trial reminder asks for one. */
+  noPaymentMethod: boolean;
+  trialEndBehavior: 'cancel' | 'pause' | 'create_invoice' | null;
 }
 
 interface Link {
@@ -146,7 +153,23 @@ function prepare(data: NoticeTemplateData): Prepared {
     nextAttempt: formatDate(data.nextAttemptAt, data.timeZone),
     trialEnds: formatDate(data.trialEndsAt, data.timeZone),
     declinePhrase: data.declineCode === null ? null : (DECLINE_PHRASES[data.declineCode] ?? null),
+    noPaymentMethod: data.hasPaymentMethod === false,
+    trialEndBehavior: data.trialEndBehavior ?? null,
   };
+}
+
+/** What happens when the trial ends without a payment method, as one sentence. */
+function trialEndWithoutCard(d: Prepared): string {
+  switch (d.trialEndBehavior) {
+    case 'pause':
+      return `Add one before then, or your subscription will be paused until you do.`;
+    case 'cancel':
+      return `Add one before then, or your subscription will be canceled when the trial ends.`;
+    case 'create_invoice':
+      return d.amount ? `Add one before then; otherwise we'll send you an invoice for ${d.amount} to pay.` : `Add one before then; otherwise we'll send you an invoice to pay.`;
+    default:
+      return `Add one before then to keep your subscription going.`;
+  }
 }
 
 // Only reasons that are safe and useful to tell; fraud-related codes stay a plain "declined".
@@ -243,10 +266,12 @@ const TEMPLATES: Record<TemplateKind, (d: Prepared) => Content> = {
       subject: d.trialEnds ? `${capitalize(trial)} ends on ${d.trialEnds}` : `${capitalize(trial)} is ending soon`,
       paragraphs: [
         d.trialEnds ? `${capitalize(trial)} ends on ${d.trialEnds}.` : `${capitalize(trial)} is ending soon.`,
-        sentences(d.amount ? `After that, we'll charge ${d.amount} to your card on file.` : `After that, we'll charge your card on file.`, 'Please make sure it is up to date.'),
+        d.noPaymentMethod
+          ? sentences(`You haven't added a payment method yet.`, trialEndWithoutCard(d))
+          : sentences(d.amount ? `After that, we'll charge ${d.amount} to your card on file.` : `After that, we'll charge your card on file.`, 'Please make sure it is up to date.'),
       ],
       amountLabel: 'First payment',
-      links: [card(d, 'Update your card'), invoice(d, 'View the invoice')].filter(isLink),
+      links: [card(d, d.noPaymentMethod ? 'Add a payment method' : 'Update your card'), invoice(d, 'View the invoice')].filter(isLink),
     };
   },
 };

@@ -23,7 +23,9 @@ export type PlanChangeRejection =
   | 'NotCanceling'
   | 'PreviewRequired'
   | 'SubscriptionChanged'
-  | 'SubscriptionCanceling';
+  | 'SubscriptionCanceling'
+  | 'SameQuantity'
+  | 'InvalidQuantity';
 
 /** What the rules read of the customer's subscription: the one local subscription contract. */
 export type PlanChangeSubject = LocalSubscription;
@@ -82,28 +84,46 @@ export function decidePlanChange(input: {
   if (from.currency !== to.currency) {
     return { ok: false, type: 'CurrencyMismatch', message: `${to.id} is billed in ${to.currency}, the subscription in ${from.currency}` };
   }
-  if (prorationDate !== undefined) {
-    if (!Number.isSafeInteger(prorationDate) || prorationDate > now + PRORATION_DATE_MAX_SKEW_SECONDS || prorationDate < now - PRORATION_DATE_MAX_AGE_SECONDS) {
-      return { ok: false, type: 'InvalidProrationDate', message: 'prorationDate must be a recent unix time from a preview (at most 24 h old)' };
-    }
-  }
+  const stale = prorationDateRejection(prorationDate, now);
+  if (stale) return { ok: false, ...stale };
   const kind = classifyPlanChange(from.rank, to.rank) === 'upgrade' ? 'upgrade' : 'downgrade';
   return { ok: true, kind, from, to };
 }
 
-/**
- * A token of the local subscription as a preview saw it: any change of its id, status, plan, price,
- * period, cancel flag or scheduled change gives a new token. Deterministic (FNV-1a), so the workflow's
- * validator computes it from the same row the preview read and a commit can tell the two apart.
- */
-export function subscriptionVersion(sub: PlanChangeSubject): string {
-  const text = JSON.stringify([sub.id, sub.status, sub.planId, sub.priceId, sub.currentPeriodEnd, sub.cancelAtPeriodEnd, sub.pendingPlanId]);
+/** Why a preview's proration date cannot be used (not a recent unix time), or null when it can or is absent. */
+export function prorationDateRejection(prorationDate: number | undefined, now: number): { type: 'InvalidProrationDate'; message: string } | null {
+  if (prorationDate === undefined) return null;
+  if (!Number.isSafeInteger(prorationDate) || prorationDate > now + PRORATION_DATE_MAX_SKEW_SECONDS || prorationDate < now - PRORATION_DATE_MAX_AGE_SECONDS) {
+    return { type: 'InvalidProrationDate', message: 'prorationDate must be a recent unix time from a preview (at most 24 h old)' };
+  }
+  return null;
+}
+
+function fnv1a(text: string): string {
   let hash = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     hash ^= text.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  return `sv1_${hash.toString(16).padStart(8, '0')}`;
+  return hash.toString(16).padStart(8, '0');
+}
+
+/**
+ * A token of the local subscription as a preview saw it: any change of its id, status, plan, price,
+ * period, cancel flag, scheduled change or seats (quantity) gives a new token. Deterministic (FNV-1a), so
+ * the workflow's validator computes it from the same row the preview read and a commit can tell the two apart.
+ */
+export function subscriptionVersion(sub: PlanChangeSubject): string {
+  const fields = [sub.id, sub.status, sub.planId, sub.priceId, sub.currentPeriodEnd, sub.cancelAtPeriodEnd, sub.pendingPlanId, sub.quantity ?? 1];
+  return `sv2_${fnv1a(JSON.stringify(fields))}`;
+}
+
+/**
+ * The token previews issued before seat changes (no quantity). Only the changePlan handler of histories
+ * recorded before the subscription-version-quantity patch compares with it, so their replay is unchanged.
+ */
+export function subscriptionVersionV1(sub: PlanChangeSubject): string {
+  return `sv1_${fnv1a(JSON.stringify([sub.id, sub.status, sub.planId, sub.priceId, sub.currentPeriodEnd, sub.cancelAtPeriodEnd, sub.pendingPlanId]))}`;
 }
 
 /**
@@ -121,8 +141,13 @@ export function commitRejection(input: {
   local: PlanChangeSubject | null;
   prorationDate?: number | undefined;
   subscriptionVersion?: string | undefined;
+  /** How the version is computed (default subscriptionVersion; replays of older histories: subscriptionVersionV1). */
+  versionOf?: (sub: PlanChangeSubject) => string;
+  /** The preview endpoint a PreviewRequired answer names (default the plan-change preview). */
+  previewPath?: string;
 }): { type: PlanChangeRejection; message: string } | null {
   const { kind, subscription: sub, local } = input;
+  const versionOf = input.versionOf ?? subscriptionVersion;
   if (kind === 'downgrade' && sub.cancelAtPeriodEnd) {
     return {
       type: 'SubscriptionCanceling',
@@ -132,10 +157,10 @@ export function commitRejection(input: {
   if (kind === 'upgrade' && (input.prorationDate === undefined || input.subscriptionVersion === undefined)) {
     return {
       type: 'PreviewRequired',
-      message: 'an upgrade needs its preview: POST /customers/{id}/subscription/plan/preview first, then pass its prorationDate and subscriptionVersion',
+      message: `${input.previewPath ? 'a change charged now' : 'an upgrade'} needs its preview: ${input.previewPath ?? 'POST /customers/{id}/subscription/plan/preview'} first, then pass its prorationDate and subscriptionVersion`,
     };
   }
-  if (input.subscriptionVersion !== undefined && (!local || input.subscriptionVersion !== subscriptionVersion(local))) {
+  if (input.subscriptionVersion !== undefined && (!local || input.subscriptionVersion !== versionOf(local))) {
     return { type: 'SubscriptionChanged', message: `subscription ${sub.id} changed since the preview; preview again and commit with the new prorationDate and subscriptionVersion` };
   }
   return null;

@@ -3,7 +3,7 @@
  * against local dunning cycles (and the synthetic invoice events that repair them), the access state
  * the local rows imply, the retired 'mark_unpaid' emulation; and the reconciliation workflow's I/O.
  */
-import { BillingEventSchema, type BillingEvent, type SubscriptionStatus } from './billing-event';
+import { BillingEventSchema, primaryQuantity, type BillingEvent, type SubscriptionStatus } from './billing-event';
 import { isEndedSubscriptionStatus } from './billing/current-subscription';
 import { UPGRADE_BILLING_REASON } from './billing/reducer';
 import { DUNNING_FINAL_ACTION_METADATA_KEY } from './dunning-cycle';
@@ -19,6 +19,8 @@ export interface LocalSubscriptionRow {
   /** Unix seconds. */
   currentPeriodEnd: number | null;
   cancelAtPeriodEnd: boolean;
+  /** Seats: the primary item's quantity (undefined: not compared). */
+  quantity?: number;
 }
 
 /**
@@ -33,6 +35,7 @@ export type DriftField =
   | 'price'
   | 'current_period_end'
   | 'cancel_at_period_end'
+  | 'quantity'
   | 'customer'
   | 'invoice_without_cycle'
   | 'cycle_invoice_closed'
@@ -55,6 +58,7 @@ export type DriftKind =
   | 'plan'
   | 'period'
   | 'cancel_at_period_end'
+  | 'quantity'
   | 'customer'
   | 'invoice_without_cycle'
   | 'cycle_invoice_closed'
@@ -80,6 +84,8 @@ export function diffSubscription(local: LocalSubscriptionRow | null, stripe: Sub
   check('price', local.priceId, stripe.priceId);
   check('current_period_end', iso(local.currentPeriodEnd), iso(stripe.currentPeriodEnd));
   check('cancel_at_period_end', String(local.cancelAtPeriodEnd), String(stripe.cancelAtPeriodEnd));
+  const stripeQuantity = primaryQuantity(stripe);
+  if (local.quantity !== undefined && stripeQuantity !== null) check('quantity', String(local.quantity), String(stripeQuantity));
   return drift;
 }
 
@@ -96,6 +102,8 @@ export function driftKind(d: FieldDrift): DriftKind {
       return 'period';
     case 'cancel_at_period_end':
       return 'cancel_at_period_end';
+    case 'quantity':
+      return 'quantity';
     case 'customer':
     case 'invoice_without_cycle':
     case 'cycle_invoice_closed':

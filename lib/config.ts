@@ -159,6 +159,8 @@ export const ConfigSchema = z
     OUTBOX_RELAY_POLL_MS: z.coerce.number().int().min(50).default(500),
     /** Window of the checkout success-rate gauge. */
     CHECKOUT_SUCCESS_WINDOW_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(24),
+    /** When a seat decrease takes effect: at the renewal (a Subscription Schedule) or now, with a credit proration. */
+    SEAT_DECREASE_AT: z.enum(['period_end', 'now'], { error: 'SEAT_DECREASE_AT must be "period_end" or "now"' }).default('period_end'),
     /** Days the `retention-daily` schedule keeps delivery-log payloads and settled rows (rows that dedup something: at least 35). */
     WEBHOOK_RETENTION_DAYS: z.coerce
       .number()

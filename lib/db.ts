@@ -30,10 +30,45 @@ export function createSql(url: string, opts: { max?: number; applicationName?: s
     apply: (_target, thisArg, args) => Reflect.apply(current, thisArg, args),
     get: (_target, prop) => {
       if (prop === 'end') return end;
+      if (prop === POOL_SOURCE) return { url, opts };
       const value: unknown = Reflect.get(current, prop, current);
       return typeof value === 'function' ? value.bind(current) : value;
     },
   });
+}
+
+/** What createSql made a pool from: a dedicated connection to the same database is made from it. */
+const POOL_SOURCE = Symbol('poolSource');
+
+/** What a dedicated LISTEN connection reports (lib/pg-listener.ts). */
+export interface ListenConnectionHandlers {
+  /** Every notification on the connection, whatever its channel. */
+  onnotify(channel: string, payload: string): void;
+  /** Every close of the connection, a failed connect included. */
+  onclose(): void;
+}
+
+/**
+ * One dedicated connection to the database of a pool made by createSql, that never idles out or recycles,
+ * for LISTEN. `onnotify` is the option postgres.js's own `sql.listen` is built on (not in its types;
+ * postgres is pinned exactly and test/integration/entitlement-cache.test.ts exercises it).
+ */
+export function createListenConnection(pool: Sql, handlers: ListenConnectionHandlers): Sql {
+  const source = (pool as unknown as Record<symbol, { url: string; opts: { applicationName?: string } } | undefined>)[POOL_SOURCE];
+  if (!source) throw new Error('createListenConnection: the pool was not made by createSql');
+  const options: postgres.Options<Record<string, never>> & { onnotify: ListenConnectionHandlers['onnotify'] } = {
+    max: 1,
+    idle_timeout: 0,
+    max_lifetime: null,
+    connect_timeout: 10,
+    fetch_types: false,
+    backoff: reconnectBackoff,
+    onnotice: () => {},
+    connection: { application_name: source.opts.applicationName ?? 'billing-engine' },
+    onclose: () => handlers.onclose(),
+    onnotify: (channel: string, payload: string) => handlers.onnotify(channel, payload),
+  };
+  return postgres(source.url, options) as unknown as Sql;
 }
 
 /** For logs: host, port and database of a DATABASE_URL, without its credentials. */
@@ -49,14 +84,18 @@ interface ReplaceablePool {
 /** Every pool of this process: the crash guard cannot tell which one the broken connection belongs to. */
 const pools = new Set<ReplaceablePool>();
 
+/**
+ * postgres.js's default reconnect delay grows with a retry count shared by the whole pool, up to 20 s:
+ * after a 1 s Postgres restart, webhook answers waited ~19 s (npm run chaos). Capped at ~2 s.
+ */
+const reconnectBackoff = (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.1 * 2 ** retries, 2);
+
 function createPool(url: string, opts: { max?: number; applicationName?: string }): Sql {
   return postgres(url, {
     max: opts.max ?? 10,
     idle_timeout: 30,
     connect_timeout: 10,
-    // postgres.js's default reconnect delay grows with a retry count shared by the whole pool, up to
-    // 20 s: after a 1 s Postgres restart, webhook answers waited ~19 s (npm run chaos). Capped at ~2 s.
-    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.1 * 2 ** retries, 2),
+    backoff: reconnectBackoff,
     onnotice: () => {},
     types: {
       bigint: {

@@ -13,7 +13,9 @@ import { NativeConnection, Runtime, Worker, DefaultLogger, bundleWorkflowCode } 
 import { createActivities } from '../activities';
 import { normalizeStripeEvent } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
-import { changePlanUpdate, stateQuery, stripeEventSignal, reconcileSignal } from '../workflows/contracts';
+import { cancelPendingPlanChangeUpdate, changePlanUpdate, changeQuantityUpdate, stateQuery, stripeEventSignal, reconcileSignal } from '../workflows/contracts';
+import { loadCurrentSubscription } from '../lib/subscriptions';
+import { subscriptionVersion } from '../domain/plan-change';
 import { loadConfig } from '../lib/config';
 import { createSql } from '../lib/db';
 import { migrate } from '../lib/migrate';
@@ -26,7 +28,12 @@ import { createOutboxRelay } from '../worker/outbox-relay';
 
 const OUT = path.join(ROOT, 'test', 'fixtures', 'histories');
 /** The generation this run records; older generations stay as recorded. */
-const GEN = 'v6';
+const GEN = 'v7';
+/**
+ * `--new-only`: record only the scenarios this generation adds (7 and 8); the scenarios of earlier
+ * generations (1-6) replay the same code paths as their v6 recordings.
+ */
+const NEW_ONLY = process.argv.includes('--new-only');
 
 async function main(): Promise<void> {
   const dir = tempDir('record-histories');
@@ -71,6 +78,60 @@ async function main(): Promise<void> {
     relay.start();
 
     await worker.runUntil(async () => {
+      if (!NEW_ONLY) await earlierScenarios();
+      // Scenario 7 (v7): seats. A decrease at the period end (a schedule), withdrawn, then an increase
+      // (stripe-mock's subscription always carries a pending_update: the increase reads as pending).
+      await sql`
+        INSERT INTO plans (id, stripe_price_id, name, amount, currency, interval, rank) VALUES
+          ('pro-monthly', 'price_ProMonthly', 'Pro', 2900, 'usd', 'month', 20)
+        ON CONFLICT (id) DO NOTHING`;
+      const s7 = uniqueFixture('customer.created', { token: 'RecSeats' });
+      const subEnvelope = uniqueFixture('customer.subscription.created', { token: s7.token }).envelope;
+      (subEnvelope.data.object as { items: { data: { quantity: number }[] } }).items.data[0]!.quantity = 5;
+      const env7 = [uniqueFixture('customer.created', { token: s7.token }).envelope, subEnvelope].map(normalized);
+      const h7 = await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(s7.customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId: s7.customerId }],
+        signal: stripeEventSignal,
+        signalArgs: [env7[0]!],
+      });
+      await h7.signal(stripeEventSignal, env7[1]!);
+      await waitFor(async () => (await h7.query(stateQuery)).applied >= 2);
+      await h7.executeUpdate(changeQuantityUpdate, { args: [{ quantity: 2, requestId: 'record-seats-down', decreaseAt: 'period_end' }] });
+      await h7.executeUpdate(cancelPendingPlanChangeUpdate, { args: [{ requestId: 'record-seats-withdraw' }] });
+      const local7 = await loadCurrentSubscription(sql, s7.customerId);
+      if (!local7) throw new Error('scenario 7: no local subscription');
+      await h7.executeUpdate(changeQuantityUpdate, {
+        args: [{ quantity: 6, requestId: 'record-seats-up', prorationDate: Math.floor(Date.now() / 1000), subscriptionVersion: subscriptionVersion(local7) }],
+      });
+      await save(client, h7.workflowId, h7.signaledRunId, `${GEN}-customer-seats`);
+      await client.workflow.getHandle(h7.workflowId).terminate('recorded');
+
+      // Scenario 8 (v7): a trial that ended without a card is paused, then the customer sets a default
+      // card: the resume_subscription effect runs (stripe-mock's subscription is not paused: a no-op).
+      const s8 = uniqueFixture('customer.created', { token: 'RecTrial' });
+      const env8 = ['customer.created', 'customer.subscription.paused', 'customer.updated'].map((t) => normalized(uniqueFixture(t, { token: s8.token }).envelope));
+      const h8 = await client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(s8.customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId: s8.customerId }],
+        signal: stripeEventSignal,
+        signalArgs: [env8[0]!],
+      });
+      for (const e of env8.slice(1)) await h8.signal(stripeEventSignal, e);
+      await waitFor(async () => (await h8.query(stateQuery)).lastEventId === env8[2]!.eventId);
+      await waitFor(async () => {
+        const history = await client.workflow.getHandle(h8.workflowId).fetchHistory();
+        return (history.events ?? []).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'resumePausedSubscription');
+      });
+      await new Promise((r) => setTimeout(r, 2000)); // the activity completes and the workflow task after it
+      await save(client, h8.workflowId, h8.signaledRunId, `${GEN}-customer-trial-resumed`);
+      await client.workflow.getHandle(h8.workflowId).terminate('recorded');
+    });
+
+    /** The scenarios recorded since v1 (as of v6). */
+    async function earlierScenarios(): Promise<void> {
       // Scenario 1: a subscription lifecycle with a duplicate, a stale event and a continue-as-new.
       const { customerId, token } = uniqueFixture('customer.created', { token: 'RecLifecycle' });
       const envs = ['customer.created', 'customer.subscription.created', 'customer.subscription.updated', 'invoice.paid', 'customer.updated']
@@ -253,7 +314,7 @@ async function main(): Promise<void> {
       await save(client, retention.workflowId, retention.firstExecutionRunId, `${GEN}-retention-run1`);
       const lastRetention = await client.workflow.getHandle(retention.workflowId).describe();
       if (lastRetention.runId !== retention.firstExecutionRunId) await save(client, retention.workflowId, lastRetention.runId, `${GEN}-retention-last-run`);
-    });
+    }
     await relay.stop();
     await nativeConnection.close();
     await connection.close();
@@ -281,6 +342,13 @@ async function startFlakyApp(): Promise<{ url: string; delivered: number; close(
   const address = server.address();
   state.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/billing-events`;
   return state;
+}
+
+/** A fixture envelope as the webhook normalizer hands it to the workflow. */
+function normalized(e: { type: string }) {
+  const n = normalizeStripeEvent(e);
+  if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
+  return n.event;
 }
 
 async function waitFor(fn: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {

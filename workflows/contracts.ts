@@ -5,7 +5,7 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { BillingEvent } from '../domain/billing-event';
-import type { CancelSubscriptionRequest, ChangePlanRequest, ChangePlanResult, CustomerWorkflowState, DunningEvent, DunningReport, DunningView, ReconcileRequest, SubscriptionActionResult } from '../domain/messages';
+import type { CancelSubscriptionRequest, ChangePlanRequest, ChangePlanResult, ChangeQuantityRequest, ChangeQuantityResult, CustomerWorkflowState, DunningEvent, DunningReport, DunningView, ReconcileRequest, SubscriptionActionResult } from '../domain/messages';
 
 // ---- custom search attributes (shown and filterable in the Temporal UI) ----------------------------
 export const StripeCustomerIdKey = defineSearchAttributeKey('StripeCustomerId', SearchAttributeType.KEYWORD);
@@ -31,6 +31,8 @@ export const stripeEventsSignal = defineSignal<[BillingEvent[]]>('stripeEvents')
 export const reconcileSignal = defineSignal<[ReconcileRequest]>('reconcile');
 export const stateQuery = defineQuery<CustomerWorkflowState>('state');
 export const changePlanUpdate = defineUpdate<ChangePlanResult, [ChangePlanRequest]>('changePlan');
+/** Seats: an increase now (prorated, invoiced), a decrease at the renewal or now (request.decreaseAt). */
+export const changeQuantityUpdate = defineUpdate<ChangeQuantityResult, [ChangeQuantityRequest]>('changeQuantity');
 export const cancelPendingPlanChangeUpdate = defineUpdate<ChangePlanResult | null, [{ requestId: string }]>('cancelPendingPlanChange');
 export const cancelSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [CancelSubscriptionRequest]>('cancelSubscription');
 export const resumeSubscriptionUpdate = defineUpdate<SubscriptionActionResult, [{ requestId: string }]>('resumeSubscription');

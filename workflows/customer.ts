@@ -196,6 +196,7 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
       currentPeriodEnd: subscription.currentPeriodEnd,
       cancelAtPeriodEnd: subscription.cancelAtPeriodEnd,
       pendingPlanId: subscription.pendingPlanId,
+      quantity: subscription.quantity ?? 1,
     },
     dunning: [...dunning.values()],
     planChange: planChange.view(),
@@ -371,6 +372,9 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
         case 'void_invoice':
           await voidInvoice(effect.invoiceId, effect.reason);
           break;
+        case 'resume_subscription':
+          await resumePausedSubscription(effect.subscriptionId, effect.paymentMethodId);
+          break;
         case 'end_dunning': {
           await signalDunning(effect.invoiceId, effect.event);
           const view = dunning.get(effect.invoiceId);
@@ -407,6 +411,20 @@ export async function customerWorkflow(input: CustomerWorkflowInput): Promise<vo
     } catch (err) {
       if (!(err instanceof ActivityFailure)) throw err;
       log.error('could not void the proration invoice of an expired plan change', { invoiceId, reason, error: err.message });
+    }
+  }
+
+  /**
+   * Resumes a subscription paused for want of a payment method, now that there is one. A failure is
+   * logged: the subscription stays paused (visible in the read model) and the next card event retries.
+   */
+  async function resumePausedSubscription(subscriptionId: string, paymentMethodId: string | null): Promise<void> {
+    try {
+      const result = await stripeWrite.resumePausedSubscription({ subscriptionId, paymentMethodId });
+      log.info('paused subscription resumed with a payment method', { subscriptionId, outcome: result.outcome, status: result.status });
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.error('could not resume the paused subscription', { subscriptionId, error: err.message });
     }
   }
 

@@ -14,9 +14,11 @@ import type { LocalSubscription } from '../domain/billing/state';
 import type { BillingEvent } from '../domain/billing-event';
 import { type CancelSubscriptionRequest, type ChangePlanRequest, type ChangePlanResult, type PlanChangeView, type SubscriptionActionResult } from '../domain/messages';
 import { cancelPendingPlanChangeUpdate, cancelSubscriptionUpdate, changePlanUpdate, refreshPlanCatalogUpdate, resumeSubscriptionUpdate } from './contracts';
-import { commitRejection, decidePlanChange, REQUEST_ID_PATTERN, type PlanChangeRejection } from '../domain/plan-change';
+import { commitRejection, decidePlanChange, REQUEST_ID_PATTERN, subscriptionVersion, subscriptionVersionV1, type PlanChangeRejection } from '../domain/plan-change';
 import type { Plan } from '../domain/plan-catalog';
+import { seatsText } from '../domain/seats';
 import { localPostgresActivities, postgresActivities } from './postgres-activities';
+import { installSeatHandlers } from './seats';
 import { stripeInteractiveWriteActivities } from './stripe-activities';
 
 const db = postgresActivities;
@@ -32,6 +34,8 @@ const EXPECTED_TTL_SECONDS = 3600;
 /** What Stripe confirmed but the local row (written only from webhooks) does not show yet. */
 interface ExpectedState {
   planId?: string;
+  /** Seats Stripe confirmed (a seat change made now). */
+  quantity?: number;
   cancelAtPeriodEnd?: boolean;
   canceled?: boolean;
   until: number;
@@ -63,6 +67,11 @@ export const PLAN_CHANGE_CATALOG_PATCH = 'plan-change-catalog';
  * would reject changes older histories accepted, so it runs only in runs that recorded this marker.
  */
 export const PLAN_CHANGE_COMMIT_RULES_PATCH = 'plan-change-commit-rules';
+/**
+ * patched() id of subscription versions that cover the seats (sv2, domain/plan-change.ts): the changePlan
+ * handler of histories recorded before it compares the token with the sv1 hash those previews issued.
+ */
+export const SUBSCRIPTION_VERSION_QUANTITY_PATCH = 'subscription-version-quantity';
 
 export interface PlanChangeHandlers {
   view(): PlanChangeView | null;
@@ -76,7 +85,8 @@ export interface PlanChangeHandlers {
   init(catalogPatched?: boolean, local?: boolean): Promise<void>;
 }
 
-type ScheduledChange = { planId: string; effectiveAt: number | null };
+/** A change waiting for the renewal: a downgrade to planId, or (quantity set) a seat decrease on it. */
+type ScheduledChange = { planId: string; effectiveAt: number | null; quantity?: number };
 
 /** Registers the plan-change updates; returns hooks the main loop calls. */
 export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHandlers {
@@ -116,15 +126,36 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
     return {
       ...s,
       planId: expected.planId ?? s.planId,
+      ...(expected.quantity !== undefined ? { quantity: expected.quantity } : {}),
       cancelAtPeriodEnd: expected.cancelAtPeriodEnd ?? s.cancelAtPeriodEnd,
       status: expected.canceled ? 'canceled' : s.status,
     };
   }
 
   function scheduledChange(sub: LocalSubscription | null): ScheduledChange | null {
-    if (change?.status === 'scheduled') return { planId: change.toPlanId, effectiveAt: change.effectiveAt ?? null };
+    if (change?.status === 'scheduled') {
+      const seats = change.toQuantity !== undefined ? { quantity: change.toQuantity } : {};
+      return { planId: change.toPlanId, effectiveAt: change.effectiveAt ?? null, ...seats };
+    }
     if (sub?.pendingPlanId) return { planId: sub.pendingPlanId, effectiveAt: null };
     return null;
+  }
+
+  /** What a change is to, in messages: a plan, or seats. */
+  const describeTarget = (t: { toPlanId?: string; planId?: string; toQuantity?: number; quantity?: number }) => {
+    const seats = t.toQuantity ?? t.quantity;
+    return seats !== undefined ? seatsText(seats) : (t.toPlanId ?? t.planId ?? 'another plan');
+  };
+
+  /** Refuses a new change while one awaits payment or the renewal (one subscription change at a time). */
+  function requireNoOpenChange(sub: LocalSubscription | null): void {
+    if (change?.status === 'pending' && (change.expiresAt ?? 0) > now()) {
+      reject('ChangeInFlight', `the change to ${describeTarget(change)} awaits payment of invoice ${change.invoiceId ?? 'unknown'} until ${iso(change.expiresAt)}`);
+    }
+    const scheduled = scheduledChange(sub);
+    if (scheduled) {
+      reject('ChangeInFlight', `a change to ${describeTarget(scheduled)} is scheduled for ${iso(scheduled.effectiveAt)}; cancel it first`);
+    }
   }
 
   function requireNotBusy(): void {
@@ -200,24 +231,22 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
     const decision = decidePlanChange({ catalog: catalog ?? [], subscription: sub, planId: req.planId, prorationDate: req.prorationDate ?? undefined, now: now() });
     if (!decision.ok) reject(decision.type, decision.message);
     if (!sub) reject('NoSubscription', 'the customer has no subscription');
-    if (change?.status === 'pending' && (change.expiresAt ?? 0) > now()) {
-      reject('ChangeInFlight', `the upgrade to ${change.toPlanId} awaits payment of invoice ${change.invoiceId ?? 'unknown'} until ${iso(change.expiresAt)}`);
-    }
-    const scheduled = scheduledChange(sub);
-    if (scheduled) {
-      reject('ChangeInFlight', `a change to ${scheduled.planId} is scheduled for ${iso(scheduled.effectiveAt)}; cancel it first`);
-    }
+    requireNoOpenChange(sub);
     return { ...decision, sub };
   }
 
-  /** The commit rules of domain/plan-change.ts: compared with the local row the preview read. */
-  function checkCommit(req: ChangePlanRequest, kind: 'upgrade' | 'downgrade', sub: LocalSubscription): void {
+  /**
+   * The commit rules of domain/plan-change.ts: compared with the local row the preview read. `seatsInVersion`
+   * false: the sv1 token of histories recorded before SUBSCRIPTION_VERSION_QUANTITY_PATCH.
+   */
+  function checkCommit(req: ChangePlanRequest, kind: 'upgrade' | 'downgrade', sub: LocalSubscription, seatsInVersion = true): void {
     const refused = commitRejection({
       kind,
       subscription: sub,
       local: ctx.getSubscription(),
       prorationDate: req.prorationDate ?? undefined,
       subscriptionVersion: req.subscriptionVersion ?? undefined,
+      versionOf: seatsInVersion ? subscriptionVersion : subscriptionVersionV1,
     });
     if (refused) reject(refused.type, refused.message);
   }
@@ -233,7 +262,7 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
       }
       await whenReady();
       const { kind, from, to, sub } = checkChangePlan(req);
-      if (patched(PLAN_CHANGE_COMMIT_RULES_PATCH)) checkCommit(req, kind, sub);
+      if (patched(PLAN_CHANGE_COMMIT_RULES_PATCH)) checkCommit(req, kind, sub, patched(SUBSCRIPTION_VERSION_QUANTITY_PATCH));
       const prorationDate = req.prorationDate ?? now();
       change = { requestId: req.requestId, fromPlanId: from.id, toPlanId: to.id, kind, status: 'in_flight' };
       try {
@@ -334,10 +363,11 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
       step,
     });
     await ctx.inLoop(async () => {
-      await db.clearPendingPlanChange({ subscriptionId: sub.id, planId: scheduled.planId });
+      if (scheduled.quantity !== undefined) await db.clearPendingQuantityChange({ subscriptionId: sub.id, quantity: scheduled.quantity });
+      else await db.clearPendingPlanChange({ subscriptionId: sub.id, planId: scheduled.planId });
       ctx.setSubscription(await db.loadLocalSubscription(customerId));
     });
-    if (change?.status === 'scheduled') settle('canceled', `the scheduled change to ${scheduled.planId} was canceled (request ${requestId})`);
+    if (change?.status === 'scheduled') settle('canceled', `the scheduled change to ${describeTarget(scheduled)} was canceled (request ${requestId})`);
   }
 
   // ---- cancelPendingPlanChange ------------------------------------------------------------------
@@ -363,7 +393,10 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
           status: 'canceled',
           effectiveAt: null,
           invoiceId: null,
-          message: `the scheduled change to ${scheduled.planId} was canceled; the subscription stays on ${sub.planId ?? 'its current plan'}`,
+          message:
+            scheduled.quantity !== undefined
+              ? `the scheduled change to ${describeTarget(scheduled)} was canceled; the subscription keeps ${describeTarget({ quantity: sub.quantity ?? 1 })}`
+              : `the scheduled change to ${scheduled.planId} was canceled; the subscription stays on ${sub.planId ?? 'its current plan'}`,
         };
       });
     },
@@ -394,7 +427,7 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
         if (scheduled) await withdrawScheduled(sub, scheduled, req.requestId, 'cancel-release');
         const out = await stripeWrite.cancelStripeSubscription({ customerId, subscriptionId: sub.id, requestId: req.requestId, atPeriodEnd: req.atPeriodEnd });
         expect({ cancelAtPeriodEnd: out.cancelAtPeriodEnd, canceled: out.status === 'canceled' });
-        const withdrawn = scheduled ? `; the scheduled change to ${scheduled.planId} was withdrawn` : '';
+        const withdrawn = scheduled ? `; the scheduled change to ${describeTarget(scheduled)} was withdrawn` : '';
         return {
           requestId: req.requestId,
           status: out.status ?? sub.status,
@@ -451,6 +484,29 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
     },
   );
 
+  installSeatHandlers({
+    customerId,
+    ctx,
+    now,
+    iso,
+    reject,
+    requireRequestId,
+    requireNotBusy,
+    requireNoOpenChange,
+    whenReady,
+    isReady: () => ready,
+    effective,
+    lookup,
+    isBusy: (key) => busy === key,
+    priorResult,
+    exclusively,
+    expect: (quantity) => expect({ quantity }),
+    change: () => change,
+    setChange: (view) => {
+      change = view;
+    },
+  });
+
   setHandler(refreshPlanCatalogUpdate, async () => {
     catalog = await db.loadPlanCatalog();
     return { plans: catalog.length };
@@ -459,6 +515,7 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
   function matchesExpected(sub: LocalSubscription, e: ExpectedState): boolean {
     return (
       (e.planId === undefined || sub.planId === e.planId) &&
+      (e.quantity === undefined || (sub.quantity ?? 1) === e.quantity) &&
       (e.cancelAtPeriodEnd === undefined || sub.cancelAtPeriodEnd === e.cancelAtPeriodEnd) &&
       (!e.canceled || sub.status === 'canceled')
     );
@@ -477,11 +534,13 @@ export function installPlanChangeHandlers(ctx: PlanChangeContext): PlanChangeHan
       const sub = ctx.getSubscription();
       if (expected && (expected.until < now() || (sub && matchesExpected(sub, expected)))) expected = null;
       if (!change || !sub) return;
-      // A pending upgrade paid later, or a scheduled downgrade reaching renewal: Stripe shows the new price.
-      if ((change.status === 'pending' || change.status === 'scheduled' || change.status === 'failed') && sub.planId === change.toPlanId) {
-        settle('confirmed', `${change.toPlanId} is active (confirmed by Stripe)`);
+      // A pending upgrade paid later, or a scheduled downgrade reaching renewal: Stripe shows the new price
+      // (a seat change: the new quantity).
+      const reached = change.toQuantity !== undefined ? (sub.quantity ?? 1) === change.toQuantity : sub.planId === change.toPlanId;
+      if ((change.status === 'pending' || change.status === 'scheduled' || change.status === 'failed') && reached) {
+        settle('confirmed', `${describeTarget(change)} is active (confirmed by Stripe)`);
       } else if (change.status === 'scheduled' && (sub.status === 'canceled' || sub.status === 'incomplete_expired')) {
-        settle('canceled', `the subscription ended before the change to ${change.toPlanId}`);
+        settle('canceled', `the subscription ended before the change to ${describeTarget(change)}`);
       }
     },
   };

@@ -30,7 +30,7 @@ import {
 import { writeCharge, writeChargeRefund, writeCheckoutSession, writeDispute, writeFraudWarning, writeIntentCharge, writePaymentMethod, writeStripeEntitlements } from './records';
 import { countInActivity } from '../metrics';
 import { lockCustomer } from './shared';
-import { loadCurrentSubscription, loadSubscriptionFact, writeSubscription } from './subscriptions';
+import { loadCurrentSubscription, loadPausedTrialIds, loadSubscriptionFact, loadUsablePaymentMethodId, writeSubscription } from './subscriptions';
 
 /** Test-only fault hooks of the apply path (chaos, simulation). */
 export interface ApplyFaults {
@@ -100,7 +100,14 @@ export function createApply({ sql, dunningMaxAttempts, faults, appEvents = false
         d.kind === 'subscription' && event.type === 'customer.subscription.pending_update_expired'
           ? await loadOpenUpgradeInvoices(tx, event.customerId, d.subscriptionId)
           : [],
+      pausedTrialIds: bringsPaymentMethod(event) ? await loadPausedTrialIds(tx, event.customerId) : [],
+      usablePaymentMethodId: d.kind === 'subscription' && d.status === 'paused' ? await loadUsablePaymentMethodId(tx, event.customerId) : null,
     };
+  }
+
+  /** Events after which the customer may have a payment method it lacked (the reducer decides whether it does). */
+  function bringsPaymentMethod(e: BillingEvent): boolean {
+    return e.type === 'customer.updated' || e.type === 'payment_method.attached' || e.type === 'setup_intent.succeeded';
   }
 
   async function writeRows(tx: TxSql, e: BillingEvent): Promise<void> {

@@ -1,5 +1,5 @@
 /** The `subscriptions` rows: the reducer's facts, the guarded upsert, and the current subscription. */
-import type { SubscriptionItem, SubscriptionStatus, TrialMissingPaymentMethod } from '../../domain/billing-event';
+import { primaryQuantity, type SubscriptionItem, type SubscriptionStatus, type TrialMissingPaymentMethod } from '../../domain/billing-event';
 import type { SubscriptionFact } from '../../domain/billing/state';
 import type { TxSql } from '../../lib/db';
 import { toTs, toUnix } from './shared';
@@ -29,12 +29,13 @@ export async function loadSubscriptionFact(tx: TxSql, subscriptionId: string): P
 
 /**
  * Upserts a subscription at a watermark. plan_id follows the price; a scheduled downgrade is cleared once
- * Stripe shows the new plan. The WHERE keeps a snapshot read before a newer event from rolling it back.
+ * Stripe shows the new plan, a scheduled seat decrease once it shows the new quantity. The WHERE keeps a
+ * snapshot read before a newer event from rolling it back.
  */
 export async function writeSubscription(tx: TxSql, customerId: string, s: SubscriptionWrite, watermark: { created: number; eventId: string | null }): Promise<void> {
   const items = s.items === undefined ? null : s.items;
   // The primary item is the one whose price is the subscription's (the first): its quantity is the seats.
-  const quantity = items === null ? null : (items.find((i) => i.priceId === s.priceId) ?? items[0])?.quantity ?? 1;
+  const quantity = items === null ? null : (primaryQuantity({ priceId: s.priceId, items }) ?? 1);
   const trialBehavior = s.trialMissingPaymentMethod === undefined ? null : s.trialMissingPaymentMethod;
   await tx`
     INSERT INTO subscriptions (
@@ -69,6 +70,15 @@ export async function writeSubscription(tx: TxSql, customerId: string, s: Subscr
         WHEN subscriptions.pending_plan_id IS NOT DISTINCT FROM excluded.plan_id THEN NULL
         WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN NULL
         ELSE subscriptions.pending_plan_effective_at END,
+      -- A scheduled seat decrease ends when Stripe shows the new quantity (the renewal) or the subscription ends.
+      pending_quantity = CASE
+        WHEN ${items !== null} AND subscriptions.pending_quantity = excluded.quantity THEN NULL
+        WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN NULL
+        ELSE subscriptions.pending_quantity END,
+      pending_quantity_effective_at = CASE
+        WHEN ${items !== null} AND subscriptions.pending_quantity = excluded.quantity THEN NULL
+        WHEN excluded.status IN ('canceled', 'incomplete_expired') THEN NULL
+        ELSE subscriptions.pending_quantity_effective_at END,
       needs_review = false,
       review_reason = NULL,
       stripe_updated_at = GREATEST(subscriptions.stripe_updated_at, excluded.stripe_updated_at),
@@ -80,3 +90,24 @@ export async function writeSubscription(tx: TxSql, customerId: string, s: Subscr
 }
 
 export { loadCurrentSubscription } from '../../lib/subscriptions';
+
+/**
+ * The customer's subscriptions Stripe paused because a trial ended without a payment method (not those
+ * paused after a payment failure, which have an invoice to settle: dunning's business), by id.
+ */
+export async function loadPausedTrialIds(tx: TxSql, customerId: string): Promise<string[]> {
+  const rows = await tx<{ id: string }[]>`
+    SELECT id FROM subscriptions
+    WHERE customer_id = ${customerId} AND status = 'paused' AND trial_missing_payment_method = 'pause' AND trial_end IS NOT NULL
+    ORDER BY id`;
+  return rows.map((r) => r.id);
+}
+
+/** A payment method the customer has locally: its default, else the newest attached one; null when none. */
+export async function loadUsablePaymentMethodId(tx: TxSql, customerId: string): Promise<string | null> {
+  const [row] = await tx<{ id: string | null }[]>`
+    SELECT COALESCE(c.default_payment_method_id,
+      (SELECT pm.id FROM payment_methods pm WHERE pm.customer_id = c.id AND pm.attached ORDER BY pm.updated_at DESC, pm.id LIMIT 1)) AS id
+    FROM customers c WHERE c.id = ${customerId}`;
+  return row?.id ?? null;
+}

@@ -58,7 +58,7 @@ const ReconciliationDriftSchema = z
     customerId: z.string().nullable(),
     field: z
       .string()
-      .describe('existence, status, price, current_period_end, cancel_at_period_end, customer, invoice_without_cycle, cycle_invoice_closed, access_state or pause_collection'),
+      .describe('existence, status, price, current_period_end, cancel_at_period_end, quantity, customer, invoice_without_cycle, cycle_invoice_closed, access_state or pause_collection'),
     kind: z.string(),
     localValue: z.string().nullable(),
     stripeValue: z.string().nullable(),

@@ -24,12 +24,20 @@ export const CheckoutBodySchema = z.strictObject({
   customerId: z.string().regex(/^cus_[A-Za-z0-9_]{1,250}$/, 'customerId must look like cus_…').optional(),
   email: z.email('email must be an email address').max(254).optional(),
   trialDays: z.number().int().min(1).max(730).optional(),
+  trialWithoutCard: z
+    .enum(['pause', 'cancel', 'create_invoice'], { error: 'trialWithoutCard must be pause, cancel or create_invoice' })
+    .optional()
+    .describe(
+      'Start the trial without asking for a card (Checkout collects one only if required). At the trial end without one, Stripe pauses the subscription (resumed here once the customer adds a card), cancels it, or invoices it. Requires trialDays',
+    ),
   /** May contain Stripe's {CHECKOUT_SESSION_ID} placeholder. */
   successUrl: httpUrl('successUrl'),
   cancelUrl: httpUrl('cancelUrl'),
   /** Makes the call idempotent: the same requestId returns the same session. */
   requestId: z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -').optional(),
-}).openapi('CheckoutRequest');
+})
+  .refine((b) => b.trialWithoutCard === undefined || b.trialDays !== undefined, { path: ['trialWithoutCard'], error: 'trialWithoutCard needs trialDays' })
+  .openapi('CheckoutRequest');
 export type CheckoutBody = z.infer<typeof CheckoutBodySchema>;
 
 export const SuccessRateQuerySchema = z.object({
@@ -271,7 +279,12 @@ export function checkoutRoutes(deps: {
           cancel_url: body.cancelUrl,
           client_reference_id: requestId,
           metadata,
-          subscription_data: { metadata, ...(body.trialDays ? { trial_period_days: body.trialDays } : {}) },
+          subscription_data: {
+            metadata,
+            ...(body.trialDays ? { trial_period_days: body.trialDays } : {}),
+            ...(body.trialWithoutCard ? { trial_settings: { end_behavior: { missing_payment_method: body.trialWithoutCard } } } : {}),
+          },
+          ...(body.trialWithoutCard ? { payment_method_collection: 'if_required' as const } : {}),
         },
         { idempotencyKey: `checkout:${requestId}` },
       );

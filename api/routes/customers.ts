@@ -30,6 +30,7 @@ export async function readCustomer(sql: Sql, customerId: string) {
       current_period_end: Date | null;
       cancel_at_period_end: boolean;
       pending_plan_id: string | null;
+      pending_quantity: number | null;
       needs_review: boolean;
       quantity: number;
       items: (SubscriptionItem & { planId: string | null })[];
@@ -39,7 +40,7 @@ export async function readCustomer(sql: Sql, customerId: string) {
     }[]
   >`
     SELECT s.id, s.status, s.plan_id, s.price_id, s.current_period_end, s.cancel_at_period_end, s.pending_plan_id,
-      s.needs_review, s.quantity, s.trial_end, s.stripe_updated_at, s.updated_at,
+      s.pending_quantity, s.needs_review, s.quantity, s.trial_end, s.stripe_updated_at, s.updated_at,
       -- Each item with the catalog plan of its price (null for a price not in the catalog).
       COALESCE((SELECT json_agg(json_build_object('id', i->>'id', 'priceId', i->>'priceId', 'quantity', (i->>'quantity')::int,
           'planId', (SELECT p.id FROM plans p WHERE p.stripe_price_id = i->>'priceId')) ORDER BY n)
@@ -63,6 +64,7 @@ export async function readCustomer(sql: Sql, customerId: string) {
     trialEnd: iso(s.trial_end),
     cancelAtPeriodEnd: s.cancel_at_period_end,
     pendingPlanId: s.pending_plan_id,
+    pendingQuantity: s.pending_quantity,
     needsReview: s.needs_review,
   });
   const s = ordered[0];
@@ -106,6 +108,7 @@ const SubscriptionViewSchema = z
     trialEnd: IsoTimeSchema.nullable(),
     cancelAtPeriodEnd: z.boolean(),
     pendingPlanId: z.string().nullable(),
+    pendingQuantity: z.number().int().nullable().describe('Seats from the renewal on: a decrease scheduled for the period end (null when none)'),
     needsReview: z.boolean(),
   })
   .openapi('Subscription');

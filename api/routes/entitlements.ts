@@ -1,120 +1,17 @@
 /**
  * Entitlements: GET /customers/{customerId}/entitlements answers "may this customer do X" from local state
- * (one query, cached per customer and revalidated by one primary-key read of entitlement_versions, which
- * triggers bump on every change of the rows it reads); support's overrides under /admin.
+ * through the process's cached reader (api/entitlement-reader.ts: invalidated by LISTEN/NOTIFY from the
+ * version triggers); support's overrides under /admin.
  */
 import { randomUUID } from 'node:crypto';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { pickCurrentSubscription } from '../../domain/billing/current-subscription';
-import type { SubscriptionStatus } from '../../domain/billing-event';
-import { OverrideValueSchema, resolveEntitlements, type EntitlementInputs, type EntitlementOverrideInput } from '../../domain/entitlements';
-import { FeatureKeySchema, type PlanFeatures } from '../../domain/plan-catalog';
-import type { AccessState } from '../../domain/subscription-state';
+import { OverrideValueSchema } from '../../domain/entitlements';
+import { FeatureKeySchema } from '../../domain/plan-catalog';
 import type { Sql } from '../../lib/db';
+import type { EntitlementReader } from '../entitlement-reader';
 import { adminAuthErrors, adminSecurity, apiAuthErrors, apiSecurity, ApiError, commonErrors, errorResponse, jsonBodyErrors } from '../errors';
 import { createRouter, IsoTimeSchema, jsonBody, jsonResponse } from '../validate';
 import { CustomerIdParamsSchema } from './customers';
-
-/** Customers whose inputs are kept in memory; the oldest entry is dropped beyond it. */
-const CACHE_MAX_ENTRIES = 100_000;
-
-/** What one customer's entitlement answer is computed from, with the version it was read at. */
-interface CachedInputs {
-  version: string;
-  planId: string | null;
-  inputs: EntitlementInputs<EntitlementOverrideInput & { reason: string }>;
-}
-
-type InputsRow = {
-  access_state: AccessState;
-  version: string;
-  subs: { id: string; status: SubscriptionStatus; planId: string | null; features: PlanFeatures | null; quantity: number; stripeUpdatedAt: number | null; updatedAt: number | null }[];
-  overrides: { id: string; feature: string; value: boolean | number | null; reason: string; expiresAt: number | null; createdAt: number }[];
-  stripe_keys: string[];
-};
-
-/** Reads entitlements through a per-process cache; `invalidate` after a local write for immediacy. */
-export interface EntitlementReader {
-  read(customerId: string): Promise<ReturnType<typeof answer> | null>;
-  invalidate(customerId: string): void;
-}
-
-/** Creates the reader and its cache (one per process: createApp). */
-export function createEntitlementReader(deps: { sql: Sql; maxEntries?: number }): EntitlementReader {
-  const { sql } = deps;
-  const max = deps.maxEntries ?? CACHE_MAX_ENTRIES;
-  const cache = new Map<string, CachedInputs>();
-
-  /** All inputs in one statement: one snapshot, so the version read matches the rows read. */
-  async function load(customerId: string): Promise<CachedInputs | null> {
-    const [row] = await sql<InputsRow[]>`
-      SELECT c.access_state,
-        (SELECT COALESCE(sum(v.version), 0) FROM entitlement_versions v WHERE v.customer_id IN (c.id, ''))::text AS version,
-        COALESCE((SELECT json_agg(json_build_object(
-            'id', s.id, 'status', s.status, 'planId', s.plan_id, 'features', p.features, 'quantity', s.quantity,
-            'stripeUpdatedAt', floor(extract(epoch FROM s.stripe_updated_at) * 1000),
-            'updatedAt', floor(extract(epoch FROM s.updated_at) * 1000)))
-          FROM subscriptions s LEFT JOIN plans p ON p.id = s.plan_id WHERE s.customer_id = c.id), '[]'::json) AS subs,
-        COALESCE((SELECT json_agg(json_build_object(
-            'id', o.id, 'feature', o.feature, 'value', o.value, 'reason', o.reason,
-            'expiresAt', floor(extract(epoch FROM o.expires_at) * 1000), 'createdAt', floor(extract(epoch FROM o.created_at) * 1000)))
-          FROM entitlement_overrides o WHERE o.customer_id = c.id AND o.revoked_at IS NULL), '[]'::json) AS overrides,
-        COALESCE((SELECT se.lookup_keys FROM stripe_entitlements se WHERE se.customer_id = c.id), '{}') AS stripe_keys
-      FROM customers c WHERE c.id = ${customerId}`;
-    if (!row) return null;
-    // The one "current subscription" rule of the read model and the workflow.
-    const current = pickCurrentSubscription(row.subs);
-    return {
-      version: row.version,
-      planId: current?.planId ?? null,
-      inputs: {
-        accessState: row.access_state,
-        planFeatures: current?.features ?? {},
-        quantity: current?.quantity ?? 1,
-        stripeLookupKeys: row.stripe_keys,
-        overrides: row.overrides,
-      },
-    };
-  }
-
-  return {
-    async read(customerId) {
-      const cached = cache.get(customerId);
-      if (cached) {
-        const [v] = await sql<{ version: string }[]>`
-          SELECT COALESCE(sum(version), 0)::text AS version FROM entitlement_versions WHERE customer_id IN (${customerId}, '')`;
-        if (v?.version === cached.version) return answer(customerId, cached, Date.now());
-        cache.delete(customerId);
-      }
-      const fresh = await load(customerId);
-      if (!fresh) return null;
-      cache.set(customerId, fresh);
-      if (cache.size > max) cache.delete(cache.keys().next().value!);
-      return answer(customerId, fresh, Date.now());
-    },
-    invalidate(customerId) {
-      cache.delete(customerId);
-    },
-  };
-}
-
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
-
-/** The response body for cached inputs at `now` (expiry is decided here, not by a write). */
-function answer(customerId: string, cached: CachedInputs, now: number) {
-  const resolved = resolveEntitlements(cached.inputs, now);
-  return {
-    customerId,
-    accessState: cached.inputs.accessState,
-    entitled: resolved.entitled,
-    planId: cached.planId,
-    quantity: cached.inputs.quantity,
-    features: resolved.features,
-    stripeLookupKeys: [...cached.inputs.stripeLookupKeys],
-    overrides: resolved.activeOverrides.map((o) => ({ id: o.id, feature: o.feature, value: o.value, reason: o.reason, expiresAt: iso(o.expiresAt), createdAt: iso(o.createdAt)! })),
-    computedAt: new Date(now).toISOString(),
-  };
-}
 
 const FeatureValueResponseSchema = z.union([z.boolean(), z.number().int(), z.null()]).describe('A flag, a limit, or null for unlimited');
 
@@ -253,7 +150,7 @@ const revokeOverride = createRoute({
 
 /**
  * Support's overrides (behind the admin token). These rows are support's writes, not billing rows: they
- * are written here, not through the customer workflow; the version trigger invalidates every replica's cache.
+ * are written here, not through the customer workflow; the version trigger's NOTIFY invalidates every replica's cache.
  */
 export function adminEntitlementRoutes(deps: { sql: Sql; reader: EntitlementReader }): OpenAPIHono {
   const { sql } = deps;

@@ -22,32 +22,37 @@ import { stripeApiError } from '../stripe-errors';
 import { createRouter, jsonBody, jsonResponse } from '../validate';
 import { CustomerIdParamsSchema } from './customers';
 
-const RequestIdSchema = z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -');
+/** The request id of a subscription change: Stripe idempotency keys and the workflow's dedup derive from it. */
+export const RequestIdSchema = z.string().regex(REQUEST_ID_PATTERN, 'requestId must be 1-100 characters of letters, digits, _ . : -');
 const PlanIdSchema = z.string().min(1).max(100);
+
+/** The preview's pins a commit carries; `what` names the changes that require them (charged now). */
+export const previewPinFields = (what: string) => ({
+  prorationDate: z
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .describe(`The preview’s prorationDate, so the amount charged equals the amount previewed. Required for ${what} (422 preview_required without it)`),
+  subscriptionVersion: z
+    .string()
+    .min(1)
+    .max(100)
+    .optional()
+    .describe(`The preview’s subscriptionVersion: 409 subscription_changed if the subscription changed since the preview. Required for ${what}`),
+});
 
 export const PreviewPlanChangeBodySchema = z.strictObject({ planId: PlanIdSchema }).openapi('PreviewPlanChangeRequest');
 export const ChangePlanBodySchema = z
-  .strictObject({
-    planId: PlanIdSchema,
-    requestId: RequestIdSchema,
-    prorationDate: z
-      .number()
-      .int()
-      .positive()
-      .optional()
-      .describe('The preview’s prorationDate, so the amount charged equals the amount previewed. Required for an upgrade (422 preview_required without it)'),
-    subscriptionVersion: z
-      .string()
-      .min(1)
-      .max(100)
-      .optional()
-      .describe('The preview’s subscriptionVersion: 409 subscription_changed if the subscription changed since the preview. Required for an upgrade'),
-  })
+  .strictObject({ planId: PlanIdSchema, requestId: RequestIdSchema, ...previewPinFields('an upgrade') })
   .openapi('ChangePlanRequest');
 export const CancelSubscriptionBodySchema = z.strictObject({ atPeriodEnd: z.boolean(), requestId: RequestIdSchema }).openapi('CancelSubscriptionRequest');
 export const RequestIdBodySchema = z.strictObject({ requestId: RequestIdSchema }).openapi('RequestIdRequest');
 
-const unix = z.number().int().describe('Unix seconds');
+/** Unix seconds in response schemas. */
+export const unix = z.number().int().describe('Unix seconds');
+/** The invoice lines of a preview. */
+export const PreviewLinesSchema = z.array(z.object({ description: z.string().nullable(), amount: z.number().int(), proration: z.boolean() }));
 const PlanChangePreviewSchema = z
   .object({
     customerId: z.string(),
@@ -62,7 +67,7 @@ const PlanChangePreviewSchema = z
     amountDueNow: z.number().int().describe('Minor units invoiced at once (0 for a downgrade)'),
     effectiveAt: unix.nullable(),
     nextBillingAt: unix.nullable(),
-    lines: z.array(z.object({ description: z.string().nullable(), amount: z.number().int(), proration: z.boolean() })),
+    lines: PreviewLinesSchema,
     estimate: z
       .object({ credit: z.number().int(), charge: z.number().int(), net: z.number().int(), secondsRemaining: z.number().int(), periodSeconds: z.number().int() })
       .nullable()
@@ -85,7 +90,8 @@ const SubscriptionActionResultSchema = z
   .object({ requestId: z.string(), status: z.string(), cancelAtPeriodEnd: z.boolean(), message: z.string() })
   .openapi('SubscriptionActionResult');
 
-const updateErrors = {
+/** The error answers of a subscription-change Update. */
+export const updateErrors = {
   ...jsonBodyErrors,
   ...apiAuthErrors,
   404: errorResponse('No such customer or workflow (customer_not_found), or no subscription (no_subscription)'),
@@ -96,11 +102,14 @@ const updateErrors = {
   503: errorResponse('Temporal or Stripe unreachable, or still processing: retry with the same requestId'),
   ...commonErrors,
 };
-const withBody = <S extends z.ZodType>(schema: S) => ({
+/** The request of a /customers/{customerId}/subscription… route with a JSON body. */
+export const withBody = <S extends z.ZodType>(schema: S) => ({
   params: CustomerIdParamsSchema,
   body: { required: true as const, content: { 'application/json': { schema } } },
 });
-const base = { tags: ['subscriptions'], security: apiSecurity, middleware: jsonBody() };
+/** Tags, security and body checks of the subscription routes. */
+export const subscriptionRouteBase = { tags: ['subscriptions'], security: apiSecurity, middleware: jsonBody() };
+const base = subscriptionRouteBase;
 
 const previewPlanChange = createRoute({
   ...base,
@@ -173,6 +182,8 @@ const UPDATE_FAILURES: Record<PlanChangeRejection | 'StripeRejected' | 'StripeUn
   PreviewRequired: [422, 'preview_required'],
   SubscriptionChanged: [409, 'subscription_changed'],
   SubscriptionCanceling: [409, 'subscription_canceling'],
+  SameQuantity: [409, 'same_quantity'],
+  InvalidQuantity: [400, 'invalid_quantity'],
   StripeRejected: [422, 'stripe_rejected'],
   StripeUnavailable: [503, 'stripe_unavailable'],
 };
@@ -200,10 +211,38 @@ export function updateError(err: unknown, customerId: string): never {
   throw err;
 }
 
-/** HTTP status of a plan-change result: applied 200, awaiting payment or renewal 202, declined 402. */
-export function changePlanStatus(result: ChangePlanResult): 200 | 202 | 402 {
+/** HTTP status of a plan or seat change result: applied 200, awaiting payment or renewal 202, declined 402. */
+export function changePlanStatus(result: Pick<ChangePlanResult, 'status'>): 200 | 202 | 402 {
   if (result.status === 'failed') return 402;
   return result.status === 'pending' || result.status === 'scheduled' ? 202 : 200;
+}
+
+/**
+ * Runs an Update on the customer workflow `customer:<id>`; failures become ApiErrors (updateError). The
+ * request waits at most `timeoutMs`; the change itself continues and a retry with the same requestId joins it.
+ */
+export async function runCustomerUpdate<Ret, Arg>(temporal: Client, timeoutMs: number, customerId: string, def: UpdateDefinition<Ret, [Arg]>, arg: Arg): Promise<Ret> {
+  const handle = temporal.workflow.getHandle(customerWorkflowId(customerId));
+  try {
+    return await temporal.withAbortSignal(AbortSignal.timeout(timeoutMs), () => handle.executeUpdate(def, { args: [arg] }));
+  } catch (err) {
+    return updateError(err, customerId);
+  }
+}
+
+/** 404 customer_not_found unless the customer is known locally (previews read the local row). */
+export async function requireCustomer(sql: Sql, customerId: string): Promise<void> {
+  const known = await sql`SELECT 1 FROM customers WHERE id = ${customerId}`;
+  if (known.length === 0) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
+}
+
+/** A preview invoice's lines, each flagged when it is a proration. */
+export function previewLines(invoice: Stripe.Invoice): { description: string | null; amount: number; proration: boolean }[] {
+  return invoice.lines.data.map((l) => ({
+    description: l.description,
+    amount: l.amount,
+    proration: l.parent?.subscription_item_details?.proration ?? l.parent?.invoice_item_details?.proration ?? false,
+  }));
 }
 
 export interface SubscriptionRouteDeps {
@@ -220,14 +259,7 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
   const timeoutMs = deps.updateTimeoutMs ?? 30_000;
   const app = createRouter();
 
-  async function runUpdate<Ret, Arg>(customerId: string, def: UpdateDefinition<Ret, [Arg]>, arg: Arg): Promise<Ret> {
-    const handle = temporal.workflow.getHandle(customerWorkflowId(customerId));
-    try {
-      return await temporal.withAbortSignal(AbortSignal.timeout(timeoutMs), () => handle.executeUpdate(def, { args: [arg] }));
-    } catch (err) {
-      return updateError(err, customerId);
-    }
-  }
+  const runUpdate = <Ret, Arg>(customerId: string, def: UpdateDefinition<Ret, [Arg]>, arg: Arg) => runCustomerUpdate(temporal, timeoutMs, customerId, def, arg);
 
   async function refreshCatalog(customerId: string): Promise<void> {
     const handle = temporal.workflow.getHandle(customerWorkflowId(customerId));
@@ -241,8 +273,7 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
   app.openapi(previewPlanChange, async (c) => {
     const { customerId } = c.req.valid('param');
     const body = c.req.valid('json');
-    const known = await sql`SELECT 1 FROM customers WHERE id = ${customerId}`;
-    if (known.length === 0) throw new ApiError(404, 'customer_not_found', `no customer ${customerId}`);
+    await requireCustomer(sql, customerId);
     const sub = await loadCurrentSubscription(sql, customerId);
     const prorationDate = Math.floor(Date.now() / 1000);
     const decision = decidePlanChange({ catalog: await readPlans(sql), subscription: sub, planId: body.planId, now: prorationDate });
@@ -261,7 +292,8 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
       fromPlanId: from.id,
       toPlanId: to.id,
       currency: to.currency,
-      amountDueNext: to.amount,
+      // Per seat × seats: the next renewal bills the new price for every seat.
+      amountDueNext: to.amount * (sub.quantity ?? 1),
     };
     if (kind === 'downgrade') {
       return c.json({ ...base, prorationDate: null, amountDueNow: 0, effectiveAt: sub.currentPeriodEnd, nextBillingAt: sub.currentPeriodEnd, lines: [], estimate: null }, 200);
@@ -283,7 +315,8 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
       let estimate = null;
       if (sameInterval) {
         try {
-          estimate = prorateUpgrade({ oldAmount: from.amount, newAmount: to.amount, periodStart: item.current_period_start, periodEnd: item.current_period_end, prorationDate });
+          const seats = item.quantity ?? 1;
+          estimate = prorateUpgrade({ oldAmount: from.amount * seats, newAmount: to.amount * seats, periodStart: item.current_period_start, periodEnd: item.current_period_end, prorationDate });
         } catch {
           // A period from Stripe that does not contain "now" (test clocks, emulators): no local estimate.
         }
@@ -295,11 +328,7 @@ export function subscriptionRoutes(deps: SubscriptionRouteDeps): OpenAPIHono {
         effectiveAt: prorationDate,
         // Changing the interval restarts the billing cycle at the change.
         nextBillingAt: sameInterval ? item.current_period_end : null,
-        lines: invoice.lines.data.map((l) => ({
-          description: l.description,
-          amount: l.amount,
-          proration: l.parent?.subscription_item_details?.proration ?? l.parent?.invoice_item_details?.proration ?? false,
-        })),
+        lines: previewLines(invoice),
         estimate,
       }, 200);
     } catch (err) {

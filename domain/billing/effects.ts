@@ -49,7 +49,19 @@ export interface VoidInvoiceEffect {
   reason: string;
 }
 
-export type Effect = StartDunningEffect | SignalDunningEffect | EndDunningEffect | NotifyEffect | VoidInvoiceEffect;
+/**
+ * Resume a subscription that Stripe paused because its trial ended without a payment method
+ * (`trial_settings.end_behavior.missing_payment_method: pause`), now that the customer has one.
+ * `paymentMethodId` becomes the subscription's default when it has none (null: the customer's default).
+ */
+export interface ResumeSubscriptionEffect {
+  kind: 'resume_subscription';
+  target: string;
+  subscriptionId: string;
+  paymentMethodId: string | null;
+}
+
+export type Effect = StartDunningEffect | SignalDunningEffect | EndDunningEffect | NotifyEffect | VoidInvoiceEffect | ResumeSubscriptionEffect;
 export type EffectKind = Effect['kind'];
 
 /** The idempotency key of an effect within its event: `<kind>:<target>`. */

@@ -9,7 +9,7 @@ import type { BillingEvent, SubscriptionStatus } from '../billing-event';
 import type { SubscriptionSnapshot } from '../messages';
 import { compareWatermark, invoiceStatusRank, subscriptionStatusPrecedence } from '../subscription-state';
 import { isEndedSubscriptionStatus } from './current-subscription';
-import type { Effect } from './effects';
+import type { Effect, ResumeSubscriptionEffect } from './effects';
 import type { BillingSlice, CycleFact } from './state';
 
 export type Verdict = 'applied' | 'stale' | 'tie' | 'noop';
@@ -48,6 +48,12 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
       if (ended) return endCyclesOfSubscription(slice.cycles, d.subscriptionId, event);
       if (event.type === 'customer.subscription.pending_update_expired') return voidExpiredUpgrade(slice.openUpgradeInvoices ?? [], d.subscriptionId);
       if (event.type === 'customer.subscription.trial_will_end' && d.status === 'trialing') return trialEnding(d.subscriptionId, d.trialEnd);
+      // A trial ended without a payment method and Stripe paused it, but the customer has one already
+      // (its event arrived first): resume. A pause after a payment failure is not this (no trial setting).
+      const pausedTrial = d.status === 'paused' && d.trialMissingPaymentMethod === 'pause' && d.trialEnd !== null;
+      if (pausedTrial && slice.subscription?.status !== 'paused' && slice.usablePaymentMethodId) {
+        return { verdict: 'applied', cycles: [], effects: [resumeSubscription(d.subscriptionId, slice.usablePaymentMethodId)] };
+      }
       return nothing('applied');
     }
     case 'invoice': {
@@ -63,14 +69,14 @@ export function reduceBillingEvent(slice: BillingSlice, event: BillingEvent, opt
     case 'customer': {
       if (slice.customerWatermark !== null && event.created < slice.customerWatermark) return nothing('stale');
       if (!d.defaultPaymentMethodChanged || !d.defaultPaymentMethodId || d.deleted) return nothing('applied');
-      return paymentMethodUpdated(slice.cycles, d.defaultPaymentMethodId, event);
+      return paymentMethodUpdated(slice, d.defaultPaymentMethodId, event);
     }
     case 'payment_method':
       if (d.detached || event.type !== 'payment_method.attached') return nothing('applied');
-      return paymentMethodUpdated(slice.cycles, d.paymentMethodId, event);
+      return paymentMethodUpdated(slice, d.paymentMethodId, event);
     case 'setup_intent':
       if (event.type !== 'setup_intent.succeeded' || !d.paymentMethodId) return nothing('applied');
-      return paymentMethodUpdated(slice.cycles, d.paymentMethodId, event);
+      return paymentMethodUpdated(slice, d.paymentMethodId, event);
     case 'payment_intent': {
       // Joined to its invoice by the payload (old versions) or the local invoice row (slice.invoice).
       const invoiceId = d.invoiceId ?? slice.invoice?.id ?? null;
@@ -230,17 +236,21 @@ function endCyclesOfSubscription(cycles: CycleFact[], subscriptionId: string, ev
   };
 }
 
-function paymentMethodUpdated(cycles: CycleFact[], paymentMethodId: string, event: BillingEvent): Reduction {
-  return {
-    verdict: 'applied',
-    cycles: [],
-    effects: cycles
-      .filter((c) => c.open)
-      .map((c) => ({
-        kind: 'signal_dunning' as const,
-        target: c.invoiceId,
-        invoiceId: c.invoiceId,
-        event: { kind: 'payment_method_updated' as const, eventId: event.eventId, paymentMethodId, at: event.created },
-      })),
-  };
+/** A payment method arrived: open cycles retry with it, subscriptions paused for want of one resume. */
+function paymentMethodUpdated(slice: BillingSlice, paymentMethodId: string, event: BillingEvent): Reduction {
+  const retries: Effect[] = slice.cycles
+    .filter((c) => c.open)
+    .map((c) => ({
+      kind: 'signal_dunning' as const,
+      target: c.invoiceId,
+      invoiceId: c.invoiceId,
+      event: { kind: 'payment_method_updated' as const, eventId: event.eventId, paymentMethodId, at: event.created },
+    }));
+  const resumes = (slice.pausedTrialIds ?? []).map((id) => resumeSubscription(id, paymentMethodId));
+  return { verdict: 'applied', cycles: [], effects: [...retries, ...resumes] };
+}
+
+/** Resumes a paused subscription with a payment method (its Stripe idempotency key names both: once per card). */
+function resumeSubscription(subscriptionId: string, paymentMethodId: string | null): ResumeSubscriptionEffect {
+  return { kind: 'resume_subscription', target: subscriptionId, subscriptionId, paymentMethodId };
 }

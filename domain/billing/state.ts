@@ -52,5 +52,9 @@ export interface BillingSlice {
   customerWatermark: number | null;
   /** Open proration invoices (billing_reason subscription_update) of the event's subscription. */
   openUpgradeInvoices?: string[];
+  /** Events that bring a payment method: the customer's subscriptions paused because a trial ended without one. */
+  pausedTrialIds?: string[];
+  /** A subscription event that pauses: a payment method the customer has locally (one added before the pause arrived). */
+  usablePaymentMethodId?: string | null;
   cycles: CycleFact[];
 }

@@ -5,6 +5,7 @@ import Stripe from 'stripe';
 import { inject } from 'vitest';
 import { createApp } from '../../api/app';
 import { createDispatcher, dispatcherOptions, type DispatcherOptions } from '../../api/dispatcher';
+import type { EntitlementReader } from '../../api/entitlement-reader';
 import { createIngest } from '../../api/ingest';
 import { createMetrics } from '../../api/metrics';
 import type { Config } from '../../lib/config';
@@ -32,6 +33,8 @@ export function buildTestApp(opts: {
   dispatcherOptions?: Partial<DispatcherOptions>;
   /** Tracing on (lib/tracing.ts initTracing): the webhook and dispatch spans use it. */
   tracer?: Tracer;
+  /** The entitlement reader (default: createApp's, which revalidates every hit). */
+  entitlements?: EntitlementReader;
 }) {
   const logger = opts.logger ?? createLogger({ level: 'silent' });
   const metrics = createMetrics();
@@ -59,7 +62,7 @@ export function buildTestApp(opts: {
     metrics,
     options: { ...dispatcherOptions(opts.config), listen: false, pollMs: 50, ...opts.dispatcherOptions },
   });
-  const app = createApp({ config: opts.config, sql: opts.sql, temporal: opts.temporal, stripe, logger, metrics, ingest, dispatcher });
+  const app = createApp({ config: opts.config, sql: opts.sql, temporal: opts.temporal, stripe, logger, metrics, ingest, dispatcher, entitlements: opts.entitlements });
   const started = opts.dispatch === false ? Promise.resolve() : dispatcher.start();
   running.add(dispatcher);
   /** Stops the dispatcher (before the test closes its database). */

@@ -37,7 +37,7 @@ export interface PayCall {
 export interface FakeStripe {
   stripe: Stripe;
   payCalls: PayCall[];
-  subscriptionCalls: { method: 'cancel' | 'update' | 'retrieve'; params?: unknown; idempotencyKey?: string }[];
+  subscriptionCalls: { method: 'cancel' | 'update' | 'retrieve' | 'resume'; params?: unknown; idempotencyKey?: string }[];
   /** invoices.markUncollectible / voidInvoice / invoicePayments.list calls. */
   invoiceCalls: { method: 'markUncollectible' | 'voidInvoice' | 'listPayments'; invoiceId: string; params?: unknown; idempotencyKey?: string }[];
   subscription: Record<string, unknown>;
@@ -170,6 +170,15 @@ export function createFakeStripe(opts: {
         subscriptionCalls.push({ method: 'update', params, idempotencyKey: options?.idempotencyKey });
         if (params.metadata) subscription.metadata = { ...(subscription.metadata as object), ...params.metadata };
         if (params.default_payment_method !== undefined) subscription.default_payment_method = params.default_payment_method;
+        return copy();
+      },
+      /** A paused subscription resumes; anything else is refused as Stripe does. */
+      async resume(_id: string, params: unknown, options?: { idempotencyKey?: string }) {
+        subscriptionCalls.push({ method: 'resume', params, idempotencyKey: options?.idempotencyKey });
+        if (subscription.status !== 'paused') {
+          throw new Stripe.errors.StripeInvalidRequestError({ type: 'invalid_request_error', message: 'Only paused subscriptions can be resumed.' } as never);
+        }
+        subscription.status = 'active';
         return copy();
       },
     },

@@ -357,6 +357,14 @@ describe('checkout and subscription HTTP API', () => {
       expect(body).toMatchObject({ kind: 'downgrade', amountDueNow: 0, amountDueNext: 900, effectiveAt: end[0]!.t });
     });
 
+    it('bills every seat at the new price in a downgrade preview', async () => {
+      const customerId = await customerWith('active');
+      await stack.sql`UPDATE subscriptions SET plan_id = 'pro-monthly', price_id = 'price_api_pro', quantity = 3 WHERE customer_id = ${customerId}`;
+      const res = await send('POST', `/customers/${customerId}/subscription/plan/preview`, { planId: 'basic-monthly' });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ kind: 'downgrade', amountDueNext: 3 * 900 });
+    });
+
     it('returns the prorationDate and subscriptionVersion the commit must carry', async () => {
       const customerId = await customerWith('active');
       const version = subscriptionVersion((await loadCurrentSubscription(stack.sql, customerId))!);

@@ -8,6 +8,7 @@ import type Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { createDunningActivities } from '../../activities/dunning';
 import { createPlanChangeStripeActivities } from '../../activities/plan-change';
+import { createTrialActivities } from '../../activities/trial';
 import type { Plan } from '../../domain/plan-catalog';
 import { createStripe } from '../../lib/stripe';
 import { syncPlans } from '../../lib/plan-catalog-sync';
@@ -91,6 +92,31 @@ describe('Stripe request shapes against stripe-mock', () => {
       { method: 'POST', path: '/v1/customers', status: 200, idempotencyKey: `checkout:${requestId}:customer` },
       { method: 'POST', path: '/v1/checkout/sessions', status: 200, idempotencyKey: `checkout:${requestId}` },
     ]);
+  });
+
+  it('starts a trial without a card: payment method collected only if required, the end of the trial set', async () => {
+    const { app } = buildTestApp({ sql: db.sql, temporal: client, config, stripe });
+    const create = vi.spyOn(stripe.checkout.sessions, 'create');
+    const requestId = uniqueId('co-');
+    const post = (body: Record<string, unknown>) =>
+      app.request('/checkout', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ planId: 'pro-monthly', email: 'trial@example.com', successUrl: 'https://app.example.com/ok', cancelUrl: 'https://app.example.com/no', ...body }),
+      });
+    const refused = await post({ trialWithoutCard: 'pause', requestId: uniqueId('co-') });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ details: [{ path: 'trialWithoutCard', message: 'trialWithoutCard needs trialDays' }] });
+    expect((await post({ trialDays: 7, trialWithoutCard: 'sometimes', requestId: uniqueId('co-') })).status).toBe(400);
+    expect(create).not.toHaveBeenCalled();
+
+    const res = await post({ trialDays: 7, trialWithoutCard: 'pause', requestId });
+    expect(res.status).toBe(201);
+    expect(create.mock.calls[0]![0]).toMatchObject({
+      payment_method_collection: 'if_required',
+      subscription_data: { trial_period_days: 7, trial_settings: { end_behavior: { missing_payment_method: 'pause' } } },
+    });
+    expect(sent.filter((r) => r.path === '/v1/checkout/sessions')).toEqual([{ method: 'POST', path: '/v1/checkout/sessions', status: 200, idempotencyKey: `checkout:${requestId}` }]);
   });
 
   it('previews an upgrade with invoices.createPreview pinned to the returned prorationDate', async () => {
@@ -254,5 +280,16 @@ describe('Stripe request shapes against stripe-mock', () => {
         ['POST', '/v1/invoices/in_req_void/void', 200, 'void:in_req_void'],
       ]);
     });
+  });
+
+  it('resumes a trial paused for want of a card: the card becomes the subscription default, then resume', async () => {
+    // stripe-mock's fixture subscription is active: the read is made paused, the writes go to stripe-mock.
+    vi.spyOn(stripe.subscriptions, 'retrieve').mockResolvedValue({ id: 'sub_req_paused', status: 'paused', default_payment_method: null } as never);
+    const result = await createTrialActivities({ stripe }).resumePausedSubscription({ subscriptionId: 'sub_req_paused', paymentMethodId: 'pm_req_card' });
+    expect(result.outcome).toBe('resumed');
+    expect(sent.map((r) => [r.method, r.path, r.status, r.idempotencyKey])).toEqual([
+      ['POST', '/v1/subscriptions/sub_req_paused', 200, 'resume-paused:sub_req_paused:pm_req_card:default-payment-method'],
+      ['POST', '/v1/subscriptions/sub_req_paused/resume', 200, 'resume-paused:sub_req_paused:pm_req_card'],
+    ]);
   });
 });

@@ -266,3 +266,66 @@ describe('trial ending', () => {
     expect(reduceBillingEvent(newer, trialWillEnd(1_000))).toMatchObject({ verdict: 'stale', effects: [] });
   });
 });
+
+describe('a trial that ended without a payment method', () => {
+  const paused = (created: number, over: Partial<Extract<BillingEvent['data'], { kind: 'subscription' }>> = {}): BillingEvent => {
+    const e = subscriptionEvent('active', created);
+    return {
+      ...e,
+      eventId: `evt_paused_${created}`,
+      type: 'customer.subscription.paused',
+      data: { ...(e.data as Extract<BillingEvent['data'], { kind: 'subscription' }>), status: 'paused', trialEnd: created, trialMissingPaymentMethod: 'pause', ...over },
+    };
+  };
+  const customerUpdated = (created: number, pm: string | null): BillingEvent => ({
+    eventId: `evt_cus_${created}`,
+    type: 'customer.updated',
+    created,
+    customerId: CUS,
+    objectId: CUS,
+    livemode: false,
+    data: { kind: 'customer', email: null, name: null, defaultPaymentMethodId: pm, deleted: false, defaultPaymentMethodChanged: true },
+  });
+  const setupSucceeded = (created: number, pm: string): BillingEvent => ({
+    eventId: `evt_seti_${created}`,
+    type: 'setup_intent.succeeded',
+    created,
+    customerId: CUS,
+    objectId: `seti_${created}`,
+    livemode: false,
+    data: { kind: 'setup_intent', setupIntentId: `seti_${created}`, status: 'succeeded', paymentMethodId: pm },
+  });
+  const resume = (pm: string) => ({ kind: 'resume_subscription', target: 'sub_1', subscriptionId: 'sub_1', paymentMethodId: pm });
+
+  it('resumes the paused subscription once the customer adds a payment method, beside retrying open cycles', () => {
+    const cycles = [{ invoiceId: 'in_9', subscriptionId: 'sub_9', open: true }];
+    const r = reduceBillingEvent(slice({ pausedTrialIds: ['sub_1'], cycles }), customerUpdated(500, 'pm_new'));
+    expect(r.effects).toEqual([
+      expect.objectContaining({ kind: 'signal_dunning', invoiceId: 'in_9' }),
+      resume('pm_new'),
+    ]);
+    expect(reduceBillingEvent(slice({ pausedTrialIds: ['sub_1'] }), setupSucceeded(500, 'pm_seti')).effects).toEqual([resume('pm_seti')]);
+  });
+
+  it('resumes nothing without a paused trial, or when the default payment method was removed', () => {
+    expect(reduceBillingEvent(slice(), customerUpdated(500, 'pm_new')).effects).toEqual([]);
+    expect(reduceBillingEvent(slice({ pausedTrialIds: ['sub_1'] }), customerUpdated(500, null)).effects).toEqual([]);
+  });
+
+  it('resumes at once when the pause arrives after the card (out of order), only on the transition into paused', () => {
+    expect(reduceBillingEvent(slice({ usablePaymentMethodId: 'pm_first' }), paused(600)).effects).toEqual([resume('pm_first')]);
+    const already = slice({ usablePaymentMethodId: 'pm_first', subscription: { id: 'sub_1', status: 'paused', watermark: { created: 550, eventId: 'evt_x' } } });
+    expect(reduceBillingEvent(already, paused(600)).effects).toEqual([]);
+    expect(reduceBillingEvent(slice({ usablePaymentMethodId: null }), paused(600)).effects).toEqual([]);
+  });
+
+  it('leaves a subscription paused after a payment failure (no trial setting) to dunning, and a stale pause yields nothing', () => {
+    expect(reduceBillingEvent(slice({ usablePaymentMethodId: 'pm_first' }), paused(600, { trialMissingPaymentMethod: null, trialEnd: null })).effects).toEqual([]);
+    const newer = slice({ usablePaymentMethodId: 'pm_first', subscription: { id: 'sub_1', status: 'active', watermark: { created: 700, eventId: 'evt_newer' } } });
+    expect(reduceBillingEvent(newer, paused(600))).toMatchObject({ verdict: 'stale', effects: [] });
+  });
+
+  it('grants no features while paused: access is restricted', () => {
+    expect(deriveAccessState({ subscriptions: [{ id: 'sub_1', status: 'paused', stripeUpdatedAt: 1, updatedAt: 1 }], inDunning: false, disputed: false, writtenOffSubscriptionIds: [] })).toBe('restricted');
+  });
+});

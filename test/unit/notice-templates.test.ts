@@ -111,6 +111,21 @@ describe('renderNotice', () => {
     expect(renderNotice('trial_ending', data()).text).toContain("we'll charge $49.00 to your card on file");
   });
 
+  it('tells a trial customer without a card what happens at the end, by the trial setting, and links to adding one first', () => {
+    const noCard = (behavior: NoticeTemplateData['trialEndBehavior']) => renderNotice('trial_ending', data({ hasPaymentMethod: false, trialEndBehavior: behavior }));
+    expect(noCard('pause').text).toContain("You haven't added a payment method yet");
+    expect(noCard('pause').text).toContain('your subscription will be paused');
+    expect(noCard('cancel').text).toContain('your subscription will be canceled');
+    expect(noCard('create_invoice').text).toContain("we'll send you an invoice for $49.00");
+    expect(noCard(null).text).not.toContain('card on file');
+    expect(noCard('pause').text).not.toContain('card on file');
+    const text = noCard('pause').text;
+    expect(text.indexOf('Add a payment method')).toBeGreaterThan(-1);
+    expect(text.indexOf(CARD_URL)).toBeLessThan(text.indexOf(INVOICE_URL) === -1 ? Infinity : text.indexOf(INVOICE_URL));
+    // With a card (or unknown), the reminder stays as it was.
+    expect(renderNotice('trial_ending', data({ hasPaymentMethod: true, trialEndBehavior: 'pause' })).text).toContain("we'll charge $49.00 to your card on file");
+  });
+
   it('puts the call to action first: the invoice to confirm a payment, the card after a decline', () => {
     const action = renderNotice('action_required', data()).text;
     expect(action.indexOf(INVOICE_URL)).toBeLessThan(action.indexOf(CARD_URL));

@@ -35,6 +35,15 @@ const stripe: SubscriptionSnapshot = {
 };
 
 describe('diffSubscription', () => {
+  it('compares seats (the primary item\'s quantity) when both sides know them', () => {
+    const items = [{ id: 'si_1', priceId: 'price_basic', quantity: 5 }];
+    expect(diffSubscription({ ...local, quantity: 3 }, { ...stripe, items })).toEqual([{ field: 'quantity', localValue: '3', stripeValue: '5' }]);
+    expect(diffSubscription({ ...local, quantity: 5 }, { ...stripe, items })).toEqual([]);
+    // An add-on item beside the primary one does not count as seats.
+    expect(diffSubscription({ ...local, quantity: 5 }, { ...stripe, items: [{ id: 'si_0', priceId: 'price_addon', quantity: 1 }, ...items] })).toEqual([]);
+    expect(diffSubscription({ ...local, quantity: 3 }, stripe)).toEqual([]);
+  });
+
   it('finds nothing when the compared fields agree (fields it does not compare may differ)', () => {
     expect(diffSubscription(local, { ...stripe, trialEnd: 1, currentPeriodStart: 2 })).toEqual([]);
     expect(diffSubscription(null, null)).toEqual([]);

@@ -11,6 +11,7 @@ import { createActivities } from '../../activities';
 import { createNotifyActivities, type SendNoticeResult } from '../../activities/notify';
 import { DEFAULT_DUNNING_POLICY } from '../../domain/dunning-policy';
 import { customerWorkflowId, dunningWorkflowId } from '../../domain/ids';
+import type { BillingEvent } from '../../domain/billing-event';
 import { type DunningWorkflowInput, type DunningWorkflowResult } from '../../domain/messages';
 import { dunningEventSignal, dunningStateQuery, stateQuery, stripeEventSignal } from '../../workflows/contracts';
 import { BillingWorkflowKindKey, DunningStateKey, StripeCustomerIdKey } from '../../workflows/contracts';
@@ -881,6 +882,51 @@ describe('dunningWorkflow (time-skipping)', () => {
           { method: 'voidInvoice', invoiceId: ids.invoiceId, params: {}, idempotencyKey: `void:${ids.invoiceId}` },
         ]);
         expect((await notices(ids.invoiceId)).filter((n) => n.kind === 'upgrade_declined')).toHaveLength(1);
+      } finally {
+        await stopCustomer(customer);
+        await worker.stop();
+      }
+    });
+
+    it('a trial that ended without a card and paused resumes once the customer adds one, charged to that card', async () => {
+      const ids = dunningIds();
+      const fake = createFakeStripe({ ...ids, pay: scripted(['succeed']) });
+      fake.subscription.status = 'paused';
+      const worker = await startWorker({ fake });
+      const realNow = Math.floor(Date.now() / 1000);
+      const base = subscriptionEvent({ ...ids, status: 'active', created: realNow - 60 });
+      const paused: BillingEvent = {
+        ...base,
+        type: 'customer.subscription.paused',
+        data: { ...(base.data as Extract<BillingEvent['data'], { kind: 'subscription' }>), status: 'paused', trialEnd: realNow - 60, trialMissingPaymentMethod: 'pause' },
+      };
+      const customer = await startCustomer(worker.taskQueue, ids.customerId, paused);
+      const access = async () => (await db.sql<{ access_state: string }[]>`SELECT access_state FROM customers WHERE id = ${ids.customerId}`)[0]?.access_state;
+      try {
+        await eventually(async () => (await access()) === 'restricted', 20_000, 'the paused trial to restrict access');
+        expect(fake.subscriptionCalls.filter((c) => c.method === 'resume')).toEqual([]);
+
+        // The customer adds a card through the portal: Stripe sends setup_intent.succeeded, then customer.updated.
+        const pm = `pm_${ids.customerId}`;
+        await customer.signal(stripeEventSignal, {
+          eventId: `evt_seti_${ids.customerId}`, type: 'setup_intent.succeeded', created: realNow - 30, customerId: ids.customerId, objectId: `seti_${ids.customerId}`, livemode: false,
+          data: { kind: 'setup_intent', setupIntentId: `seti_${ids.customerId}`, status: 'succeeded', paymentMethodId: pm },
+        });
+        await customer.signal(stripeEventSignal, {
+          eventId: `evt_cus_${ids.customerId}`, type: 'customer.updated', created: realNow - 29, customerId: ids.customerId, objectId: ids.customerId, livemode: false,
+          data: { kind: 'customer', email: 'trial@example.test', name: null, defaultPaymentMethodId: pm, deleted: false, defaultPaymentMethodChanged: true },
+        });
+        await eventually(async () => (await customer.query(stateQuery)).queued === 0 && fake.subscriptionCalls.some((c) => c.method === 'resume'), 20_000, 'the subscription to be resumed');
+        // Each resume effect reads the subscription first: two reads, two effects run.
+        await eventually(async () => fake.subscriptionCalls.filter((c) => c.method === 'retrieve').length >= 2, 20_000, 'both card events to be applied');
+
+        // Once: the second event finds it resumed. The card became the subscription's default first.
+        expect(fake.subscriptionCalls.filter((c) => c.method === 'resume')).toEqual([
+          { method: 'resume', params: {}, idempotencyKey: `resume-paused:${ids.subscriptionId}:${pm}` },
+        ]);
+        expect(fake.subscriptionCalls.filter((c) => c.method === 'update')).toEqual([
+          { method: 'update', params: { default_payment_method: pm }, idempotencyKey: `resume-paused:${ids.subscriptionId}:${pm}:default-payment-method` },
+        ]);
       } finally {
         await stopCustomer(customer);
         await worker.stop();

@@ -18,6 +18,7 @@ import { subscriptionVersion } from '../../domain/plan-change';
 import { syncPlans } from '../../lib/plan-catalog-sync';
 import { loadCurrentSubscription } from '../../lib/subscriptions';
 import { buildTestApp, stopTestDispatchers } from '../helpers/app';
+import { customerCreatedEvent, slimSubscriptionEvent, startCustomerWorkflow } from '../helpers/customer-events';
 import {
   createTestDatabase,
   eventually,
@@ -108,27 +109,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
   /** A slim subscription event, each one newer than the last (the watermark never sees a tie). */
   function subscriptionEvent(customerId: string, subscriptionId: string, data: Partial<SubscriptionData>, type = 'customer.subscription.updated'): BillingEvent {
     clock += 5;
-    return {
-      eventId: `evt_${uniqueId()}`,
-      type,
-      created: clock,
-      customerId,
-      objectId: subscriptionId,
-      livemode: false,
-      data: {
-        kind: 'subscription',
-        subscriptionId,
-        status: 'active',
-        priceId: price('basic-monthly'),
-        currentPeriodStart: PERIOD_START,
-        currentPeriodEnd: PERIOD_END,
-        cancelAtPeriodEnd: false,
-        canceledAt: null,
-        trialEnd: null,
-        deleted: false,
-        ...data,
-      },
-    };
+    return slimSubscriptionEvent({ customerId, subscriptionId, created: clock, type, data: { priceId: price('basic-monthly'), currentPeriodStart: PERIOD_START, currentPeriodEnd: PERIOD_END, ...data } });
   }
 
   interface Customer {
@@ -150,12 +131,11 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
       { priceId: opts.priceId === undefined ? price('basic-monthly') : opts.priceId, status: opts.status ?? 'active' },
       'customer.subscription.created',
     );
-    const handle = await client.workflow.signalWithStart('customerWorkflow', {
-      workflowId: customerWorkflowId(customerId),
+    const handle = await startCustomerWorkflow(client, {
       taskQueue: config.TEMPORAL_TASK_QUEUE,
-      args: [{ customerId, ...(opts.continueAsNewAfter ? { continueAsNewAfter: opts.continueAsNewAfter } : {}) }],
-      signal: stripeEventSignal,
-      signalArgs: [first],
+      customerId,
+      event: first,
+      input: opts.continueAsNewAfter ? { continueAsNewAfter: opts.continueAsNewAfter } : {},
     });
     const state = () => handle.query(stateQuery);
     let lastEventId = first.eventId;
@@ -499,23 +479,7 @@ describe('plan changes as Workflow Updates (dev server, Stripe faked at the acti
     it('rejects a customer without a subscription', async () => {
       const customerId = `cus_${uniqueId()}`;
       clock += 5;
-      const handle = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId }],
-        signal: stripeEventSignal,
-        signalArgs: [
-          {
-            eventId: `evt_${uniqueId()}`,
-            type: 'customer.created',
-            created: clock,
-            customerId,
-            objectId: customerId,
-            livemode: false,
-            data: { kind: 'customer', email: 'x@example.com', name: null, defaultPaymentMethodId: null, deleted: false, defaultPaymentMethodChanged: false },
-          } satisfies BillingEvent,
-        ],
-      });
+      const handle = await startCustomerWorkflow(client, { taskQueue: config.TEMPORAL_TASK_QUEUE, customerId, event: customerCreatedEvent(customerId, clock) });
       await eventually(async () => (await handle.query(stateQuery)).applied === 1, 20_000, 'the customer event');
       expect(await rejection(handle.executeUpdate(changePlanUpdate, { args: [{ planId: 'pro-monthly', requestId: 'nosub' }] }))).toBe('NoSubscription');
       expect(await rejection(handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: true, requestId: 'nosub' }] }))).toBe('NoSubscription');

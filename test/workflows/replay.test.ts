@@ -3,6 +3,7 @@ import path from 'node:path';
 import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
+import { subscriptionVersionV1 } from '../../domain/plan-change';
 import { installQuietRuntime } from '../helpers/services';
 
 /** Decodes a history saved with JSON.stringify(fetchHistory()). */
@@ -75,6 +76,13 @@ describe('replaying recorded customer, dunning, reconciliation, notice, app-webh
     // Retention (issue 17): a first run and the last run of its continue-as-new chain.
     expect(files.filter((f) => f.startsWith('v6-retention-'))).toEqual(['v6-retention-last-run.json', 'v6-retention-run1.json']);
     for (const f of reconciliation) expect(patchesOf(JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history)).toContain('reconciliation-invoices');
+    // v7 (issue 19, recorded with --new-only): a seat decrease scheduled, withdrawn, then an increase; a
+    // paused trial resumed by the resume_subscription effect once the customer set a default card.
+    expect(files.filter((f) => f.startsWith('v7-'))).toEqual(['v7-customer-seats.json', 'v7-customer-trial-resumed.json']);
+    const activitiesOf = (f: string) =>
+      JSON.parse(readFileSync(path.join(DIR, f), 'utf8')).history.events.map((e: any) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
+    expect(activitiesOf('v7-customer-seats.json')).toEqual(expect.arrayContaining(['scheduleSubscriptionQuantity', 'releaseSubscriptionSchedule', 'updateSubscriptionQuantity']));
+    expect(activitiesOf('v7-customer-trial-resumed.json')).toContain('resumePausedSubscription');
   });
 
   it.each(files.map((f) => [f]))('%s replays without nondeterminism', async (file) => {
@@ -83,6 +91,30 @@ describe('replaying recorded customer, dunning, reconciliation, notice, app-webh
     expect(history.events.length).toBeGreaterThan(5);
     await expect(
       Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') }, replayName: file }, historyFromJSON(history), workflowId),
+    ).resolves.toBeUndefined();
+  });
+
+  it('replays a plan change committed with an sv1 subscription version (a preview from before seats were versioned)', async () => {
+    installQuietRuntime();
+    const file = 'v6-customer-plan-change-dunning.json';
+    const { workflowId, history } = JSON.parse(readFileSync(path.join(DIR, file), 'utf8'));
+    const tampered = structuredClone(history);
+    const at = tampered.events.findIndex((e: any) => e.workflowExecutionUpdateAcceptedEventAttributes);
+    const decode = (p: { data: string }) => JSON.parse(Buffer.from(p.data, 'base64').toString('utf8'));
+    // The local subscription the workflow held when the update arrived: its last apply result before it.
+    const applied = tampered.events
+      .slice(0, at)
+      .flatMap((e: any) => e.markerRecordedEventAttributes?.details?.result?.payloads ?? [])
+      .map(decode)
+      .flat()
+      .filter((r: any) => r?.subscription);
+    const sub = applied[applied.length - 1].subscription;
+    const payload = tampered.events[at].workflowExecutionUpdateAcceptedEventAttributes.acceptedRequest.input.args.payloads[0];
+    // The commit carried the token its preview issued then; the handler's re-check must compare it as then.
+    payload.data = Buffer.from(JSON.stringify({ ...decode(payload), subscriptionVersion: subscriptionVersionV1(sub) })).toString('base64');
+    expect(patchesOf(tampered)).not.toContain('subscription-version-quantity');
+    await expect(
+      Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') }, replayName: `${file} (sv1 token)` }, historyFromJSON(tampered), workflowId),
     ).resolves.toBeUndefined();
   });
 
