@@ -4,6 +4,7 @@ import type { Client } from '@temporalio/client';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import type Stripe from 'stripe';
+import { within } from '../lib/wait-for';
 import type { Config } from '../lib/config';
 import { assertApiAuthConfigured, publicBaseUrl, webhookSecrets } from '../lib/config';
 import type { Sql } from '../lib/db';
@@ -75,8 +76,6 @@ const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 /** How long readiness waits for one dependency before calling it failing. */
 const READY_CHECK_TIMEOUT_MS = 3000;
 
-const within = <T>(ms: number, p: Promise<T>): Promise<T> =>
-  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())]);
 
 /** Builds the HTTP application. */
 export function createApp(deps: AppDeps): OpenAPIHono<Env> {

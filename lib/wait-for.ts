@@ -72,3 +72,7 @@ export function isTransientPostgresError(err: unknown): boolean {
   // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 53300: too many connections.
   return code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === '53300' || /^E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT)$|^CONNECT(ION)?_/.test(code);
 }
+
+/** `p`, or a rejection after `ms` (the work itself goes on; the caller stops waiting for it). */
+export const within = <T>(ms: number, p: Promise<T>): Promise<T> =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())]);

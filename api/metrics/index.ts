@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Config } from '../../lib/config';
 import type { Sql } from '../../lib/db';
 import type { Logger } from '../../lib/logger';
+import { within } from '../../lib/wait-for';
 import type { Ingest } from '../ingest';
 import { createAppliedLagCollector } from './applied-lag';
 import { updateCheckoutGauges, updateDunningGauges, updateInboxGauges, updateOutboxGauges, updateReconciliationGauges } from './gauges';
@@ -312,12 +313,20 @@ export interface MetricsScrapeDeps {
  */
 export function createMetricsScrape(deps: MetricsScrapeDeps): () => Promise<void> {
   const appliedLag = createAppliedLagCollector({ sql: deps.sql, metrics: deps.metrics });
+  const bounded = (p: Promise<unknown>) => within(SCRAPE_READ_TIMEOUT_MS, p).catch(() => {});
   return async () => {
-    await updateInboxGauges(deps.ingest, deps.metrics, deps.config.STUCK_DISPATCH_THRESHOLD_MS).catch(() => {});
-    await appliedLag.collect().catch((err: unknown) => deps.logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'applied-lag scrape failed'));
-    await updateReconciliationGauges(deps.sql, deps.metrics).catch(() => {});
-    await updateDunningGauges(deps.sql, deps.metrics).catch(() => {});
-    await updateOutboxGauges(deps.sql, deps.metrics).catch(() => {});
-    await updateCheckoutGauges(deps.sql, deps.metrics, deps.config.CHECKOUT_SUCCESS_WINDOW_HOURS).catch(() => {});
+    // Side by side, each bounded: with Postgres down or slow, the scrape still answers within the
+    // bound (Prometheus's own timeout is 10 s), and the process's in-memory series are not lost with it.
+    await Promise.all([
+      bounded(updateInboxGauges(deps.ingest, deps.metrics, deps.config.STUCK_DISPATCH_THRESHOLD_MS)),
+      bounded(appliedLag.collect().catch((err: unknown) => deps.logger.warn({ error: err instanceof Error ? err.message : String(err) }, 'applied-lag scrape failed'))),
+      bounded(updateReconciliationGauges(deps.sql, deps.metrics)),
+      bounded(updateDunningGauges(deps.sql, deps.metrics)),
+      bounded(updateOutboxGauges(deps.sql, deps.metrics)),
+      bounded(updateCheckoutGauges(deps.sql, deps.metrics, deps.config.CHECKOUT_SUCCESS_WINDOW_HOURS)),
+    ]);
   };
 }
+
+/** How long a scrape waits for one group of database-backed gauges before leaving its previous values. */
+export const SCRAPE_READ_TIMEOUT_MS = 2000;

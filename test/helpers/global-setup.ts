@@ -1,5 +1,5 @@
 /**
- * Starts the real services once for the integration project: PostgreSQL (private cluster), the
+ * Starts the real services once per run, for every project that needs them: PostgreSQL (private cluster), the
  * Temporal dev server, stripe-mock and localstripe; migrates a template database; bundles workflows.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,44 @@ declare module 'vitest' {
 
 export const TEMPLATE_DB = 'billing_template';
 
+type Provided = { [K in keyof import('vitest').ProvidedContext]: import('vitest').ProvidedContext[K] };
+
+/** The run's services, shared by every project that lists this global setup (one set per vitest process). */
+interface SharedServices {
+  values: Provided;
+  users: number;
+  stop(): Promise<void>;
+}
+
+const SHARED = Symbol.for('billing-engine.test-services');
+type WithShared = typeof globalThis & { [SHARED]?: Promise<SharedServices> };
+
+/**
+ * Each project that lists this file (integration, stacks) calls it; the services start once and stop
+ * after the last project's teardown (before, a second set started under the first one's temp dir, whose
+ * removal left the second PostgreSQL unstoppable).
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const g = globalThis as WithShared;
+  g[SHARED] ??= startServices();
+  let shared: SharedServices;
+  try {
+    shared = await g[SHARED];
+  } catch (err) {
+    delete g[SHARED];
+    throw err;
+  }
+  shared.users += 1;
+  for (const [key, value] of Object.entries(shared.values)) project.provide(key as keyof Provided, value as never);
+  return async () => {
+    shared.users -= 1;
+    if (shared.users > 0) return;
+    delete g[SHARED];
+    await shared.stop();
+  };
+}
+
+async function startServices(): Promise<SharedServices> {
   const dir = tempDir('billing-test');
   // Everything the run writes to a temp dir (test stacks, Temporal's own files, builds) lands under this
   // run's directory, which the teardown removes: the test workers and every process they spawn inherit it.
@@ -69,29 +106,33 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
     const bundlePath = path.join(dir, 'workflow-bundle.js');
     writeFileSync(bundlePath, bundle.code);
-
-    project.provide('pgPort', pgPort);
-    project.provide('pgAdminUrl', pg.url);
-    project.provide('templateDb', TEMPLATE_DB);
-    project.provide('temporalAddress', temporal.address);
-    project.provide('stripeMockUrl', stripeMock.baseUrl);
-    project.provide('localstripeUrl', localstripe.baseUrl);
-    project.provide('workflowBundlePath', bundlePath);
-    project.provide('servicesDir', dir);
-    project.provide('pgDataDir', pg.dataDir);
     process.stdout.write(`[global-setup] services up in ${Date.now() - t0} ms (logs: ${dir})\n`);
+    return {
+      users: 0,
+      values: {
+        pgPort,
+        pgAdminUrl: pg.url,
+        templateDb: TEMPLATE_DB,
+        temporalAddress: temporal.address,
+        stripeMockUrl: stripeMock.baseUrl,
+        localstripeUrl: localstripe.baseUrl,
+        workflowBundlePath: bundlePath,
+        servicesDir: dir,
+        pgDataDir: pg.dataDir,
+      },
+      async stop() {
+        await Promise.allSettled(started.map((s) => s.stop()));
+        if (previousTmp === undefined) delete process.env.TMPDIR;
+        else process.env.TMPDIR = previousTmp;
+        // KEEP_TEST_TMP=1 keeps the logs and data of the run for a post-mortem.
+        if (keep) process.stdout.write(`[global-setup] kept ${dir}\n`);
+        else rmSync(dir, { recursive: true, force: true });
+      },
+    };
   } catch (err) {
     await Promise.allSettled(started.map((s) => s.stop()));
     throw err;
   }
-  return async () => {
-    await Promise.allSettled(started.map((s) => s.stop()));
-    if (previousTmp === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = previousTmp;
-    // KEEP_TEST_TMP=1 keeps the logs and data of the run for a post-mortem.
-    if (keep) process.stdout.write(`[global-setup] kept ${dir}\n`);
-    else rmSync(dir, { recursive: true, force: true });
-  };
 }
 
 const quietBundlerLogger = {

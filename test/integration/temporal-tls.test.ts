@@ -207,8 +207,8 @@ describe('the Temporal connection over TLS (lib/temporal.ts + @temporalio/envcon
       // The stranger CA did not sign the proxy's certificate.
       TEMPORAL_TLS_SERVER_CA_CERT_PATH: path.join(pki.dir, 'stranger-ca.pem'),
     });
-    await expect(createTemporalClient(target)).rejects.toThrow();
-    await expect(createWorkerConnection(target)).rejects.toThrow();
+    // Side by side: each refusal takes the SDK's connect timeout.
+    await Promise.all([expect(createTemporalClient(target)).rejects.toThrow(), expect(createWorkerConnection(target)).rejects.toThrow()]);
   });
 
   it('connects a client and a worker over mTLS with the client certificate and key from TEMPORAL_TLS_CLIENT_*', async () => {
@@ -227,15 +227,18 @@ describe('the Temporal connection over TLS (lib/temporal.ts + @temporalio/envcon
     const noCert = temporalTarget(loadConfig({ ...BASE_ENV, TEMPORAL_ADDRESS: mtlsProxy.address }), {
       TEMPORAL_TLS_SERVER_CA_CERT_PATH: pki.ca,
     });
-    await expect(createTemporalClient(noCert)).rejects.toThrow();
-    await expect(createWorkerConnection(noCert)).rejects.toThrow();
     const stranger = temporalTarget(loadConfig({ ...BASE_ENV, TEMPORAL_ADDRESS: mtlsProxy.address }), {
       TEMPORAL_TLS_SERVER_CA_CERT_PATH: pki.ca,
       TEMPORAL_TLS_CLIENT_CERT_PATH: pki.strangerCert,
       TEMPORAL_TLS_CLIENT_KEY_PATH: pki.strangerKey,
     });
-    await expect(createTemporalClient(stranger)).rejects.toThrow();
-    await expect(createWorkerConnection(stranger)).rejects.toThrow();
+    // Side by side: each refusal takes the SDK's connect timeout.
+    await Promise.all([
+      expect(createTemporalClient(noCert)).rejects.toThrow(),
+      expect(createWorkerConnection(noCert)).rejects.toThrow(),
+      expect(createTemporalClient(stranger)).rejects.toThrow(),
+      expect(createWorkerConnection(stranger)).rejects.toThrow(),
+    ]);
     expect(mtlsProxy.accepted()).toBe(accepted);
   });
 
