@@ -2,14 +2,14 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * Tests that start whole stacks of their own (Postgres clusters, Temporal servers, the API and worker
- * as processes, `npm run dev`, a build): they run one at a time, after the rest, so they never share the
- * 2 cores with each other or with a timing-sensitive suite (run two at a time, they timed out).
+ * as processes, `npm run dev`): they run one at a time, after the rest, so they never share the 2 cores
+ * with each other or with a timing-sensitive suite (run two at a time, they timed out). The build test
+ * (a compile, then the compiled API and worker on the shared services) runs with the integration files.
  */
 const HEAVY = [
   'test/integration/chaos.test.ts',
   'test/integration/replicas.test.ts',
   'test/integration/dev-stop.test.ts',
-  'test/integration/build.test.ts',
   'test/integration/resilience.test.ts',
 ];
 
