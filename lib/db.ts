@@ -116,10 +116,17 @@ function createPool(url: string, opts: { max?: number; applicationName?: string 
  * no caller can catch it, and leaves that connection slot unable to reconnect.
  */
 export function isPostgresWriteAfterClose(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const stack = err.stack ?? '';
+  // The usual form: the write itself fails on the nulled socket.
+  if (err instanceof TypeError && /reading 'write'/.test(err.message) && /^\s*at (?:Immediate\.)?nextWrite \(.*[\\/]postgres[\\/](?:cjs[\\/]|cf[\\/])?src[\\/]connection\.js:/m.test(stack)) {
+    return true;
+  }
+  // The same race under load (seen in CI): the close's own CONNECTION_CLOSED error, made in the socket's
+  // close handler, reaches no caller and surfaces uncaught.
   return (
-    err instanceof TypeError &&
-    /reading 'write'/.test(err.message) &&
-    /^\s*at (?:Immediate\.)?nextWrite \(.*[\\/]postgres[\\/](?:cjs[\\/]|cf[\\/])?src[\\/]connection\.js:/m.test(err.stack ?? '')
+    (err as { code?: unknown }).code === 'CONNECTION_CLOSED' &&
+    /^\s*at (?:Socket\.)?closed \(.*[\\/]postgres[\\/](?:cjs[\\/]|cf[\\/])?src[\\/]connection\.js:/m.test(stack)
   );
 }
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
 import { createActivities } from '../activities';
+import type { BillingEvent } from '../domain/billing-event';
 import { normalizeStripeEvent } from '../domain/events';
 import { customerWorkflowId } from '../domain/ids';
 import { cancelPendingPlanChangeUpdate, changePlanUpdate, changeQuantityUpdate, stateQuery, stripeEventSignal, reconcileSignal } from '../workflows/contracts';
@@ -74,6 +75,15 @@ async function main(): Promise<void> {
       activities,
     });
     mkdirSync(OUT, { recursive: true });
+    /** The customer workflow of customerId, started (or signalled) with its first event. */
+    const startCustomer = (customerId: string, first: BillingEvent, opts: { continueAsNewAfter?: number } = {}) =>
+      client.workflow.signalWithStart('customerWorkflow', {
+        workflowId: customerWorkflowId(customerId),
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [{ customerId, ...opts }],
+        signal: stripeEventSignal,
+        signalArgs: [first],
+      });
     const relay = createOutboxRelay({ sql, client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger: createLogger({ level: 'silent' }), pollMs: 100, notices: true, appWebhooks: true });
     relay.start();
 
@@ -89,13 +99,7 @@ async function main(): Promise<void> {
       const subEnvelope = uniqueFixture('customer.subscription.created', { token: s7.token }).envelope;
       (subEnvelope.data.object as { items: { data: { quantity: number }[] } }).items.data[0]!.quantity = 5;
       const env7 = [uniqueFixture('customer.created', { token: s7.token }).envelope, subEnvelope].map(normalized);
-      const h7 = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(s7.customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId: s7.customerId }],
-        signal: stripeEventSignal,
-        signalArgs: [env7[0]!],
-      });
+      const h7 = await startCustomer(s7.customerId, env7[0]!);
       await h7.signal(stripeEventSignal, env7[1]!);
       await waitFor(async () => (await h7.query(stateQuery)).applied >= 2);
       await h7.executeUpdate(changeQuantityUpdate, { args: [{ quantity: 2, requestId: 'record-seats-down', decreaseAt: 'period_end' }] });
@@ -112,13 +116,7 @@ async function main(): Promise<void> {
       // card: the resume_subscription effect runs (stripe-mock's subscription is not paused: a no-op).
       const s8 = uniqueFixture('customer.created', { token: 'RecTrial' });
       const env8 = ['customer.created', 'customer.subscription.paused', 'customer.updated'].map((t) => normalized(uniqueFixture(t, { token: s8.token }).envelope));
-      const h8 = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(s8.customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId: s8.customerId }],
-        signal: stripeEventSignal,
-        signalArgs: [env8[0]!],
-      });
+      const h8 = await startCustomer(s8.customerId, env8[0]!);
       for (const e of env8.slice(1)) await h8.signal(stripeEventSignal, e);
       await waitFor(async () => (await h8.query(stateQuery)).lastEventId === env8[2]!.eventId);
       await waitFor(async () => {
@@ -141,13 +139,7 @@ async function main(): Promise<void> {
         if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
         return n.event;
       });
-      const handle = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId, continueAsNewAfter: 4 }],
-        signal: stripeEventSignal,
-        signalArgs: [events[0]!],
-      });
+      const handle = await startCustomer(customerId, events[0]!, { continueAsNewAfter: 4 });
       for (const e of events.slice(1)) await handle.signal(stripeEventSignal, e);
       await handle.signal(stripeEventSignal, events[1]!); // duplicate
       await waitFor(async () => (await client.workflow.getHandle(handle.workflowId).query(stateQuery)).applied >= 5);
@@ -190,13 +182,7 @@ async function main(): Promise<void> {
           if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
           return n.event;
         });
-      const h2 = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(s2.customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId: s2.customerId }],
-        signal: stripeEventSignal,
-        signalArgs: [env2[0]!],
-      });
+      const h2 = await startCustomer(s2.customerId, env2[0]!);
       await h2.signal(stripeEventSignal, env2[1]!);
       await waitFor(async () => (await h2.query(stateQuery)).applied >= 2);
       await h2.executeUpdate(changePlanUpdate, { args: [{ planId: 'basic-monthly', requestId: 'record-downgrade-1' }] });
@@ -223,13 +209,7 @@ async function main(): Promise<void> {
           if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
           return n.event;
         });
-      const h3 = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(s3.customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId: s3.customerId }],
-        signal: stripeEventSignal,
-        signalArgs: [env3[0]!],
-      });
+      const h3 = await startCustomer(s3.customerId, env3[0]!);
       await h3.signal(stripeEventSignal, env3[1]!);
       const retryInvoice = env3[1]!.data.kind === 'invoice' ? env3[1]!.data.invoiceId : '';
       const child = client.workflow.getHandle(`dunning:${retryInvoice}`);
@@ -263,13 +243,7 @@ async function main(): Promise<void> {
           if (n.outcome !== 'handled') throw new Error(`fixture ${e.type} did not normalize`);
           return n.event;
         });
-      const h5 = await client.workflow.signalWithStart('customerWorkflow', {
-        workflowId: customerWorkflowId(s5.customerId),
-        taskQueue: config.TEMPORAL_TASK_QUEUE,
-        args: [{ customerId: s5.customerId }],
-        signal: stripeEventSignal,
-        signalArgs: [env5[0]!],
-      });
+      const h5 = await startCustomer(s5.customerId, env5[0]!);
       await h5.signal(stripeEventSignal, env5[1]!);
       await waitFor(async () => (await h5.query(stateQuery)).applied >= 2);
       const invoice5 = env5[2]!.data.kind === 'invoice' ? env5[2]!.data.invoiceId : '';

@@ -332,8 +332,11 @@ import { createSql, installPostgresCrashGuard } from ${JSON.stringify(path.join(
     it('still crashes an unguarded process with postgres 3.4.9 (when this fails, upstream fixed it: drop the guard)', async () => {
       const r = await run(false);
       expect(r.code, r.out).toBe(1);
-      expect(r.out).toContain("TypeError: Cannot read properties of null (reading 'write')");
-      expect(r.out).toMatch(/at (Immediate\.)?nextWrite \(.*postgres[\\/]cjs[\\/]src[\\/]connection\.js/);
+      // Usually the write to the nulled socket; under load (CI) sometimes the close's own CONNECTION_CLOSED,
+      // uncaught: the same race, and both forms are what the guard contains (test/unit/postgres-crash-guard.test.ts).
+      const nullWrite = r.out.includes("TypeError: Cannot read properties of null (reading 'write')") && /at (Immediate\.)?nextWrite \(.*postgres[\\/]cjs[\\/]src[\\/]connection\.js/.test(r.out);
+      const closedUncaught = /Error: write CONNECTION_CLOSED/.test(r.out) && /at (Socket\.)?closed \(.*postgres[\\/]cjs[\\/]src[\\/]connection\.js/.test(r.out);
+      expect(nullWrite || closedUncaught, r.out).toBe(true);
     }, 45_000);
 
     it('is contained by installPostgresCrashGuard: the process lives on and every query after it succeeds', async () => {
