@@ -265,7 +265,10 @@ describe('dependency resilience of the API and the worker', () => {
     expect(await webhook()).not.toBe(200);
     await new Promise((r) => setTimeout(r, 2000));
     await pg.start();
-    await eventually(async () => (await webhook()) === 200, 20_000, 'a webhook acknowledged after Postgres returned');
+    await eventually(async () => (await webhook()) === 200, 20_000, 'a webhook acknowledged after Postgres returned').catch((err: Error) => {
+      // What the API said meanwhile, to tell a stuck pool from a slow reconnect.
+      throw new Error(`${err.message}; the API ${api.exited() ? `exited (${api.proc.exitCode ?? api.proc.signalCode})` : 'still runs'}; its output ends:\n${api.output().slice(-4000)}`);
+    });
     expect(api.exited()).toBe(false);
 
     const t0 = Date.now();

@@ -19,10 +19,15 @@ describe('isPostgresWriteAfterClose', () => {
     expect(isPostgresWriteAfterClose(err)).toBe(true);
   });
 
+  it('recognises any other error thrown from postgres.js connection internals', () => {
+    expect(isPostgresWriteAfterClose(withStack(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), `Error: read ECONNRESET\n    at Socket.error (${PG}:433:7)`))).toBe(true);
+  });
+
   it('leaves every other error to end the process', () => {
     expect(isPostgresWriteAfterClose(withStack(new TypeError("Cannot read properties of null (reading 'write')"), 'TypeError: …\n    at nextWrite (/srv/app/lib/mine.js:1:1)'))).toBe(false);
     expect(isPostgresWriteAfterClose(withStack(Object.assign(new Error('CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' }), 'Error\n    at Socket.closed (/srv/app/lib/other.js:1:1)'))).toBe(false);
-    expect(isPostgresWriteAfterClose(withStack(Object.assign(new Error('x'), { code: 'ECONNRESET' }), `Error\n    at Socket.closed (${PG}:457:32)`))).toBe(false);
+    // Thrown from this process's code that merely called postgres.js: not contained.
+    expect(isPostgresWriteAfterClose(withStack(new Error('bad row'), `Error: bad row\n    at handler (/srv/app/api/ingest.js:10:5)\n    at Socket.data (${PG}:320:9)`))).toBe(false);
     expect(isPostgresWriteAfterClose(new Error('boom'))).toBe(false);
     expect(isPostgresWriteAfterClose('a string')).toBe(false);
   });
