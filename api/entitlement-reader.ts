@@ -30,7 +30,9 @@ interface CachedInputs {
 type InputsRow = {
   access_state: AccessState;
   version: string;
-  subs: { id: string; status: SubscriptionStatus; planId: string | null; features: PlanFeatures | null; quantity: number; stripeUpdatedAt: number | null; updatedAt: number | null }[];
+  subs: { id: string; status: SubscriptionStatus; planId: string | null; priceId: string | null; features: PlanFeatures | null; quantity: number; stripeUpdatedAt: number | null; updatedAt: number | null }[];
+  /** The items of live subscriptions whose price is in the catalog, with that plan's features. */
+  items: { subscriptionId: string; priceId: string; quantity: number; features: PlanFeatures }[];
   overrides: { id: string; feature: string; value: boolean | number | null; reason: string; expiresAt: number | null; createdAt: number }[];
   stripe_keys: string[];
 };
@@ -79,10 +81,17 @@ export function createEntitlementReader(deps: { sql: Sql; logger?: Logger; maxEn
       SELECT c.access_state,
         (SELECT COALESCE(sum(v.version), 0) FROM entitlement_versions v WHERE v.customer_id IN (c.id, ''))::text AS version,
         COALESCE((SELECT json_agg(json_build_object(
-            'id', s.id, 'status', s.status, 'planId', s.plan_id, 'features', p.features, 'quantity', s.quantity,
+            'id', s.id, 'status', s.status, 'planId', s.plan_id, 'priceId', s.price_id, 'features', p.features, 'quantity', s.quantity,
             'stripeUpdatedAt', floor(extract(epoch FROM s.stripe_updated_at) * 1000),
             'updatedAt', floor(extract(epoch FROM s.updated_at) * 1000)))
           FROM subscriptions s LEFT JOIN plans p ON p.id = s.plan_id WHERE s.customer_id = c.id), '[]'::json) AS subs,
+        COALESCE((SELECT json_agg(json_build_object(
+            'subscriptionId', s.id, 'priceId', i.item->>'priceId', 'quantity', COALESCE((i.item->>'quantity')::int, 1), 'features', p.features)
+            ORDER BY s.id, i.n)
+          FROM subscriptions s
+          CROSS JOIN LATERAL jsonb_array_elements(s.items) WITH ORDINALITY AS i(item, n)
+          JOIN plans p ON p.stripe_price_id = i.item->>'priceId'
+          WHERE s.customer_id = c.id AND s.status IN ('active', 'trialing', 'past_due')), '[]'::json) AS items,
         COALESCE((SELECT json_agg(json_build_object(
             'id', o.id, 'feature', o.feature, 'value', o.value, 'reason', o.reason,
             'expiresAt', floor(extract(epoch FROM o.expires_at) * 1000), 'createdAt', floor(extract(epoch FROM o.created_at) * 1000)))
@@ -92,6 +101,15 @@ export function createEntitlementReader(deps: { sql: Sql; logger?: Logger; maxEn
     if (!row) return null;
     // The one "current subscription" rule of the read model and the workflow.
     const current = pickCurrentSubscription(row.subs);
+    // Everything else the customer pays for adds to the current plan: its other items, other live subscriptions.
+    let primarySeen = false;
+    const addOns = row.items
+      .filter((i) => {
+        const primary = !primarySeen && current !== null && i.subscriptionId === current.id && i.priceId === current.priceId;
+        if (primary) primarySeen = true;
+        return !primary;
+      })
+      .map((i) => ({ features: i.features, quantity: i.quantity }));
     return {
       version: row.version,
       planId: current?.planId ?? null,
@@ -99,6 +117,7 @@ export function createEntitlementReader(deps: { sql: Sql; logger?: Logger; maxEn
         accessState: row.access_state,
         planFeatures: current?.features ?? {},
         quantity: current?.quantity ?? 1,
+        addOns,
         stripeLookupKeys: row.stripe_keys,
         overrides: row.overrides,
       },

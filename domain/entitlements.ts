@@ -34,6 +34,11 @@ export interface EntitlementInputs<O extends EntitlementOverrideInput = Entitlem
   planFeatures: PlanFeatures;
   /** Seats of the current subscription: its primary item's quantity. */
   quantity: number;
+  /**
+   * What else the customer pays for whose price is in the catalog: the current subscription's other items
+   * and the items of its other live subscriptions, each with its quantity (absent: none).
+   */
+  addOns?: readonly { features: PlanFeatures; quantity: number }[];
   /** Lookup keys of the customer's active Stripe entitlements (entitlements.active_entitlement_summary.updated). */
   stripeLookupKeys: readonly string[];
   /** Overrides not revoked (expired ones included: the rule drops them at `now`). */
@@ -49,7 +54,19 @@ export interface ResolvedEntitlements<O extends EntitlementOverrideInput = Entit
 }
 
 /**
- * Resolves features, each layer winning over the one before: the plan (a `perSeat` limit × quantity),
+ * One feature granted twice (the plan and an add-on): unlimited (`null`) wins, limits add up, flags are
+ * or-ed; a limit and a flag keep the limit (the flag says only that the feature is on).
+ */
+function combined(a: EntitlementValue, b: EntitlementValue): EntitlementValue {
+  if (a === null || b === null) return null;
+  if (typeof a === 'number' && typeof b === 'number') return a + b;
+  if (typeof a === 'boolean' && typeof b === 'boolean') return a || b;
+  return typeof a === 'number' ? a : b;
+}
+
+/**
+ * Resolves features, each layer winning over the one before: the plan (a `perSeat` limit × quantity) with
+ * the add-ons combined into it (`combined`),
  * then Stripe's active entitlements (`true` for each lookup key), then live overrides (newest per
  * feature). Only `active` and `grace` are entitled: `restricted`, `suspended` and `none` get no
  * features at all; an override does not lift a suspension.
@@ -62,10 +79,15 @@ export function resolveEntitlements<O extends EntitlementOverrideInput>(inputs: 
   if (!entitled) return { entitled, features: {}, activeOverrides };
 
   const features: Record<string, EntitlementValue> = {};
-  const quantity = Math.max(1, Math.floor(inputs.quantity));
-  for (const [key, value] of Object.entries(inputs.planFeatures)) {
-    features[key] = value !== null && typeof value === 'object' ? value.perSeat * quantity : value;
-  }
+  const grant = (planFeatures: PlanFeatures, seats: number, combine: boolean) => {
+    const quantity = Math.max(1, Math.floor(seats));
+    for (const [key, value] of Object.entries(planFeatures)) {
+      const v: EntitlementValue = value !== null && typeof value === 'object' ? value.perSeat * quantity : value;
+      features[key] = combine && key in features ? combined(features[key]!, v) : v;
+    }
+  };
+  grant(inputs.planFeatures, inputs.quantity, false);
+  for (const addOn of inputs.addOns ?? []) grant(addOn.features, addOn.quantity, true);
   for (const key of inputs.stripeLookupKeys) features[key] = true;
   const overridden = new Set<string>();
   for (const o of activeOverrides) {

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { createBillingDbActivities } from '../../activities/billing-db';
 import type { BillingEvent } from '../../domain/billing-event';
 import { normalizeStripeEvent } from '../../domain/events';
+import type { Plan } from '../../domain/plan-catalog';
 import { loadPlanConfig, syncPlans } from '../../lib/plan-catalog-sync';
 import { subscriptionEvent, dunningIds } from '../helpers/dunning';
 import { uniqueFixture } from '../helpers/fixtures';
@@ -58,6 +59,33 @@ describe('entitlements', () => {
       stripeLookupKeys: [],
     });
     expect(Date.parse(body.computedAt)).not.toBeNaN();
+  });
+
+  it('adds the features of add-on items and of other live subscriptions to the plan, per seat by their quantity', async () => {
+    const addOns: Plan[] = [
+      { id: 'sso-addon', stripePriceId: 'price_sso_addon', name: 'SSO add-on', amount: 500, currency: 'usd', interval: 'month', rank: 100, active: true, features: { sso: true, audit_log: true } },
+      { id: 'calls-pack', stripePriceId: 'price_calls_pack', name: 'API calls pack', amount: 300, currency: 'usd', interval: 'month', rank: 101, active: true, features: { api_calls: { perSeat: 5_000 } } },
+    ];
+    await syncPlans(stack.sql, [...loadPlanConfig({}), ...addOns]);
+    const ids = dunningIds();
+    const withItems = (e: BillingEvent, items: { id: string; priceId: string; quantity: number }[]): BillingEvent =>
+      ({ ...e, data: { ...e.data, items } }) as BillingEvent;
+    // The base subscription: basic × 3 seats plus the SSO add-on; a second live subscription: 2 call packs;
+    // a canceled third one grants nothing.
+    await apply([withItems(onPlan(ids, 'price_basic_monthly', 'active', T0), [
+      { id: 'si_base', priceId: 'price_basic_monthly', quantity: 3 },
+      { id: 'si_sso', priceId: 'price_sso_addon', quantity: 1 },
+    ])]);
+    const second = { ...ids, subscriptionId: `${ids.subscriptionId}_calls` };
+    const third = { ...ids, subscriptionId: `${ids.subscriptionId}_old` };
+    await apply([
+      withItems(onPlan(second, 'price_calls_pack', 'active', T0 - 10), [{ id: 'si_calls', priceId: 'price_calls_pack', quantity: 2 }]),
+      withItems(onPlan(third, 'price_calls_pack', 'canceled', T0 - 20), [{ id: 'si_old', priceId: 'price_calls_pack', quantity: 7 }]),
+    ]);
+    const { body } = await entitlements(ids.customerId);
+    expect(body).toMatchObject({ planId: 'basic-monthly', quantity: 3, entitled: true });
+    // basic: api_calls 10,000, seats 1 × 3, sso false, audit_log false; + SSO add-on; + 2 packs × 5,000 calls.
+    expect(body.features).toEqual({ api_calls: 20_000, seats: 3, sso: true, audit_log: true });
   });
 
   it('keeps the features in grace and removes them when suspended', async () => {

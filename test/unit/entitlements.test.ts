@@ -53,6 +53,25 @@ describe('resolveEntitlements', () => {
     expect(r.activeOverrides.map((o) => o.value)).toEqual([50_000, 1]);
   });
 
+  it('adds what add-on items and other live subscriptions grant: flags or-ed, limits summed (per seat by their quantity), unlimited wins', () => {
+    const r = resolveEntitlements(
+      {
+        ...base,
+        addOns: [
+          { features: { sso: true, api_calls: 5_000 }, quantity: 1 },
+          { features: { seats: { perSeat: 1 }, api_calls: 2_500, exports: true }, quantity: 4 },
+          { features: { storage: 100 }, quantity: 1 },
+        ],
+      },
+      NOW,
+    );
+    // base: api_calls 10,000, sso false, seats 2 × 3 = 6, storage null (unlimited).
+    expect(r.features).toEqual({ api_calls: 17_500, sso: true, seats: 10, storage: null, exports: true });
+    // Overrides still have the last word; a suspension still removes everything.
+    expect(resolveEntitlements({ ...base, addOns: [{ features: { sso: true }, quantity: 1 }], overrides: [override('sso', false, { createdAt: NOW - 1 })] }, NOW).features.sso).toBe(false);
+    expect(resolveEntitlements({ ...base, accessState: 'suspended', addOns: [{ features: { sso: true }, quantity: 1 }] }, NOW).features).toEqual({});
+  });
+
   it('counts at least one seat', () => {
     expect(resolveEntitlements({ ...base, quantity: 0 }, NOW).features.seats).toBe(2);
   });
