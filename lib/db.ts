@@ -126,12 +126,29 @@ export function isPostgresWriteAfterClose(err: unknown): boolean {
   return /\(.*[\\/]postgres[\\/](?:cjs[\\/]|cf[\\/])?src[\\/]connection\.js:\d+:\d+\)$/.test(firstFrame);
 }
 
+/** Socket errors of a connection that dropped (a restart, a failover, a network cut). */
+const DROPPED_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * A rejection nobody handled whose error is a raw socket error of a dropped connection, raised by Node's
+ * socket code only (no frame of ours or of a library): a query postgres.js failed with the socket's own
+ * error and no caller awaited (seen under load when Postgres went away mid-burst: `read ECONNRESET` at
+ * TCP.onStreamRead). Nothing waits on it, so ending the process would repair nothing.
+ */
+export function isDroppedConnectionRejection(err: unknown, origin: string): boolean {
+  if (origin !== 'unhandledRejection' || !(err instanceof Error)) return false;
+  if (!DROPPED_CONNECTION_CODES.has(String((err as { code?: unknown }).code))) return false;
+  const frames = (err.stack ?? '').split('\n').filter((l) => /^\s*at /.test(l));
+  return frames.every((f) => /\(node:|^\s*at node:|^\s*at (?:TCP|Socket|TLSSocket)\./.test(f));
+}
+
 let guardInstalled = false;
 
 /**
- * For entry points (API, worker): turns that one postgres.js crash into a logged error and moves every pool of
- * this process to fresh connections (the broken slot would fail a query per connect_timeout forever). Any other
- * uncaught exception still ends the process as Node would: printed, exit code 1.
+ * For entry points (API, worker): turns that one postgres.js crash, and a dropped connection's unhandled
+ * rejection, into a logged error and moves every pool of this process to fresh connections (the broken slot
+ * would fail a query per connect_timeout forever). Any other uncaught exception or unhandled rejection still
+ * ends the process as Node would: printed, exit code 1.
  */
 export function installPostgresCrashGuard(logger: { error(obj: object, msg: string): void }): void {
   if (guardInstalled) return;
@@ -140,6 +157,11 @@ export function installPostgresCrashGuard(logger: { error(obj: object, msg: stri
     if (isPostgresWriteAfterClose(err)) {
       for (const pool of pools) pool.replace();
       logger.error({ err: err.message, issue: 'https://github.com/porsager/postgres/issues/1208' }, 'postgres.js wrote to a closed connection; contained, new queries use fresh connections');
+      return;
+    }
+    if (isDroppedConnectionRejection(err, origin)) {
+      for (const pool of pools) pool.replace();
+      logger.error({ err: err.message }, 'a dropped database connection failed a query nobody awaited; contained, new queries use fresh connections');
       return;
     }
     process.stderr.write(`${origin === 'unhandledRejection' ? 'unhandled rejection: ' : ''}${inspect(err)}\n`);

@@ -3,7 +3,7 @@
  * postgres.js 3.4.9 write-after-close race, with the stacks Node printed for them; nothing else.
  */
 import { describe, expect, it } from 'vitest';
-import { isPostgresWriteAfterClose } from '../../lib/db';
+import { isDroppedConnectionRejection, isPostgresWriteAfterClose } from '../../lib/db';
 
 const withStack = <E extends Error>(err: E, stack: string): E => Object.assign(err, { stack });
 const PG = '/srv/app/node_modules/postgres/cjs/src/connection.js';
@@ -30,5 +30,21 @@ describe('isPostgresWriteAfterClose', () => {
     expect(isPostgresWriteAfterClose(withStack(new Error('bad row'), `Error: bad row\n    at handler (/srv/app/api/ingest.js:10:5)\n    at Socket.data (${PG}:320:9)`))).toBe(false);
     expect(isPostgresWriteAfterClose(new Error('boom'))).toBe(false);
     expect(isPostgresWriteAfterClose('a string')).toBe(false);
+  });
+});
+
+describe('isDroppedConnectionRejection', () => {
+  const reset = () =>
+    withStack(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', errno: -104, syscall: 'read' }), 'Error: read ECONNRESET\n    at TCP.onStreamRead (node:internal/stream_base_commons:218:20)\n    at TCP.callbackTrampoline (node:internal/async_hooks:130:17)');
+
+  it('recognises the raw socket error of a dropped connection that nobody awaited (the stack Node printed)', () => {
+    expect(isDroppedConnectionRejection(reset(), 'unhandledRejection')).toBe(true);
+  });
+
+  it('leaves a thrown one, another error, or one raised through our code to end the process', () => {
+    expect(isDroppedConnectionRejection(reset(), 'uncaughtException')).toBe(false);
+    expect(isDroppedConnectionRejection(withStack(Object.assign(new Error('boom'), { code: 'EBOOM' }), 'Error: boom\n    at TCP.onStreamRead (node:internal/stream_base_commons:218:20)'), 'unhandledRejection')).toBe(false);
+    expect(isDroppedConnectionRejection(withStack(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'Error: read ECONNRESET\n    at fetchInvoice (/srv/app/activities/stripe.js:12:3)'), 'unhandledRejection')).toBe(false);
+    expect(isDroppedConnectionRejection('ECONNRESET', 'unhandledRejection')).toBe(false);
   });
 });
