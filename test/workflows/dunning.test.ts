@@ -82,8 +82,11 @@ describe('dunningWorkflow (time-skipping)', () => {
           await eventually(async () => {
             const desc = await customer.describe();
             if (desc.status.name !== 'RUNNING') return true;
-            return !desc.raw.pendingWorkflowTask && (await customer.query(stateQuery)).queued === 0;
-          }, 10_000, 'the customer workflow to be idle').catch(() => {});
+            // No workflow task and no activity in flight: either on this queue, left behind by a stopped worker,
+            // would hold the test server's time-skipping lock.
+            const idle = !desc.raw.pendingWorkflowTask && (desc.raw.pendingActivities ?? []).length === 0;
+            return idle && (await customer.query(stateQuery)).queued === 0;
+          }, 20_000, 'the customer workflow to be idle').catch(() => {});
         }
         reportedCustomers.clear();
         if (worker.getState() === 'RUNNING') worker.shutdown();
