@@ -80,6 +80,17 @@ export function installSeatHandlers(kit: SeatChangeKit): void {
     if (toQuantity !== quantity) reject('RequestIdReused', `requestId ${requestId} was used for a change to ${toQuantity === undefined ? 'something else' : seats(toQuantity)}`);
   }
 
+  /** What every seat-change result carries, before its status, effective time and message. */
+  const resultBase = (requestId: string, kind: SeatChangeKind, sub: LocalSubscription, from: number, to: number, invoiceId: string | null) => ({
+    requestId,
+    kind,
+    subscriptionId: sub.id,
+    planId: sub.planId,
+    fromQuantity: from,
+    toQuantity: to,
+    invoiceId,
+  });
+
   async function increase(requestId: string, sub: LocalSubscription, from: number, to: number, prorationDate: number): Promise<ChangeQuantityResult> {
     const out = await stripeWrite.updateSubscriptionQuantity({
       customerId,
@@ -90,7 +101,7 @@ export function installSeatHandlers(kit: SeatChangeKit): void {
       prorationDate,
       proration: 'invoice',
     });
-    const base = { requestId, kind: 'increase' as const, subscriptionId: sub.id, planId: sub.planId, fromQuantity: from, toQuantity: to, invoiceId: out.invoiceId };
+    const base = resultBase(requestId, 'increase', sub, from, to, out.invoiceId);
     const view = viewOf(requestId, sub, from, to);
     const invoice = out.invoiceId ? ` (invoice ${out.invoiceId})` : '';
     if (out.outcome === 'confirmed') {
@@ -116,15 +127,9 @@ export function installSeatHandlers(kit: SeatChangeKit): void {
     kit.setChange({ ...viewOf(requestId, sub, from, to), status: 'confirmed', effectiveAt: prorationDate });
     kit.expect(to);
     return {
-      requestId,
-      kind: 'decrease',
-      subscriptionId: sub.id,
-      planId: sub.planId,
-      fromQuantity: from,
-      toQuantity: to,
+      ...resultBase(requestId, 'decrease', sub, from, to, null),
       status: 'confirmed',
       effectiveAt: prorationDate,
-      invoiceId: null,
       message: `${seats(to)} from now; the unused time of ${seats(from - to)} is credited on the next invoice`,
     };
   }
@@ -138,15 +143,9 @@ export function installSeatHandlers(kit: SeatChangeKit): void {
     });
     kit.setChange({ ...viewOf(requestId, sub, from, to), status: 'scheduled', effectiveAt, scheduleId: out.scheduleId });
     return {
-      requestId,
-      kind: 'decrease',
-      subscriptionId: sub.id,
-      planId: sub.planId,
-      fromQuantity: from,
-      toQuantity: to,
+      ...resultBase(requestId, 'decrease', sub, from, to, null),
       status: 'scheduled',
       effectiveAt,
-      invoiceId: null,
       message: `${seats(to)} from ${kit.iso(effectiveAt)}, the end of the current period; nothing is refunded now`,
     };
   }

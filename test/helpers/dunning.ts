@@ -4,6 +4,7 @@ import { temporal } from '@temporalio/proto';
 import Stripe from 'stripe';
 import type { BillingEvent } from '../../domain/billing-event';
 import { CUSTOM_SEARCH_ATTRIBUTES } from '../../workflows/contracts';
+import { slimSubscriptionEvent } from './customer-events';
 import { uniqueId } from './services';
 
 /**
@@ -199,33 +200,20 @@ export function dunningIds() {
   return { customerId: `cus_${id}`, subscriptionId: `sub_${id}`, invoiceId: `in_${id}` };
 }
 
-/** A slim subscription event as the webhook normalizer would produce it. */
+/** A slim subscription event as the webhook normalizer would produce it (customer.subscription.created). */
 export function subscriptionEvent(input: {
   customerId: string;
   subscriptionId: string;
   status: 'active' | 'past_due' | 'canceled';
   created: number;
 }): BillingEvent {
-  return {
-    eventId: `evt_${uniqueId()}`,
-    type: 'customer.subscription.created',
-    created: input.created,
+  return slimSubscriptionEvent({
     customerId: input.customerId,
-    objectId: input.subscriptionId,
-    livemode: false,
-    data: {
-      kind: 'subscription',
-      subscriptionId: input.subscriptionId,
-      status: input.status,
-      priceId: 'price_dunning_test',
-      currentPeriodStart: input.created,
-      currentPeriodEnd: input.created + 30 * 86400,
-      cancelAtPeriodEnd: false,
-      canceledAt: null,
-      trialEnd: null,
-      deleted: false,
-    },
-  };
+    subscriptionId: input.subscriptionId,
+    created: input.created,
+    type: 'customer.subscription.created',
+    data: { status: input.status, priceId: 'price_dunning_test' },
+  });
 }
 
 /** A slim invoice event (payment_failed, paid, marked_uncollectible). */
